@@ -1,0 +1,249 @@
+"""The command line and the PYINIT_* environment, turned into a Config.
+
+Parsing is written by hand rather than with argparse or getopt: both import
+enough of the standard library to cost more start-up time than all of pyinit
+(the benchmark measures it), and the grammar is small. It is getopt's: short
+options cluster (`-vvw`, `-e143`, `-r15:3`), long options take `--opt=V` or
+`--opt V`, and parsing stops at `--` or at the first non-option, so
+`pyinit echo -v` passes `-v` to echo.
+
+Flags of tini and dumb-init are accepted with their meaning, so switching is
+a matter of changing the program name. The environment gives defaults that a
+container image can set without touching its ENTRYPOINT; flags override it.
+"""
+
+import os
+
+from pyinit import __version__, log, signals
+
+EXIT_USAGE = 125  # pyinit's own failure, as `env`, `timeout` and `nice` use it
+
+HELP = """\
+usage: pyinit [OPTIONS] [--] COMMAND [ARG...]
+
+A minimal init for PID 1: runs COMMAND as its child, forwards every signal it
+receives to the child's process group, reaps every zombie, and exits with the
+child's exit status (128+N when signal N killed it).
+
+options:
+  -c, --single-child     forward signals to the child only, not its group;
+                         the child then stays in pyinit's process group
+  -g                     forward to the child's process group (the default;
+                         accepted for tini compatibility)
+  -r, --rewrite S:R      forward received signal S as R; R=0 drops S.
+                         Numbers or names: 15:3, TERM:QUIT. Repeatable
+  -e, --remap-exit CODE  exit 0 when the child's exit code is CODE (0-255,
+                         128+N for signal N). Repeatable
+  -p, --pdeathsig SIG    receive SIG when pyinit's parent dies, and handle it
+                         like any other received signal
+  -s, --subreaper        accepted for tini compatibility: pyinit becomes a
+                         child subreaper by itself whenever it is not PID 1
+  -w, --warn-reaped      log every reaped process other than the child
+  -v, --verbose          log more: -v signals and reaps, -vv plumbing
+  -q, --quiet            log errors only
+  -V, --version          print the version and exit
+  -h, --help             print this help and exit
+
+environment (flags win over these):
+  PYINIT_VERBOSITY=N     0 errors only, 1 warnings (default), 2 like -v,
+                         3 like -vv (tini's TINI_VERBOSITY is read too)
+  PYINIT_SINGLE_CHILD=1  like -c (dumb-init's DUMB_INIT_SETSID=0 too)
+  PYINIT_REWRITE=S:R,... like -r for each item
+  PYINIT_REMAP_EXIT=N,.. like -e for each item
+  PYINIT_PDEATHSIG=SIG   like -p
+  PYINIT_WARN_REAPED=1   like -w
+
+exit status: the child's; 128+N if signal N killed it; 125 if pyinit itself
+failed; 126 if COMMAND cannot be executed; 127 if it is not found.
+"""
+
+
+class UsageError(Exception):
+    """A bad command line or environment: one line for the user, exit 125."""
+
+
+class Config:
+    """Everything the init needs to know, fixed once parsing is done."""
+
+    __slots__ = ("command", "single_child", "rewrite", "remap_exit", "pdeathsig", "warn_reaped", "verbosity")
+
+    command: "tuple[str, ...]"
+    single_child: bool
+    rewrite: "dict[int, int]"  # received signal -> forwarded signal; 0 = drop
+    remap_exit: "frozenset[int]"  # child exit codes reported as 0
+    pdeathsig: int  # 0 = none
+    warn_reaped: bool
+    verbosity: int
+
+    def __init__(self, **fields: object) -> None:
+        for field, value in fields.items():
+            object.__setattr__(self, field, value)
+
+    def __setattr__(self, field: str, value: object) -> None:
+        raise AttributeError("Config is read-only")
+
+    def __repr__(self) -> str:
+        return "Config(%s)" % ", ".join("%s=%r" % (f, getattr(self, f)) for f in self.__slots__)
+
+
+# option -> (long name, takes a value); every short option has a long form.
+_OPTIONS = {
+    "c": ("single-child", False),
+    "g": ("process-group", False),
+    "r": ("rewrite", True),
+    "e": ("remap-exit", True),
+    "p": ("pdeathsig", True),
+    "s": ("subreaper", False),
+    "w": ("warn-reaped", False),
+    "v": ("verbose", False),
+    "q": ("quiet", False),
+    "V": ("version", False),
+    "h": ("help", False),
+}
+_LONG = {long_name: (short, takes_value) for short, (long_name, takes_value) in _OPTIONS.items()}
+
+
+def _split_options(argv: "list[str]") -> "tuple[list[tuple[str, str]], list[str]]":
+    """getopt-style scan: [(short option, value)], and the command."""
+    options = []
+    index = 0
+    while index < len(argv):
+        arg = argv[index]
+        index += 1
+        if arg == "--":
+            break
+        if arg.startswith("--"):
+            long_name, equals, value = arg[2:].partition("=")
+            if long_name not in _LONG:
+                raise UsageError("unknown option '--%s'" % long_name)
+            short, takes_value = _LONG[long_name]
+            if takes_value and not equals:
+                if index == len(argv):
+                    raise UsageError("option '--%s' needs a value" % long_name)
+                value, index = argv[index], index + 1
+            elif equals and not takes_value:
+                raise UsageError("option '--%s' takes no value" % long_name)
+            options.append((short, value))
+        elif arg.startswith("-") and arg != "-":
+            position = 1
+            while position < len(arg):
+                short = arg[position]
+                position += 1
+                if short not in _OPTIONS:
+                    raise UsageError("unknown option '-%s'" % short)
+                value = ""
+                if _OPTIONS[short][1]:
+                    value, position = arg[position:], len(arg)
+                    if not value:
+                        if index == len(argv):
+                            raise UsageError("option '-%s' needs a value" % short)
+                        value, index = argv[index], index + 1
+                options.append((short, value))
+        else:
+            index -= 1
+            break
+    return options, argv[index:]
+
+
+def _exit_code(text: str) -> int:
+    if not text.strip().isdigit() or int(text) > 255:
+        raise ValueError("exit code '%s' is not a number from 0 to 255" % text)
+    return int(text)
+
+
+def _flag(environ: "dict[str, str]", variable: str) -> bool:
+    value = environ.get(variable, "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise UsageError("%s=%s: expected 1 or 0" % (variable, environ[variable]))
+
+
+def _items(text: str) -> "list[str]":
+    return text.replace(",", " ").split()
+
+
+def _from_environment(environ: "dict[str, str]") -> dict:
+    """The defaults the environment sets, with the variable named on error."""
+    fields: dict = {}
+    variable = ""
+    try:
+        for variable in ("TINI_VERBOSITY", "PYINIT_VERBOSITY"):
+            if environ.get(variable, "").strip():
+                level = environ[variable].strip()
+                if not level.isdigit():
+                    raise ValueError("expected a number from 0 to 3")
+                fields["verbosity"] = min(int(level), log.DEBUG)
+        variable = "PYINIT_REWRITE"
+        fields["rewrite"] = dict(signals.parse_rewrite(item) for item in _items(environ.get(variable, "")))
+        variable = "PYINIT_REMAP_EXIT"
+        fields["remap_exit"] = {_exit_code(item) for item in _items(environ.get(variable, ""))}
+        variable = "PYINIT_PDEATHSIG"
+        if environ.get(variable, "").strip():
+            fields["pdeathsig"] = signals.parse(environ[variable])
+    except ValueError as problem:
+        raise UsageError("%s=%s: %s" % (variable, environ[variable], problem)) from None
+    fields["single_child"] = _flag(environ, "PYINIT_SINGLE_CHILD") or environ.get("DUMB_INIT_SETSID", "").strip() == "0"
+    fields["warn_reaped"] = _flag(environ, "PYINIT_WARN_REAPED")
+    return fields
+
+
+def parse(argv: "list[str]", environ: "dict[str, str]") -> "Config | str":
+    """argv (without the program name) + environment -> Config.
+
+    Returns the text to print instead when --help or --version was asked for.
+    Raises UsageError for anything it cannot make sense of.
+    """
+    fields = {"verbosity": log.WARNING, "pdeathsig": 0}
+    fields.update(_from_environment(environ))
+    options, command = _split_options(argv)
+    verbose_flags = 0
+    for short, value in options:
+        try:
+            if short == "h":
+                return HELP
+            if short == "V":
+                return "pyinit %s\n" % __version__
+            if short == "c":
+                fields["single_child"] = True
+            elif short == "r":
+                source, target = signals.parse_rewrite(value)
+                fields["rewrite"][source] = target
+            elif short == "e":
+                fields["remap_exit"].add(_exit_code(value))
+            elif short == "p":
+                fields["pdeathsig"] = signals.parse(value)
+            elif short == "w":
+                fields["warn_reaped"] = True
+            elif short == "v":
+                verbose_flags += 1
+                fields["verbosity"] = min(log.WARNING + verbose_flags, log.DEBUG)
+            elif short == "q":
+                fields["verbosity"] = log.ERROR
+            # -g and -s ask for what pyinit does anyway.
+        except ValueError as problem:
+            raise UsageError("option '-%s': %s" % (short, problem)) from None
+    if not command:
+        raise UsageError("no command given")
+    fields["remap_exit"] = frozenset(fields["remap_exit"])
+    return Config(command=tuple(command), **fields)
+
+
+def main(argv: "list[str]") -> int:
+    """Run pyinit with `argv` (without the program name); return its exit code."""
+    try:
+        config = parse(argv, os.environ)  # type: ignore[arg-type]
+    except UsageError as problem:
+        log.error("%s (see 'pyinit --help')", problem)
+        return EXIT_USAGE
+    if isinstance(config, str):
+        try:
+            os.write(1, config.encode())
+        except OSError:
+            return EXIT_USAGE
+        return 0
+    log.set_level(config.verbosity)
+    from pyinit import init
+
+    return init.run(config)

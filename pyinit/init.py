@@ -1,0 +1,142 @@
+"""The PID-1 loop: spawn the child, wait for signals, forward, reap, exit.
+
+Every signal is blocked and taken synchronously with sigwaitinfo(2), so no
+Python handler ever runs between two bytecodes and nothing wakes the init up
+while nothing happens. Blocking is also what lets PID 1 of a namespace
+receive signals at all: the kernel discards a signal sent to a namespace's
+init whose disposition is the default, but never one that is blocked.
+"""
+
+import os
+
+from pyinit import linux, log, signals
+from pyinit.cli import Config
+from pyinit.spawn import SpawnError, spawn
+
+api = signals.api
+_SI_USER = 0  # si_code of kill(2), and of the signal the kernel raises for a failed write
+
+
+def run(config: Config) -> int:
+    """Be the init for `config.command`; return the exit code to exit with."""
+    api.pthread_sigmask(api.SIG_BLOCK, signals.WAITED)
+    # An inherited SIG_IGN for SIGCHLD would make the kernel reap our
+    # children for us, and the child's exit status would be lost.
+    api.signal(signals.SIGCHLD, api.SIG_DFL)
+    parent = os.getppid()
+    if os.getpid() != 1:
+        _become_subreaper()
+    try:
+        child = spawn(list(config.command), new_session=not config.single_child)
+    except (SpawnError, OSError) as failure:
+        log.error("%s", failure)
+        return failure.exit_code if isinstance(failure, SpawnError) else 125
+    log.info("started %s as PID %d", config.command[0], child)
+    _leave_working_directory()
+    if config.pdeathsig and not _arm_parent_death_signal(config.pdeathsig, parent):
+        _forward(config.pdeathsig, child, config)
+    me = os.getpid()
+    while True:
+        info = api.sigwaitinfo(signals.WAITED)
+        try:
+            if info.si_signo == signals.SIGCHLD:
+                status = _reap(child, config.warn_reaped)
+                if status is not None:
+                    return _exit_code(status, config)
+            elif info.si_pid == me and info.si_code == _SI_USER:
+                # Raised by our own write to a broken or full stderr (SIGPIPE,
+                # SIGXFSZ): about pyinit, not for the child.
+                log.debug("dropped %s that pyinit raised itself", signals.name(info.si_signo))
+            else:
+                log.info("received %s from PID %d", signals.name(info.si_signo), info.si_pid)
+                _forward(info.si_signo, child, config)
+        except Exception as failure:  # the init must outlive its own bugs
+            log.error("internal error, carrying on: %r", failure)
+
+
+def _forward(signo: int, child: int, config: Config) -> None:
+    """Send `signo`, after rewriting, to the child's group (or the child)."""
+    target = config.rewrite.get(signo, signo)
+    if target == 0:
+        log.info("dropped %s (rewritten to 0)", signals.name(signo))
+        return
+    try:
+        if config.single_child:
+            os.kill(child, target)
+        else:
+            os.killpg(child, target)
+    except ProcessLookupError:
+        log.debug("nobody left to receive %s", signals.name(target))
+        return
+    except OSError as failure:
+        log.warning("cannot forward %s: %s", signals.name(target), failure.strerror)
+        return
+    log.info("forwarded %s to %s %d", signals.name(target), "PID" if config.single_child else "group", child)
+
+
+def _reap(child: int, warn_reaped: bool) -> "int | None":
+    """Collect every exited child; return the main child's wait status if it is among them.
+
+    One SIGCHLD may stand for many exits (standard signals coalesce), so this
+    loops until the kernel has nothing more to give.
+    """
+    child_status = None
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return child_status
+        if pid == 0:
+            return child_status
+        if pid == child:
+            child_status = status
+            log.info("child %d exited: %s", pid, _describe(status))
+        elif warn_reaped:
+            log.warning("reaped zombie %d: %s", pid, _describe(status))
+        else:
+            log.info("reaped zombie %d: %s", pid, _describe(status))
+
+
+def _describe(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return "killed by " + signals.name(os.WTERMSIG(status))
+    return "exit code %d" % os.WEXITSTATUS(status)
+
+
+def _exit_code(status: int, config: Config) -> int:
+    """The shell's convention: the exit code, or 128+N for death by signal N."""
+    code = 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+    return 0 if code in config.remap_exit else code
+
+
+def _become_subreaper() -> None:
+    """Not PID 1: ask for the orphans of our descendants, which would otherwise go to the real init."""
+    try:
+        linux.set_child_subreaper()
+    except OSError as failure:
+        log.warning("cannot become a child subreaper (%s): orphans will not be reaped by pyinit", failure.strerror)
+    else:
+        log.debug("not PID 1: registered as a child subreaper")
+
+
+def _leave_working_directory() -> None:
+    """Move to / so the init does not keep the child's directory's mount busy."""
+    try:
+        os.chdir("/")
+    except OSError as failure:
+        log.debug("cannot change to /: %s", failure.strerror)
+
+
+def _arm_parent_death_signal(signo: int, parent: int) -> bool:
+    """Set PR_SET_PDEATHSIG; False when the parent is already gone.
+
+    The parent may die before prctl(2) is called, and then the signal never
+    comes: compare getppid() with the parent seen at start. Inside a new PID
+    namespace the parent is outside and getppid() is 0; nothing to compare.
+    """
+    try:
+        linux.set_parent_death_signal(signo)
+    except OSError as failure:
+        log.warning("cannot set the parent-death signal: %s", failure.strerror)
+        return True
+    return parent == 0 or os.getppid() == parent

@@ -1,0 +1,103 @@
+"""Signal numbers, names, the forwarded set and the rewrite table.
+
+pyinit talks to `_signal`, the C module under the standard `signal` module:
+`signal` wraps every number in an enum, and importing `enum` costs about as
+much as the rest of pyinit's start-up together (measured by the benchmark).
+The functions used here take and return plain ints in both modules.
+"""
+
+try:
+    import _signal as api
+except ImportError:  # an interpreter without CPython's C module
+    import signal as api  # type: ignore[no-redef]
+
+SIGCHLD: int = api.SIGCHLD
+SIGKILL: int = api.SIGKILL
+SIGSTOP: int = api.SIGSTOP
+
+# Every signal the C library lets a program use: 1-31 and SIGRTMIN..SIGRTMAX
+# (glibc keeps 32 and 33 for its threads, so they are not in this set).
+VALID: frozenset = frozenset(api.valid_signals())
+
+# The signals the init waits for: everything it can block. SIGKILL and SIGSTOP
+# can be neither blocked nor caught; the kernel drops them from any mask.
+WAITED: frozenset = VALID - {SIGKILL, SIGSTOP}
+
+# The signals passed on to the child: every catchable one but SIGCHLD, which
+# is the init's own business (it means "reap"), not the child's.
+FORWARDED: frozenset = WAITED - {SIGCHLD}
+
+# Standard names that duplicate another; parsed, never printed.
+_ALIASES = {"SIGCLD", "SIGIOT", "SIGPOLL"}
+
+
+def _standard_names() -> dict:
+    return {
+        name: number
+        for name, number in vars(api).items()
+        if name.startswith("SIG") and not name.startswith("SIG_") and isinstance(number, int)
+        and name not in ("SIGRTMIN", "SIGRTMAX")
+    }
+
+
+def name(number: int) -> str:
+    """The conventional name of a signal: SIGTERM, SIGRTMIN+3, SIGRTMAX-1."""
+    low, high = api.SIGRTMIN, api.SIGRTMAX
+    if low <= number <= high:
+        if number == low:
+            return "SIGRTMIN"
+        if number == high:
+            return "SIGRTMAX"
+        if number - low <= high - number:
+            return "SIGRTMIN+%d" % (number - low)
+        return "SIGRTMAX-%d" % (high - number)
+    for candidate, value in _standard_names().items():
+        if value == number and candidate not in _ALIASES:
+            return candidate
+    return "signal %d" % number
+
+
+def _parse_realtime(upper: str) -> "int | None":
+    for base_name, base, sign, step in (("SIGRTMIN", api.SIGRTMIN, "+", 1), ("SIGRTMAX", api.SIGRTMAX, "-", -1)):
+        if upper == base_name:
+            return base
+        offset = upper[len(base_name) + 1:]
+        if upper.startswith(base_name + sign) and offset.isdigit():
+            return base + step * int(offset)
+    return None
+
+
+def parse(text: str, allow_zero: bool = False) -> int:
+    """A signal from a number or a name (15, TERM, SIGTERM, term, RTMIN+2).
+
+    Raises ValueError with a message fit for the user. `allow_zero` admits 0,
+    which means "no signal" where the caller gives it that meaning.
+    """
+    spec = text.strip()
+    if spec.isdigit():
+        number = int(spec)
+        if number == 0 and allow_zero:
+            return 0
+        if number in VALID:
+            return number
+        raise ValueError("'%s' is not a signal number this system knows" % text)
+    upper = spec.upper()
+    if not upper.startswith("SIG"):
+        upper = "SIG" + upper
+    number = _standard_names().get(upper)
+    if number is None:
+        number = _parse_realtime(upper)
+    if number is None or number not in VALID:
+        raise ValueError("'%s' is not a signal name or number" % text)
+    return number
+
+
+def parse_rewrite(spec: str) -> "tuple[int, int]":
+    """`S:R` -> (S, R): forward received signal S as R; R = 0 drops S."""
+    source_text, colon, target_text = spec.partition(":")
+    if not colon:
+        raise ValueError("rewrite '%s' is not of the form SIGNAL:SIGNAL (e.g. 15:3 or TERM:QUIT)" % spec)
+    source = parse(source_text)
+    if source not in FORWARDED:
+        raise ValueError("rewrite '%s': %s is never forwarded, so it cannot be rewritten" % (spec, name(source)))
+    return source, parse(target_text, allow_zero=True)

@@ -1,0 +1,84 @@
+"""Starting the child: everything between fork and exec, and exec failures.
+
+The child gets a clean signal state whatever the init did to itself: every
+disposition back to the default (Python ignores SIGPIPE and SIGXFSZ, and
+ignored signals survive exec) and an empty mask (the init blocks everything,
+and masks survive exec too). Dispositions are reset before the mask is
+cleared, so a signal that arrived in between is delivered to the default
+action, not to a Python handler that would run in the child before exec.
+
+An exec failure happens in the child, after fork; it travels back to the
+parent through a close-on-exec pipe: end-of-file means exec succeeded, a
+message means it did not. The parent therefore knows before it returns,
+and can exit with 127 or 126 like `env` and `timeout` do.
+"""
+
+import errno
+import os
+
+from pyinit import signals
+
+EXIT_NOT_FOUND = 127
+EXIT_CANNOT_EXECUTE = 126
+
+
+class SpawnError(Exception):
+    """The command could not be started; carries the exit code to use."""
+
+    def __init__(self, exit_code: int, message: str) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def spawn(argv: "list[str]", new_session: bool) -> int:
+    """Fork and exec `argv`; return the child's PID or raise SpawnError.
+
+    With `new_session` the child leads a new session and process group, so a
+    signal to the group reaches it and everything it starts, and nothing else.
+    """
+    if not argv[0]:
+        raise SpawnError(EXIT_NOT_FOUND, "the command name is empty")
+    report_read, report_write = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        os.close(report_read)
+        _exec_child(argv, new_session, report_write)
+    os.close(report_write)
+    report = _read_all(report_read)
+    os.close(report_read)
+    if not report:
+        return pid
+    os.waitpid(pid, 0)
+    code_text, _, message = report.decode(errors="replace").partition(" ")
+    if int(code_text) != errno.ENOENT:
+        raise SpawnError(EXIT_CANNOT_EXECUTE, "cannot run '%s': %s" % (argv[0], message))
+    if "/" not in argv[0]:
+        message = "no such command in PATH"
+    raise SpawnError(EXIT_NOT_FOUND, "cannot run '%s': %s" % (argv[0], message))
+
+
+def _exec_child(argv: "list[str]", new_session: bool, report_fd: int) -> None:
+    """In the forked child: prepare, exec, and never return to the caller."""
+    try:
+        try:
+            if new_session:
+                os.setsid()
+            for signo in signals.WAITED:
+                signals.api.signal(signo, signals.api.SIG_DFL)
+            signals.api.pthread_sigmask(signals.api.SIG_SETMASK, ())
+            os.execvp(argv[0], argv)
+        except BaseException as failure:  # anything at all: report it, then _exit
+            code = getattr(failure, "errno", None) or errno.EINVAL
+            message = getattr(failure, "strerror", None) or str(failure)
+            os.write(report_fd, ("%d %s" % (code, message)).encode(errors="replace"))
+    finally:
+        os._exit(EXIT_CANNOT_EXECUTE)
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while True:
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
