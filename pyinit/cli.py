@@ -44,6 +44,14 @@ options:
   -V, --version          print the version and exit
   -h, --help             print this help and exit
 
+launcher (pyinit creates the namespaces and runs itself in them as PID 1):
+  --unshare              new PID and mount namespaces with a fresh /proc
+  --user                 also a user namespace mapping you to root inside
+                         (automatic when you are not root)
+  --no-mount-proc        keep the /proc above (for a masked /proc)
+  --hostname NAME        also a UTS namespace, with this host name
+  --ipc                  also an IPC namespace
+
 environment (flags win over these):
   PYINIT_VERBOSITY=N     0 errors only, 1 warnings (default), 2 like -v,
                          3 like -vv (tini's TINI_VERBOSITY is read too)
@@ -65,7 +73,8 @@ class UsageError(Exception):
 class Config:
     """Everything the init needs to know, fixed once parsing is done."""
 
-    __slots__ = ("command", "single_child", "rewrite", "remap_exit", "pdeathsig", "warn_reaped", "verbosity")
+    __slots__ = ("command", "single_child", "rewrite", "remap_exit", "pdeathsig", "warn_reaped", "verbosity",
+                 "unshare", "user_namespace", "mount_proc", "hostname", "ipc")
 
     command: "tuple[str, ...]"
     single_child: bool
@@ -74,6 +83,11 @@ class Config:
     pdeathsig: int  # 0 = none
     warn_reaped: bool
     verbosity: int
+    unshare: bool  # run as the launcher: new namespaces, the init as their PID 1
+    user_namespace: bool  # --user; the launcher also adds one when not root
+    mount_proc: bool
+    hostname: "str | None"  # a UTS namespace with this name
+    ipc: bool  # an IPC namespace
 
     def __init__(self, **fields: object) -> None:
         for field, value in fields.items():
@@ -82,11 +96,17 @@ class Config:
     def __setattr__(self, field: str, value: object) -> None:
         raise AttributeError("Config is read-only")
 
+    def replace(self, **changes: object) -> "Config":
+        """A copy with some fields changed."""
+        fields = {field: getattr(self, field) for field in self.__slots__}
+        fields.update(changes)
+        return Config(**fields)
+
     def __repr__(self) -> str:
         return "Config(%s)" % ", ".join("%s=%r" % (f, getattr(self, f)) for f in self.__slots__)
 
 
-# option -> (long name, takes a value); every short option has a long form.
+# short option -> (long name, takes a value); every short option has a long form.
 _OPTIONS = {
     "c": ("single-child", False),
     "g": ("process-group", False),
@@ -100,11 +120,21 @@ _OPTIONS = {
     "V": ("version", False),
     "h": ("help", False),
 }
+# The launcher's options have no short form; they are known by their long name.
+_LAUNCHER_OPTIONS = {"unshare": False, "user": False, "no-mount-proc": False, "hostname": True, "ipc": False}
 _LONG = {long_name: (short, takes_value) for short, (long_name, takes_value) in _OPTIONS.items()}
+_LONG.update((long_name, (long_name, takes_value)) for long_name, takes_value in _LAUNCHER_OPTIONS.items())
+
+
+def _display(option: str) -> str:
+    return "-" + option if len(option) == 1 else "--" + option
 
 
 def _split_options(argv: "list[str]") -> "tuple[list[tuple[str, str]], list[str]]":
-    """getopt-style scan: [(short option, value)], and the command."""
+    """getopt-style scan: [(option, value)], and the command.
+
+    An option is named by its short letter, or by its long name if it has none.
+    """
     options = []
     index = 0
     while index < len(argv):
@@ -116,14 +146,14 @@ def _split_options(argv: "list[str]") -> "tuple[list[tuple[str, str]], list[str]
             long_name, equals, value = arg[2:].partition("=")
             if long_name not in _LONG:
                 raise UsageError("unknown option '--%s'" % long_name)
-            short, takes_value = _LONG[long_name]
+            option, takes_value = _LONG[long_name]
             if takes_value and not equals:
                 if index == len(argv):
                     raise UsageError("option '--%s' needs a value" % long_name)
                 value, index = argv[index], index + 1
             elif equals and not takes_value:
                 raise UsageError("option '--%s' takes no value" % long_name)
-            options.append((short, value))
+            options.append((option, value))
         elif arg.startswith("-") and arg != "-":
             position = 1
             while position < len(arg):
@@ -195,39 +225,60 @@ def parse(argv: "list[str]", environ: "dict[str, str]") -> "Config | str":
     Returns the text to print instead when --help or --version was asked for.
     Raises UsageError for anything it cannot make sense of.
     """
-    fields = {"verbosity": log.WARNING, "pdeathsig": 0}
+    fields = {"verbosity": log.WARNING, "pdeathsig": 0, "unshare": False, "user_namespace": False,
+              "mount_proc": True, "hostname": None, "ipc": False}
     fields.update(_from_environment(environ))
     options, command = _split_options(argv)
     verbose_flags = 0
-    for short, value in options:
+    for option, value in options:
         try:
-            if short == "h":
+            if option == "h":
                 return HELP
-            if short == "V":
+            if option == "V":
                 return "pyinit %s\n" % __version__
-            if short == "c":
+            if option == "c":
                 fields["single_child"] = True
-            elif short == "r":
+            elif option == "r":
                 source, target = signals.parse_rewrite(value)
                 fields["rewrite"][source] = target
-            elif short == "e":
+            elif option == "e":
                 fields["remap_exit"].add(_exit_code(value))
-            elif short == "p":
+            elif option == "p":
                 fields["pdeathsig"] = signals.parse(value)
-            elif short == "w":
+            elif option == "w":
                 fields["warn_reaped"] = True
-            elif short == "v":
+            elif option == "v":
                 verbose_flags += 1
                 fields["verbosity"] = min(log.WARNING + verbose_flags, log.DEBUG)
-            elif short == "q":
+            elif option == "q":
                 fields["verbosity"] = log.ERROR
+            elif option == "unshare":
+                fields["unshare"] = True
+            elif option == "user":
+                fields["user_namespace"] = True
+            elif option == "no-mount-proc":
+                fields["mount_proc"] = False
+            elif option == "hostname":
+                fields["hostname"] = _hostname(value)
+            elif option == "ipc":
+                fields["ipc"] = True
             # -g and -s ask for what pyinit does anyway.
         except ValueError as problem:
-            raise UsageError("option '-%s': %s" % (short, problem)) from None
+            raise UsageError("option '%s': %s" % (_display(option), problem)) from None
+    if not fields["unshare"]:
+        for option, _ in options:
+            if option in _LAUNCHER_OPTIONS:
+                raise UsageError("option '--%s' only applies with --unshare" % option)
     if not command:
         raise UsageError("no command given")
     fields["remap_exit"] = frozenset(fields["remap_exit"])
     return Config(command=tuple(command), **fields)
+
+
+def _hostname(text: str) -> str:
+    if not 0 < len(text.encode()) <= 64 or "\0" in text:
+        raise ValueError("hostname '%s' must be 1 to 64 bytes long" % text)
+    return text
 
 
 def main(argv: "list[str]") -> int:
@@ -244,6 +295,10 @@ def main(argv: "list[str]") -> int:
             return EXIT_USAGE
         return 0
     log.set_level(config.verbosity)
+    if config.unshare:
+        from pyinit import namespace
+
+        return namespace.launch(config)
     from pyinit import init
 
     return init.run(config)

@@ -17,12 +17,17 @@ api = signals.api
 _SI_USER = 0  # si_code of kill(2), and of the signal the kernel raises for a failed write
 
 
-def run(config: Config) -> int:
-    """Be the init for `config.command`; return the exit code to exit with."""
+def block_signals() -> None:
+    """Block every signal the init handles; they wait in the queue for sigwaitinfo."""
     api.pthread_sigmask(api.SIG_BLOCK, signals.WAITED)
     # An inherited SIG_IGN for SIGCHLD would make the kernel reap our
     # children for us, and the child's exit status would be lost.
     api.signal(signals.SIGCHLD, api.SIG_DFL)
+
+
+def run(config: Config) -> int:
+    """Be the init for `config.command`; return the exit code to exit with."""
+    block_signals()
     parent = os.getppid()
     if os.getpid() != 1:
         _become_subreaper()
@@ -33,6 +38,15 @@ def run(config: Config) -> int:
         return failure.exit_code if isinstance(failure, SpawnError) else 125
     log.info("started %s as PID %d", config.command[0], child)
     _leave_working_directory()
+    return supervise(child, parent, config)
+
+
+def supervise(child: int, parent: int, config: Config) -> int:
+    """Forward signals to `child` and reap until it exits; return its exit code.
+
+    `parent` is our parent as seen before the child was started, to notice a
+    parent that died before the parent-death signal was armed.
+    """
     if config.pdeathsig and not _arm_parent_death_signal(config.pdeathsig, parent):
         _forward(config.pdeathsig, child, config)
     me = os.getpid()

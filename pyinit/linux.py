@@ -3,7 +3,11 @@
 Each raises OSError with the kernel's errno, like the `os` functions do.
 `ctypes` is imported on first use only: it costs start-up time and about half
 a megabyte of resident memory, and the common case (PID 1 of a container, no
-`-p`) never needs it. This module imports nothing of pyinit's.
+`-p`) never needs it. A Python int goes to C as an `int`; where the kernel
+reads an unsigned long (prctl's variadic arguments, mount's flags) or a
+size_t, the argument is typed explicitly, so no upper half of a 64-bit
+register is left to chance.
+This module imports nothing of pyinit's.
 """
 
 import os
@@ -11,25 +15,45 @@ import os
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_REC = 0x4000
+MS_PRIVATE = 0x40000
+
 _ctypes = None
 _libc = None
 
 
-def _call(function_name: str, *args: int) -> int:
+def _c() -> object:
+    """The ctypes module, imported on first use together with the C library."""
     global _ctypes, _libc
-    if _libc is None:
+    if _ctypes is None:
         import ctypes
 
         _ctypes, _libc = ctypes, ctypes.CDLL(None, use_errno=True)
+    return _ctypes
+
+
+def _call(function_name: str, *args: object) -> int:
+    """Call a libc function; raise OSError on -1, return the result otherwise."""
+    ctypes = _c()
     result = getattr(_libc, function_name)(*args)
     if result == -1:
-        errno = _ctypes.get_errno()
+        errno = ctypes.get_errno()
         raise OSError(errno, os.strerror(errno))
     return result
 
 
 def prctl(option: int, argument: int) -> None:
-    _call("prctl", option, argument, 0, 0, 0)
+    ulong = _c().c_ulong
+    _call("prctl", option, ulong(argument), ulong(0), ulong(0), ulong(0))
 
 
 def set_child_subreaper() -> None:
@@ -44,6 +68,43 @@ def set_parent_death_signal(signo: int) -> None:
     """Ask for `signo` when the thread that created us exits.
 
     Only arms for the future: a parent that already died is not reported, so
-    callers check for it afterwards.
+    callers check for it afterwards. Cleared by fork, kept across exec.
     """
     prctl(PR_SET_PDEATHSIG, signo)
+
+
+def unshare(flags: int) -> None:
+    """unshare(2): os.unshare on Python 3.12+, the C library's before that."""
+    if hasattr(os, "unshare"):
+        os.unshare(flags)
+    else:
+        unshare_with_ctypes(flags)
+
+
+def unshare_with_ctypes(flags: int) -> None:
+    """The pre-3.12 path, kept callable on its own so tests cover it everywhere."""
+    _call("unshare", flags)
+
+
+def mount(source: "str | None", target: str, fstype: "str | None", flags: int) -> None:
+    def c_string(text: "str | None") -> "bytes | None":
+        return None if text is None else os.fsencode(text)
+
+    _call("mount", c_string(source), c_string(target), c_string(fstype), _c().c_ulong(flags), None)
+
+
+def sethostname(name: str) -> None:
+    encoded = name.encode()
+    _call("sethostname", encoded, _c().c_size_t(len(encoded)))
+
+
+def pidfd_has_exited(pidfd: int) -> bool:
+    """Whether the process behind a pidfd has exited: the fd polls readable then.
+
+    Unlike kill(pid, 0) this cannot be fooled by a zombie or a recycled PID,
+    and it works across PID namespaces, where getppid() says 0.
+    """
+    import select
+
+    readable, _, _ = select.select([pidfd], [], [], 0)
+    return bool(readable)

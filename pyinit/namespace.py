@@ -1,0 +1,155 @@
+"""The launcher: new namespaces, and the init running in them as PID 1.
+
+`pyinit --unshare -- CMD` does what `unshare --fork --pid --mount-proc pyinit
+-- CMD` does by hand, in one interpreter:
+
+    launcher: block signals, unshare(2), fork ──────────────┐
+      │ stays outside; forwards what it receives to the     │ child: PID 1 of the
+      │ init; exits with the init's status                  │ new PID namespace,
+      ▼                                                     ▼ runs init.run()
+
+unshare(CLONE_NEWPID) does not move the caller: its next child is PID 1, and
+that child must mount the new /proc (procfs shows the PID namespace of the
+process that mounts it). Mount propagation is made private first, so neither
+that mount nor any later one reaches the host.
+
+This is isolation of the process table, not a sandbox: the filesystem,
+network, cgroups and seccomp state are shared with the host.
+"""
+
+import errno
+import os
+
+from pyinit import init, linux, log, signals
+from pyinit.cli import EXIT_USAGE, Config
+
+MAX_PID_NAMESPACE_DEPTH = 32  # the kernel's MAX_PID_NS_LEVEL
+
+
+class NamespaceError(Exception):
+    """The namespaces could not be set up: one line for the user, exit 125."""
+
+
+def launch(config: Config) -> int:
+    """Create the namespaces, start the init in them, relay signals; return its exit code."""
+    # Blocked before the fork, so nothing sent to either side is lost or
+    # acted on by default while the init gets going; the init inherits it.
+    init.block_signals()
+    parent = os.getppid()
+    try:
+        # Taken before the fork: inside the namespace getppid() is 0, and
+        # a pidfd is the only race-free way to watch the launcher from there.
+        launcher_pidfd = os.pidfd_open(os.getpid())
+        _unshare(config)
+        init_pid = os.fork()
+    except (NamespaceError, OSError) as failure:
+        log.error("%s", failure)
+        return EXIT_USAGE
+    if init_pid == 0:
+        os._exit(_be_pid1(config, launcher_pidfd))
+    os.close(launcher_pidfd)
+    log.info("started the init as PID %d (PID 1 of its namespace)", init_pid)
+    # The init rewrites, remaps and reaps; the launcher only relays to it.
+    relay = config.replace(single_child=True, rewrite={}, remap_exit=frozenset(), warn_reaped=False)
+    return init.supervise(init_pid, parent, relay)
+
+
+def _unshare(config: Config) -> None:
+    flags = linux.CLONE_NEWPID | linux.CLONE_NEWNS
+    if config.hostname is not None:
+        flags |= linux.CLONE_NEWUTS
+    if config.ipc:
+        flags |= linux.CLONE_NEWIPC
+    uid, gid = os.geteuid(), os.getegid()
+    # Without CAP_SYS_ADMIN only a user namespace gives the right to make
+    # the others; it is created first, and owns the ones made with it.
+    with_user = config.user_namespace or uid != 0
+    if with_user:
+        flags |= linux.CLONE_NEWUSER
+    try:
+        linux.unshare(flags)
+    except OSError as failure:
+        raise NamespaceError(_explain_unshare(failure, with_user)) from None
+    if with_user:
+        _map_to_root(uid, gid)
+    log.debug("unshared namespaces (flags %#x)", flags)
+
+
+def _map_to_root(uid: int, gid: int) -> None:
+    """Map our uid and gid to 0 inside, as `unshare -r` does.
+
+    An unprivileged process may write its gid_map only after denying
+    setgroups(2), which could otherwise drop groups that deny it access.
+    """
+    for path, text in (("/proc/self/setgroups", "deny"), ("/proc/self/uid_map", "0 %d 1" % uid),
+                       ("/proc/self/gid_map", "0 %d 1" % gid)):
+        try:
+            fd = os.open(path, os.O_WRONLY)
+            try:
+                os.write(fd, text.encode())
+            finally:
+                os.close(fd)
+        except OSError as failure:
+            if path.endswith("setgroups") and failure.errno == errno.ENOENT:
+                continue  # kernels before 3.19 have no such file and need no denial
+            raise NamespaceError("cannot write %s in the new user namespace: %s" % (path, failure.strerror)) from None
+
+
+def _be_pid1(config: Config, launcher_pidfd: int) -> int:
+    """In the fork's child, PID 1: bind our life to the launcher, set up, run the init."""
+    try:
+        linux.set_parent_death_signal(signals.SIGKILL)
+        if linux.pidfd_has_exited(launcher_pidfd):
+            return EXIT_USAGE  # the launcher died before the signal was armed: nobody is waiting
+        os.close(launcher_pidfd)
+        # A session of our own: the terminal's signals (Ctrl-C) reach the
+        # launcher, which relays them once, instead of reaching both of us.
+        os.setsid()
+        _mount_private_proc(config.mount_proc)
+        if config.hostname is not None:
+            linux.sethostname(config.hostname)
+    except NamespaceError as failure:
+        log.error("%s", failure)
+        return EXIT_USAGE
+    except OSError as failure:
+        log.error("cannot set up the namespace: %s", failure.strerror)
+        return EXIT_USAGE
+    # The launcher, not the init, owns -p: its own parent is the one meant.
+    return init.run(config.replace(pdeathsig=0))
+
+
+def _mount_private_proc(mount_proc: bool) -> None:
+    try:
+        linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
+    except OSError as failure:
+        raise NamespaceError("cannot make the mounts private: %s" % failure.strerror) from None
+    if not mount_proc:
+        return
+    try:
+        linux.mount("proc", "/proc", "proc", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
+    except OSError as failure:
+        raise NamespaceError(
+            "cannot mount a fresh /proc: %s; a container's /proc is often partly masked, "
+            "which forbids it: use --no-mount-proc" % failure.strerror
+        ) from None
+
+
+def _explain_unshare(failure: OSError, with_user: bool) -> str:
+    """What went wrong with unshare(2), and what the user can do about it."""
+    problem = "cannot create the namespaces: %s" % failure.strerror
+    if failure.errno in (errno.EPERM, errno.EACCES) and with_user:
+        return problem + (
+            "; unprivileged user namespaces look disabled: enable them "
+            "(sysctl kernel.unprivileged_userns_clone=1, user.max_user_namespaces > 0) or run as root"
+        )
+    if failure.errno == errno.EPERM:
+        return problem + "; creating namespaces needs CAP_SYS_ADMIN: run as root, or add --user"
+    if failure.errno in (errno.ENOSPC, errno.EUSERS):
+        return problem + (
+            "; PID and user namespaces nest at most %d deep, counting from the host's, "
+            "and this one is at the limit, or a user.max_*_namespaces sysctl limit is reached" % MAX_PID_NAMESPACE_DEPTH
+        )
+    if failure.errno == errno.EINVAL:
+        return problem + "; this kernel lacks a namespace type asked for (CONFIG_PID_NS, CONFIG_USER_NS, ...)"
+    return problem
+
