@@ -139,15 +139,15 @@ def _explain_unshare(failure: OSError, with_user: bool) -> str:
     problem = "cannot create the namespaces: %s" % failure.strerror
     if failure.errno in (errno.EPERM, errno.EACCES) and with_user:
         return problem + (
-            "; unprivileged user namespaces look disabled: enable them "
-            "(sysctl kernel.unprivileged_userns_clone=1, user.max_user_namespaces > 0) or run as root"
+            "; unprivileged user namespaces look disabled: check the sysctls kernel.unprivileged_userns_clone "
+            "and kernel.apparmor_restrict_unprivileged_userns, or run as root"
         )
     if failure.errno == errno.EPERM:
         return problem + "; creating namespaces needs CAP_SYS_ADMIN: run as root, or add --user"
     if failure.errno in (errno.ENOSPC, errno.EUSERS):
         return problem + (
-            "; PID and user namespaces nest at most %d deep, counting from the host's, "
-            "and this one is at the limit, or a user.max_*_namespaces sysctl limit is reached" % MAX_PID_NAMESPACE_DEPTH
+            "; namespaces nest at most %d deep, or the sysctl user.max_pid_namespaces or "
+            "user.max_user_namespaces is used up (0 disables them)" % MAX_PID_NAMESPACE_DEPTH
         )
     if failure.errno == errno.EINVAL:
         return problem + "; this kernel lacks a namespace type asked for (CONFIG_PID_NS, CONFIG_USER_NS, ...)"
