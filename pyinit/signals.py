@@ -40,21 +40,30 @@ def _standard_names() -> dict:
     }
 
 
+_names: "dict[int, str]" = {}
+
+
 def name(number: int) -> str:
-    """The conventional name of a signal: SIGTERM, SIGRTMIN+3, SIGRTMAX-1."""
+    """The conventional name of a signal: SIGTERM, SIGRTMIN+3, SIGRTMAX-1.
+
+    The table is built on first use and then costs a dictionary look-up, so
+    log calls on the forwarding path can name signals whether or not the
+    line will be printed.
+    """
+    if not _names:
+        _names.update(_build_names())
+    return _names.get(number) or "signal %d" % number
+
+
+def _build_names() -> "dict[int, str]":
+    names = {number: candidate for candidate, number in _standard_names().items() if candidate not in _ALIASES}
     low, high = api.SIGRTMIN, api.SIGRTMAX
-    if low <= number <= high:
-        if number == low:
-            return "SIGRTMIN"
-        if number == high:
-            return "SIGRTMAX"
+    for number in range(low, high + 1):
         if number - low <= high - number:
-            return "SIGRTMIN+%d" % (number - low)
-        return "SIGRTMAX-%d" % (high - number)
-    for candidate, value in _standard_names().items():
-        if value == number and candidate not in _ALIASES:
-            return candidate
-    return "signal %d" % number
+            names[number] = "SIGRTMIN+%d" % (number - low) if number > low else "SIGRTMIN"
+        else:
+            names[number] = "SIGRTMAX-%d" % (high - number) if number < high else "SIGRTMAX"
+    return names
 
 
 def _parse_realtime(upper: str) -> "int | None":
