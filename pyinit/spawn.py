@@ -66,13 +66,37 @@ def _exec_child(argv: "list[str]", new_session: bool, report_fd: int) -> None:
             for signo in signals.WAITED:
                 signals.api.signal(signo, signals.api.SIG_DFL)
             signals.api.pthread_sigmask(signals.api.SIG_SETMASK, ())
-            os.execvp(argv[0], argv)
+            _execvp(argv)
         except BaseException as failure:  # anything at all: report it, then _exit
             code = getattr(failure, "errno", None) or errno.EINVAL
             message = getattr(failure, "strerror", None) or str(failure)
             os.write(report_fd, ("%d %s" % (code, message)).encode(errors="replace"))
     finally:
         os._exit(EXIT_CANNOT_EXECUTE)
+
+
+def _execvp(argv: "list[str]") -> None:
+    """execvp(3) as the C library does it, which os.execvp does not quite.
+
+    A file that the kernel cannot execute (ENOEXEC: a script without `#!`)
+    is run by /bin/sh, as execvp(3), and so env, tini and dumb-init, do.
+    Searching PATH goes on past a file that may not be executed (EACCES),
+    which is reported only if nothing later is found.
+    """
+    name = argv[0]
+    to_report: OSError = FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT))
+    for directory in [""] if "/" in name else os.get_exec_path():
+        path = os.path.join(directory, name) if directory else name
+        try:
+            os.execv(path, argv)
+        except OSError as failure:
+            if failure.errno == errno.ENOEXEC:
+                os.execv("/bin/sh", ["/bin/sh", path, *argv[1:]])
+            if failure.errno not in (errno.EACCES, errno.ENOENT, errno.ENOTDIR):
+                raise
+            if to_report.errno != errno.EACCES:
+                to_report = failure
+    raise to_report
 
 
 def _read_all(fd: int) -> bytes:
