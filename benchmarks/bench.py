@@ -1,0 +1,783 @@
+#!/usr/bin/env python3
+"""pyinit side by side with tini, dumb-init and catatonit, each as PID 1 of a fresh namespace.
+
+    python3 benchmarks/bench.py [--quick] [--json PATH] [--only NAME,...]
+
+Needs root (for `unshare --pid --mount-proc`) and installs the missing inits
+with apt-get. Every contender runs as `unshare --fork --pid --mount-proc INIT
+-- CMD`; contenders take turns round-robin in every measurement so machine
+drift hits them all alike; results are medians and ratios from this one run.
+benchmarks/README.md says what each row measures and why it is fair.
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import select
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results"
+UNSHARE = ("unshare", "--fork", "--pid", "--mount-proc")
+PY = sys.executable  # the interpreter the targets are judged on
+CLEAN_PY = "/usr/bin/python3"  # Debian's, without site-packages hooks: extra information
+HELPER = (PY, "-I", "-S", "-c")  # the child programs below: the same for every init
+APT_PACKAGES = ("tini", "dumb-init", "catatonit")  # Debian package name == program name
+
+# Settings per mode: (default, --quick).
+SETTINGS = {
+    "startup_rounds": (100, 15),
+    "memory_rounds": (3, 1),
+    "idle_window_s": (5.0, 2.0),
+    "reap_rounds": (24, 4),
+    "orphans": (1000, 1000),
+    "round_trips": (1000, 200),
+    "teardown_rounds": (40, 6),
+    "group_size": (50, 50),
+    "rt_copies": (10, 4),
+}
+
+
+# ---------------------------------------------------------------- contenders
+
+@dataclass(frozen=True)
+class Contender:
+    """One column: `prefix + CMD` runs CMD under this init, as PID 1 of a new namespace.
+
+    The init is always the first child of the process we start (unshare's
+    forked child, which execs the init). A launcher (`pyinit --unshare --`)
+    fits the same shape: its first child is the init too.
+    """
+
+    name: str
+    prefix: tuple
+
+    def argv(self, *cmd: str) -> list:
+        return [*self.prefix, *cmd]
+
+
+def pyinit(python: str) -> tuple:
+    return (*UNSHARE, python, "-m", "pyinit", "--")
+
+
+def has_clean_python() -> bool:
+    return os.path.exists(CLEAN_PY) and os.path.realpath(CLEAN_PY) != os.path.realpath(PY)
+
+
+def inits() -> list:
+    found = [
+        Contender("tini", (*UNSHARE, "tini", "--")),
+        Contender("dumb-init", (*UNSHARE, "dumb-init")),
+        Contender("catatonit", (*UNSHARE, "catatonit", "--")),
+        Contender("pyinit", pyinit(PY)),
+    ]
+    if has_clean_python():
+        found.append(Contender("pyinit (clean py)", pyinit(CLEAN_PY)))
+    return found
+
+
+# The bare interpreter each pyinit column is compared with (same prefix, same flags).
+BARE = {"pyinit": ("python", PY), "pyinit (clean py)": ("python (clean)", CLEAN_PY)}
+
+
+def bare_pythons() -> dict:
+    return {BARE[c.name][0]: BARE[c.name][1] for c in inits() if c.name in BARE}
+
+
+def interleaved(names: list, rounds: int, warmup: int = 1):
+    """Yield (round, name): every name once per round, the starting one rotating.
+
+    Rounds below 0 are warm-up rounds, to be thrown away.
+    """
+    for r in range(-warmup, rounds):
+        k = r % len(names)
+        for name in names[k:] + names[:k]:
+            yield r, name
+
+
+# ------------------------------------------------------------------ plumbing
+
+def read_text(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def children(pid: int) -> list:
+    try:
+        return [int(p) for p in read_text("/proc/%d/task/%d/children" % (pid, pid)).split()]
+    except FileNotFoundError:
+        return []
+
+
+def status_field(pid: int, key: str) -> int:
+    """A number from /proc/PID/status (VmRSS in kB, ctxt switches...)."""
+    for line in read_text("/proc/%d/status" % pid).splitlines():
+        name, _, value = line.partition(":")
+        if name == key:
+            return int(value.split()[0])
+    raise KeyError(key)
+
+
+def context_switches(pid: int) -> int:
+    return status_field(pid, "voluntary_ctxt_switches") + status_field(pid, "nonvoluntary_ctxt_switches")
+
+
+def comm(pid: int) -> str:
+    try:
+        return read_text("/proc/%d/comm" % pid).strip()
+    except FileNotFoundError:
+        return ""
+
+
+def wait_for(condition, what: str, timeout: float = 30.0, step: float = 0.005):
+    """Poll `condition()` until it returns something true; return that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise RuntimeError("timed out waiting for " + what)
+        time.sleep(step)
+
+
+def readable(fd: int, timeout: float, what: str) -> None:
+    if not select.select([fd], [], [], timeout)[0]:
+        raise RuntimeError("timed out waiting for " + what)
+
+
+class Run:
+    """A contender running in its namespace: the top process, and the init's host PID."""
+
+    def __init__(self, argv: list, capture: bool = False, quiet: bool = False) -> None:
+        self.argv = argv
+        self.what = " ".join(argv[len(UNSHARE):])[:60]  # for messages
+        self.proc = subprocess.Popen(argv, cwd=REPO, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL if quiet else None)
+        self.top_fd = os.pidfd_open(self.proc.pid)
+        self.pid = wait_for(lambda: children(self.proc.pid)[:1], "the init of " + self.what)[0]
+        # A pidfd, so a signal can never hit a recycled PID (1000 orphans a run go fast).
+        self.init_fd = os.pidfd_open(self.pid)
+
+    def signal(self, signo: int) -> None:
+        signal.pidfd_send_signal(self.init_fd, signo)
+
+    def read(self, size: int = 1, timeout: float = 30.0) -> bytes:
+        """Up to `size` bytes the command wrote on its stdout (b"" at end of file)."""
+        fd = self.proc.stdout.fileno()
+        readable(fd, timeout, "output of " + self.what)
+        return os.read(fd, size)
+
+    def ready(self) -> None:
+        """Wait for the command's "R" on stdout; fail clearly if the init ended instead."""
+        if self.read() != b"R":
+            raise RuntimeError("%s ended before its command was ready (exit status %s)"
+                               % (self.what, self.proc.wait()))
+
+    def read_all(self, timeout: float = 60.0) -> bytes:
+        chunks = [self.read(65536, timeout)]
+        while chunks[-1]:
+            chunks.append(self.read(65536, timeout))
+        return b"".join(chunks)
+
+    def wait_exit(self, timeout: float = 30.0) -> float:
+        """Block until the top process exits; return perf_counter() at that moment."""
+        readable(self.top_fd, timeout, self.what + " to exit")
+        moment = time.perf_counter()
+        self.proc.wait()
+        return moment
+
+    def close(self) -> None:
+        """Kill the init's children (so every init exits its ordinary way), then the init."""
+        if self.proc.poll() is None and children(self.pid):
+            for pid in children(self.pid):
+                with contextlib.suppress(OSError):
+                    child_fd = os.pidfd_open(pid)
+                    signal.pidfd_send_signal(child_fd, signal.SIGKILL)
+                    os.close(child_fd)
+            with contextlib.suppress(RuntimeError):
+                self.wait_exit(timeout=5)
+        if self.proc.poll() is None:
+            # SIGKILL to PID 1 empties the namespace; unshare then complains that it
+            # cannot re-raise SIGKILL on itself ("sigprocmask unblock failed").
+            with contextlib.suppress(ProcessLookupError):
+                self.signal(signal.SIGKILL)
+            self.proc.wait()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        os.close(self.init_fd)
+        os.close(self.top_fd)
+
+
+@contextlib.contextmanager
+def running(argvs: dict, capture: bool = False, quiet: tuple = ()):
+    """Start every command of {name: argv} at once; yield {name: Run}; kill what is left.
+
+    The names in `quiet` get no stderr (the bare interpreters, killed by SIGKILL).
+    """
+    with contextlib.ExitStack() as stack:
+        runs = {}
+        for name, argv in argvs.items():
+            runs[name] = Run(argv, capture, quiet=name in quiet)
+            stack.callback(runs[name].close)
+        yield runs
+
+
+def wait_idle(pid: int, child: str = "") -> None:
+    """Until `pid` sleeps with a steady resident set (and runs a child called `child`)."""
+    last = []
+
+    def settled() -> bool:
+        if child and child not in [comm(c) for c in children(pid)]:
+            return False
+        state = read_text("/proc/%d/stat" % pid).rpartition(")")[2].split()[0]
+        last.append(status_field(pid, "VmRSS") if state == "S" else -1)
+        return len(last) >= 4 and len(set(last[-4:])) == 1 and last[-1] > 0
+
+    wait_for(settled, "pid %d to settle" % pid, step=0.1)
+
+
+NULL_STDIO = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+              (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)]
+
+
+def time_command(argv: list) -> "tuple[float, float]":
+    """Run `argv` in the repository; return (wall seconds, CPU seconds of it and all it waited for)."""
+    start = time.perf_counter()
+    pid = os.posix_spawnp(argv[0], argv, os.environ, file_actions=NULL_STDIO)
+    _, status, usage = os.wait4(pid, 0)
+    elapsed = time.perf_counter() - start
+    if status != 0:
+        raise RuntimeError("%s failed: wait status %d" % (" ".join(argv), status))
+    return elapsed, usage.ru_utime + usage.ru_stime
+
+
+def quantile(values: list, q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# ---------------------------------------------------------------------- rows
+
+@dataclass
+class Row:
+    """One line of the table: a summary value per column, raw samples, and the verdict."""
+
+    key: str
+    label: str
+    fmt: str  # how a value is printed, e.g. "{:.1f}"
+    samples: dict = field(default_factory=dict)  # column -> [raw values]
+    values: dict = field(default_factory=dict)  # column -> summary
+    ratio: "float | None" = None  # pyinit against its reference, judged on the target
+    clean_ratio: "float | None" = None  # the same for pyinit on the clean interpreter
+    reference: str = ""  # what the ratio divides by
+    target: str = ""
+    passed: "bool | None" = None
+    extra: dict = field(default_factory=dict)  # more raw data, for the JSON only
+
+    def summarise(self, how=statistics.median) -> "Row":
+        self.values = {name: how(values) for name, values in self.samples.items()}
+        return self
+
+    def compare(self, reference: str, clean_reference: str = "") -> "Row":
+        """Ratios pyinit / reference, and pyinit on the clean interpreter / its reference."""
+        self.reference = reference
+        self.ratio = self.values["pyinit"] / self.values[reference]
+        if "pyinit (clean py)" in self.values:
+            self.clean_ratio = self.values["pyinit (clean py)"] / self.values[clean_reference or reference]
+        return self
+
+    def versus(self, reference: str, limit: float, clean_reference: str = "") -> "Row":
+        """Judge pyinit / reference <= limit; the clean-interpreter ratio is information."""
+        self.compare(reference, clean_reference)
+        self.target = "<= %.2f x %s" % (limit, reference)
+        self.passed = self.ratio <= limit
+        return self
+
+
+# -------------------------------------------------------------- measurements
+
+def start_up_commands() -> dict:
+    """What the start-up rows time: every init over `true`, and each bare interpreter."""
+    argvs = {c.name: c.argv("true") for c in inits()}
+    for name, python in bare_pythons().items():
+        argvs[name] = [*UNSHARE, python, "-c", "pass"]
+    return argvs
+
+
+def start_up(s: dict) -> list:
+    """`INIT -- true` beside the bare interpreter `PY -c pass`, both under the same unshare."""
+    argvs = start_up_commands()
+    wall = Row("startup", "start-up `INIT -- true`, wall (ms)", "{:.1f}")
+    cpu = Row("startup_cpu", "start-up, CPU user+sys (ms)", "{:.1f}")
+    wall.samples = {name: [] for name in argvs}
+    cpu.samples = {name: [] for name in argvs}
+    for r, name in interleaved(list(argvs), s["startup_rounds"]):
+        elapsed, used = time_command(argvs[name])  # cwd: main() moved to REPO
+        if r >= 0:
+            wall.samples[name].append(elapsed * 1e3)
+            cpu.samples[name].append(used * 1e3)
+    return [wall.summarise().versus("python", 1.15, "python (clean)"),
+            cpu.summarise().compare("python", "python (clean)")]
+
+
+def launcher_start_up(s: dict) -> list:
+    """`pyinit --unshare -- true` against what it replaces: util-linux unshare plus one interpreter start.
+
+    The launcher makes the namespaces and forks the init in the same
+    interpreter, so its cost should be one bare interpreter start (`PY -c
+    pass`, no namespace) plus the namespace work that `unshare --fork --pid
+    --mount-proc true` measures; `unshare ... tini -- true` is shown beside it.
+    """
+    argvs = {
+        "pyinit --unshare": [PY, "-m", "pyinit", "--unshare", "--", "true"],
+        "unshare": [*UNSHARE, "true"],
+        "unshare + tini": [*UNSHARE, "tini", "--", "true"],
+        "python, no namespace": [PY, "-c", "pass"],
+    }
+    row = Row("launcher_startup", "launcher start-up `--unshare -- true`, wall (ms)", "{:.1f}")
+    row.samples = {name: [] for name in argvs}
+    for r, name in interleaved(list(argvs), s["startup_rounds"]):
+        elapsed, _ = time_command(argvs[name])
+        if r >= 0:
+            row.samples[name].append(elapsed * 1e3)
+    row.summarise()
+    budget = row.values["python, no namespace"] + row.values["unshare"]
+    row.ratio = row.values["pyinit --unshare"] / budget
+    row.reference = "(python + unshare)"
+    row.target = "<= 1.15 x (python + unshare)"
+    row.passed = row.ratio <= 1.15
+    return [row]
+
+
+IDLE_PYTHON = "import time; time.sleep(1000)"
+
+
+def idle_memory(s: dict) -> list:
+    """VmRSS of the init idling over `sleep 1000`, beside a bare idle interpreter."""
+    argvs = {c.name: c.argv("sleep", "1000") for c in inits()}
+    for name, python in bare_pythons().items():
+        argvs[name] = [*UNSHARE, python, "-c", IDLE_PYTHON]
+    row = Row("memory", "idle resident memory, VmRSS (MiB)", "{:.2f}")
+    row.samples = {name: [] for name in argvs}
+    row.extra["RssAnon_MiB"] = anon = {name: [] for name in argvs}  # the private part
+    with_sleep = {c.name for c in inits()}
+    for _ in range(s["memory_rounds"]):  # all at once: idle processes do not disturb each other
+        with running(argvs, quiet=tuple(bare_pythons())) as runs:
+            for name, run in runs.items():
+                wait_idle(run.pid, child="sleep" if name in with_sleep else "")
+            for name, run in runs.items():
+                row.samples[name].append(status_field(run.pid, "VmRSS") / 1024)
+                anon[name].append(status_field(run.pid, "RssAnon") / 1024)
+    return [row.summarise().versus("python", 1.10, "python (clean)")]
+
+
+def idle_wakeups(s: dict) -> list:
+    """Context switches of each init, idle over `sleep 1000`, during the same window."""
+    window = s["idle_window_s"]
+    row = Row("wakeups", "context switches while idle (per %g s)" % window, "{:.0f}")
+    with running({c.name: c.argv("sleep", "1000") for c in inits()}) as runs:
+        for run in runs.values():
+            wait_idle(run.pid, child="sleep")
+        before = {name: context_switches(run.pid) for name, run in runs.items()}
+        time.sleep(window)
+        row.samples = {name: [context_switches(run.pid) - before[name]] for name, run in runs.items()}
+    row.summarise()
+    row.target = "= 0"
+    row.passed = row.values["pyinit"] == 0
+    return [row]
+
+
+# The child: hands N orphans to PID 1 twice and times, each time, until PID 1
+# has reaped them all (only this program is left among PID 1's children).
+# 1. "stream": N living orphans (a helper forks them, then exits) that exit one
+#    after another when released, like falling dominoes: orphan i holds the
+#    only write end of the pipe orphan i+1 waits on, so its exit releases the
+#    next. A steady stream of exits, one SIGCHLD each if the init keeps up.
+# 2. "zombies": N processes that have already exited, unreaped, handed to PID 1
+#    at once by their parent's exit: one SIGCHLD, the init's reap loop alone.
+# Prints per phase: wall ns, PID 1's CPU ns (schedstat), PID 1's wake-ups.
+ORPHANS = r"""
+import os, select, sys, time
+n = int(sys.argv[1])
+me = [str(os.getpid())]
+def children():
+    with open("/proc/1/task/1/children") as f:
+        return f.read().split()
+def cpu_ns():
+    with open("/proc/1/schedstat") as f:
+        return int(f.read().split()[0])
+def wakeups():
+    with open("/proc/1/status") as f:
+        return int([l for l in f if l.startswith("voluntary_ctxt_switches")][0].split()[1])
+def timed(release, until_released=lambda: None):
+    t0, c0, w0 = time.perf_counter_ns(), cpu_ns(), wakeups()
+    release()
+    until_released()
+    while children() != me:
+        time.sleep(0.0002)
+    return time.perf_counter_ns() - t0, cpu_ns() - c0, wakeups() - w0
+def fork(child):
+    pid = os.fork()
+    if pid == 0:
+        child()
+        os._exit(0)
+    return pid
+def stream():
+    go_r, go_w = os.pipe()  # closing go_w releases the first orphan
+    end_r, end_w = os.pipe()  # the last orphan holds end_w: end of file when it has exited
+    ready_r, ready_w = os.pipe()
+    def maker():
+        os.close(go_w)
+        os.close(end_r)
+        wait_on = go_r
+        for i in range(n):
+            next_r, next_w = os.pipe() if i < n - 1 else (None, end_w)
+            def orphan():
+                os.write(ready_w, b".")
+                os.read(wait_on, 1)  # end of file when the previous one has exited
+            fork(orphan)  # it holds next_w: its exit releases the next orphan
+            os.close(wait_on)
+            os.close(next_w)
+            wait_on = next_r
+    os.waitpid(fork(maker), 0)  # its exit handed every orphan to PID 1
+    for fd in (go_r, end_w, ready_w):
+        os.close(fd)
+    got = 0
+    while got < n:
+        got += len(os.read(ready_r, n))
+    return timed(lambda: os.close(go_w), lambda: os.read(end_r, 1))
+def zombies():
+    go_r, go_w = os.pipe()
+    ready_r, ready_w = os.pipe()
+    def maker():
+        os.close(go_w)
+        for pid in [fork(lambda: None) for _ in range(n)]:
+            fd = os.pidfd_open(pid)  # readable once the child has exited; not reaped
+            select.select([fd], [], [])
+            os.close(fd)
+        os.write(ready_w, b"Z")
+        os.read(go_r, 1)
+    pid = fork(maker)
+    os.close(go_r)
+    os.read(ready_r, 1)
+    return timed(lambda: (os.close(go_w), os.waitpid(pid, 0)))  # re-parenting is in its exit
+print(*stream(), *zombies())
+"""
+
+
+def reaping(s: dict) -> list:
+    """1000 orphans reaped by the init: wall time, init CPU per reap, init wake-ups."""
+    n = s["orphans"]
+    contenders = {c.name: c for c in inits()}
+    rows = [
+        Row("reap_wall", "reap %d orphans exiting one by one, wall (ms)" % n, "{:.1f}"),
+        Row("reap_cpu", "orphans one by one: init CPU per reap (us)", "{:.2f}"),
+        Row("reap_wakeups", "orphans one by one: init wake-ups", "{:.0f}"),
+        Row("zombie_wall", "reap %d zombies handed over at once, wall (ms)" % n, "{:.2f}"),
+        Row("zombie_cpu", "zombies at once: init CPU per reap (us)", "{:.2f}"),
+    ]
+    scale = [1e-6, 1e-3 / n, 1, 1e-6, 1e-3 / n]  # ns -> ms, ns -> us per reap, count
+    for row in rows:
+        row.samples = {name: [] for name in contenders}
+    for r, name in interleaved(list(contenders), s["reap_rounds"]):
+        with running({name: contenders[name].argv(*HELPER, ORPHANS, str(n))}, capture=True) as runs:
+            numbers = [int(x) for x in runs[name].read_all().split()]
+        if r >= 0:
+            for row, factor, number in zip(rows, scale, numbers):
+                row.samples[name].append(number * factor)
+    for row in rows:
+        row.summarise()
+    return [rows[0].versus("tini", 1.2), rows[1].versus("tini", 2.5),
+            *[row.compare("tini") for row in rows[2:]]]
+
+
+# The child: SIGUSR1 blocked, answers every one with a byte on stdout.
+RESPONDER = r"""
+import os, signal
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+os.write(1, b"R")
+while True:
+    signal.sigwaitinfo({signal.SIGUSR1})
+    os.write(1, b".")
+"""
+
+
+def round_trip(s: dict) -> list:
+    """SIGUSR1 to the init's host PID -> forwarded -> the child answers: median and p90."""
+    median = Row("rtt_median", "signal round trip, median (us)", "{:.0f}")
+    p90 = Row("rtt_p90", "signal round trip, p90 (us)", "{:.0f}")
+    with running({c.name: c.argv(*HELPER, RESPONDER) for c in inits()}, capture=True) as runs:
+        for run in runs.values():
+            run.ready()
+        samples = {name: [] for name in runs}
+        for r, name in interleaved(list(runs), s["round_trips"], warmup=5):
+            start = time.perf_counter()
+            runs[name].signal(signal.SIGUSR1)
+            answer = runs[name].read(timeout=10)
+            elapsed = time.perf_counter() - start
+            if answer != b".":
+                raise RuntimeError("%s answered %r instead of a byte" % (name, answer))
+            if r >= 0:
+                samples[name].append(elapsed * 1e6)
+    median.samples = p90.samples = samples
+    return [median.summarise().versus("tini", 1.5),
+            p90.summarise(lambda values: quantile(values, 0.9)).compare("tini")]
+
+
+# The child: a process group of N (sh + N-1 background sleeps) that says when it is complete.
+GROUP = 'i=1; while [ $i -lt {n} ]; do sleep 1000 & i=$((i+1)); done; echo R; wait'
+
+
+def teardown(s: dict) -> list:
+    """SIGTERM to the init while a 50-process group runs: time until `unshare` has exited."""
+    contenders = {c.name: c for c in inits()}
+    command = ("sh", "-c", GROUP.format(n=s["group_size"]))
+    row = Row("teardown", "teardown of %d processes on SIGTERM (ms)" % s["group_size"], "{:.2f}")
+    row.samples = {name: [] for name in contenders}
+    for r, name in interleaved(list(contenders), s["teardown_rounds"]):
+        with running({name: contenders[name].argv(*command)}, capture=True) as runs:
+            run = runs[name]
+            run.ready()
+            start = time.perf_counter()
+            run.signal(signal.SIGTERM)
+            elapsed = run.wait_exit() - start
+        if r >= 0:
+            row.samples[name].append(elapsed * 1e3)
+    return [row.summarise().versus("tini", 3.0)]
+
+
+# The child: every real-time signal blocked; counts what arrives until it has
+# `expected` of them or none came for 2 s; prints {signal: count}.
+RT_COUNTER = r"""
+import json, os, signal, sys
+expected = int(sys.argv[1])
+realtime = set(range(signal.SIGRTMIN, signal.SIGRTMAX + 1))
+signal.pthread_sigmask(signal.SIG_BLOCK, realtime)
+os.write(1, b"R")
+counts, total = {}, 0
+while total < expected:
+    info = signal.sigtimedwait(realtime, 2.0)
+    if info is None:
+        break
+    counts[info.si_signo] = counts.get(info.si_signo, 0) + 1
+    total += 1
+print(json.dumps(counts))
+"""
+
+
+def realtime_signals(s: dict) -> list:
+    """Every real-time signal, several copies each, to the init: how many reach the child."""
+    numbers = range(signal.SIGRTMIN, signal.SIGRTMAX + 1)
+    sent = len(numbers) * s["rt_copies"]
+    row = Row("realtime", "real-time signals delivered (of %d sent)" % sent, "{:.0f}")
+    row.extra.update(signals=list(numbers), copies=s["rt_copies"], per_signal={})
+    per_signal = row.extra["per_signal"]
+    for c in inits():  # one at a time: the pending-signal limit is per user
+        with running({c.name: c.argv(*HELPER, RT_COUNTER, str(sent))}, capture=True) as runs:
+            run = runs[c.name]
+            run.ready()
+            for _ in range(s["rt_copies"]):
+                for signo in numbers:
+                    run.signal(signo)
+            counts = json.loads(run.read_all())
+        per_signal[c.name] = {int(k): v for k, v in counts.items()}
+        row.samples[c.name] = [sum(counts.values())]
+    row.summarise()
+    row.target = "= %d (all)" % sent
+    row.passed = row.values["pyinit"] == sent
+    return [row]
+
+
+MEASUREMENTS = {
+    "startup": start_up,
+    "launcher": launcher_start_up,
+    "memory": idle_memory,
+    "wakeups": idle_wakeups,
+    "reap": reaping,
+    "rtt": round_trip,
+    "teardown": teardown,
+    "realtime": realtime_signals,
+}
+
+
+# ------------------------------------------------------------------- report
+
+def columns(rows: list) -> list:
+    order = ["tini", "dumb-init", "catatonit", "pyinit", "python", "pyinit (clean py)", "python (clean)"]
+    seen = {name for row in rows for name in row.values}
+    return [name for name in order if name in seen] + sorted(seen - set(order))
+
+
+def markdown_table(rows: list) -> str:
+    cols = columns(rows)
+    header = ["measurement", *cols, "pyinit ratio", "target", "result", "clean-py ratio"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [row.label]
+        cells += [row.fmt.format(row.values[c]) if c in row.values else "" for c in cols]
+        cells.append("%.2f x %s" % (row.ratio, row.reference) if row.ratio is not None else "")
+        cells.append(row.target)
+        cells.append({True: "PASS", False: "**FAIL**", None: ""}[row.passed])
+        cells.append("%.2f" % row.clean_ratio if row.clean_ratio is not None else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def version_of(argv: list) -> str:
+    try:
+        done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=30)
+    except OSError as failure:
+        return "unavailable (%s)" % failure
+    return (done.stdout + done.stderr).strip().splitlines()[0] if (done.stdout + done.stderr).strip() else ""
+
+
+def machine_info(mode: str) -> dict:
+    info = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "mode": mode,
+        "kernel": platform.release(),
+        "cpus": os.cpu_count(),
+        "python": "%s (%s)" % (PY, platform.python_version()),
+        "tini": version_of(["tini", "--version"]),
+        "dumb-init": version_of(["dumb-init", "--version"]),
+        "catatonit": version_of(["catatonit", "--version"]),
+        "pyinit": "%s, tree %s" % (version_of([PY, "-m", "pyinit", "--version"]), git_state()),
+    }
+    if has_clean_python():
+        info["clean python"] = "%s (%s)" % (CLEAN_PY, version_of([CLEAN_PY, "-c", "import platform; print(platform.python_version())"]))
+    return info
+
+
+def report(rows: list, info: dict) -> str:
+    lines = ["# pyinit benchmark", ""]
+    lines += ["- %s: %s" % (key, value) for key, value in info.items()]
+    lines += ["", markdown_table(rows), ""]
+    lines.append("Values are medians over interleaved rounds (p90 where the row says so). "
+                 "Ratios divide pyinit's value by the reference column of this same run; "
+                 "the target is judged on pyinit under `%s`. The clean-py ratio is pyinit under "
+                 "`%s` over the same reference (for start-up and memory: the clean bare interpreter), "
+                 "shown for information." % (PY, CLEAN_PY))
+    for row in rows:
+        if "per_signal" in row.extra:
+            lines += ["", "Real-time signals, %d copies of each of %d sent: %s." % (
+                row.extra["copies"], len(row.extra["signals"]),
+                "; ".join("%s %s" % (name, realtime_summary(per, row.extra)) for name, per in row.extra["per_signal"].items()))]
+    return "\n".join(lines) + "\n"
+
+
+def realtime_summary(per_signal: dict, extra: dict) -> str:
+    """'all arrived', or which signals came short and how many copies of each arrived."""
+    short = ["%d: %d" % (signo, per_signal.get(signo, 0)) for signo in extra["signals"]
+             if per_signal.get(signo, 0) != extra["copies"]]
+    return "all arrived" if not short else "short (signal: copies) " + ", ".join(short)
+
+
+def to_json(rows: list, info: dict) -> dict:
+    out = {"meta": info, "rows": {}}
+    for row in rows:
+        entry = {
+            "label": row.label, "values": row.values, "samples": row.samples,
+            "ratio": row.ratio, "reference": row.reference, "target": row.target,
+            "passed": row.passed, "clean_ratio": row.clean_ratio, **row.extra,
+        }
+        out["rows"][row.key] = entry
+    return out
+
+
+# -------------------------------------------------------------------- setup
+
+def ensure_inits() -> None:
+    """apt-get install whichever of tini, dumb-init, catatonit is missing."""
+    missing = [name for name in APT_PACKAGES if shutil.which(name) is None]
+    if not missing:
+        return
+    print("installing %s with apt-get" % " ".join(missing), file=sys.stderr)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update"], check=True, env=env, stdout=subprocess.DEVNULL)
+    subprocess.run(["apt-get", "install", "-y", *missing], check=True, env=env, stdout=subprocess.DEVNULL)
+
+
+def fresh_bytecode() -> None:
+    """Bring pyinit's __pycache__ up to date, as any install or first import would.
+
+    With PYTHONDONTWRITEBYTECODE set, or sources edited since the last write,
+    every start would compile pyinit from source: milliseconds that no user pays.
+    """
+    for python in {PY, CLEAN_PY} if has_clean_python() else {PY}:
+        subprocess.run([python, "-m", "compileall", "-q", "pyinit"], cwd=REPO, check=True,
+                       stdout=subprocess.DEVNULL)
+
+
+def git_state() -> str:
+    done = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO,
+                          capture_output=True, text=True)
+    return done.stdout.strip() or "unknown"
+
+
+def check_machine() -> None:
+    if os.geteuid() != 0:
+        sys.exit("bench.py: needs root (it runs `unshare --pid --mount-proc`); try sudo")
+    if shutil.which("unshare") is None:
+        sys.exit("bench.py: `unshare` (util-linux) is missing")
+    ensure_inits()
+    if subprocess.call([*UNSHARE, "true"]) != 0:
+        sys.exit("bench.py: `%s true` failed: no PID namespaces here?" % " ".join(UNSHARE))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run of about a minute")
+    parser.add_argument("--json", type=Path, default=RESULTS / "latest.json", help="raw numbers go here")
+    parser.add_argument("--markdown", type=Path, default=RESULTS / "latest.md", help="the table goes here")
+    parser.add_argument("--only", default="", help="comma-separated subset of: " + ", ".join(MEASUREMENTS))
+    args = parser.parse_args()
+    chosen = args.only.split(",") if args.only else list(MEASUREMENTS)
+    unknown = set(chosen) - set(MEASUREMENTS)
+    if unknown:
+        parser.error("unknown measurement(s): " + ", ".join(sorted(unknown)))
+
+    os.chdir(REPO)  # `-m pyinit` finds the package in the working directory
+    check_machine()
+    mode = "quick" if args.quick else "default"
+    settings = {key: pair[args.quick] for key, pair in SETTINGS.items()}
+    started = time.monotonic()
+    rows = []
+    for name in chosen:
+        print("%s ..." % name, file=sys.stderr, flush=True)
+        step = time.monotonic()
+        fresh_bytecode()  # others may edit pyinit/ while this runs
+        try:
+            rows += MEASUREMENTS[name](settings)
+        except (RuntimeError, ValueError) as failure:
+            sys.exit("bench.py: %s: %s" % (name, failure))
+        print("%s done in %.0f s" % (name, time.monotonic() - step), file=sys.stderr, flush=True)
+    info = machine_info(mode)
+    info["runtime"] = "%.0f s" % (time.monotonic() - started)
+    info["settings"] = settings
+
+    text = report(rows, info)
+    print(text)
+    for path, content in ((args.markdown, text), (args.json, json.dumps(to_json(rows, info), indent=1) + "\n")):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+    print("wrote %s and %s" % (args.markdown, args.json), file=sys.stderr)
+    return 0 if all(row.passed is not False for row in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
