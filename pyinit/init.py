@@ -9,12 +9,14 @@ init whose disposition is the default, but never one that is blocked.
 
 import os
 
-from pyinit import linux, log, signals
+from pyinit import linux, log, signals, terminal
 from pyinit.cli import Config
 from pyinit.spawn import SpawnError, spawn
 
 api = signals.api
 _SI_USER = 0  # si_code of kill(2), and of the signal the kernel raises for a failed write
+_SI_KERNEL = 0x80  # si_code of what the terminal sends its foreground group
+_TERMINAL_STOPS = frozenset({api.SIGTSTP, api.SIGTTIN, api.SIGTTOU})
 
 
 def block_signals() -> None:
@@ -31,21 +33,25 @@ def run(config: Config) -> int:
     parent = os.getppid()
     if os.getpid() != 1:
         _become_subreaper()
+    placement = terminal.prepare(config.single_child)
     try:
-        child = spawn(list(config.command), new_session=not config.single_child)
+        child = spawn(list(config.command), placement)
     except (SpawnError, OSError) as failure:
         log.error("%s", failure)
         return failure.exit_code if isinstance(failure, SpawnError) else 125
-    log.info("started %s as PID %d", config.command[0], child)
+    log.info("started %s as PID %d in %s", config.command[0], child, placement)
     _leave_working_directory()
-    return supervise(child, parent, config)
+    code = supervise(child, parent, config, placement)
+    terminal.take_back_foreground(placement, child)
+    return code
 
 
-def supervise(child: int, parent: int, config: Config) -> int:
+def supervise(child: int, parent: int, config: Config, placement: str) -> int:
     """Forward signals to `child` and reap until it exits; return its exit code.
 
     `parent` is our parent as seen before the child was started, to notice a
-    parent that died before the parent-death signal was armed.
+    parent that died before the parent-death signal was armed. `placement`
+    says where the child stands towards the terminal (see terminal.py).
     """
     if config.pdeathsig and not _arm_parent_death_signal(config.pdeathsig, parent):
         _forward(config.pdeathsig, child, config)
@@ -55,14 +61,23 @@ def supervise(child: int, parent: int, config: Config) -> int:
         try:
             if info.si_signo == signals.SIGCHLD:
                 status = _reap(child, config.warn_reaped)
-                if status is not None:
+                if status is not None and os.WIFSTOPPED(status):
+                    _stop_with_child(status)
+                elif status is not None:
                     return _exit_code(status, config)
             elif info.si_pid == me and info.si_code == _SI_USER:
-                # Raised by our own write to a broken or full stderr (SIGPIPE,
-                # SIGXFSZ): about pyinit, not for the child.
+                # Raised by our own doing: a write to a broken or full stderr
+                # (SIGPIPE, SIGXFSZ), or letting the terminal go (SIGHUP,
+                # SIGCONT). About pyinit, not for the child.
                 log.debug("dropped %s that pyinit raised itself", signals.name(info.si_signo))
+            elif info.si_code == _SI_KERNEL and placement == terminal.SAME_GROUP:
+                # Ctrl-C and the like, sent by the terminal to the group the
+                # child shares with us: it has its own copy already.
+                log.info("received %s from the terminal; the child got it too", signals.name(info.si_signo))
             else:
                 log.info("received %s from PID %d", signals.name(info.si_signo), info.si_pid)
+                if info.si_signo == api.SIGCONT:
+                    terminal.give_foreground(placement, child)
                 _forward(info.si_signo, child, config)
         except Exception as failure:  # the init must outlive its own bugs
             log.error("internal error, carrying on: %r", failure)
@@ -89,32 +104,50 @@ def _forward(signo: int, child: int, config: Config) -> None:
 
 
 def _reap(child: int, warn_reaped: bool) -> "int | None":
-    """Collect every exited child; return the main child's wait status if it is among them.
+    """Collect every exited child; return the main child's last wait status, if any.
 
     One SIGCHLD may stand for many exits (standard signals coalesce), so this
-    loops until the kernel has nothing more to give.
+    loops until the kernel has nothing more to give. The main child's stops
+    are reported too (WUNTRACED), so that pyinit can stop along with it.
     """
     child_status = None
     while True:
         try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
+            pid, status = os.waitpid(-1, os.WNOHANG | os.WUNTRACED)
         except ChildProcessError:
             return child_status
         if pid == 0:
             return child_status
         if pid == child:
             child_status = status
-            log.info("child %d exited: %s", pid, _describe(status))
+            log.info("child %d %s", pid, _describe(status))
+        elif os.WIFSTOPPED(status):
+            log.debug("process %d %s", pid, _describe(status))
         elif warn_reaped:
-            log.warning("reaped zombie %d: %s", pid, _describe(status))
+            log.warning("reaped zombie %d, which %s", pid, _describe(status))
         else:
-            log.info("reaped zombie %d: %s", pid, _describe(status))
+            log.info("reaped zombie %d, which %s", pid, _describe(status))
+
+
+def _stop_with_child(status: int) -> None:
+    """The child was stopped from the terminal (Ctrl-Z): stop too, as one job.
+
+    The shell that started pyinit waits for pyinit, not for the child; only
+    when pyinit stops does that shell see the job stop and take the terminal
+    back. Its `fg` then continues pyinit, which continues the child. PID 1
+    cannot be stopped by its own signal: the child then stays stopped until
+    something sends it SIGCONT.
+    """
+    if os.WSTOPSIG(status) in _TERMINAL_STOPS and os.getpid() != 1:
+        os.kill(os.getpid(), signals.SIGSTOP)
 
 
 def _describe(status: int) -> str:
+    if os.WIFSTOPPED(status):
+        return "stopped by " + signals.name(os.WSTOPSIG(status))
     if os.WIFSIGNALED(status):
         return "killed by " + signals.name(os.WTERMSIG(status))
-    return "exit code %d" % os.WEXITSTATUS(status)
+    return "exited with code %d" % os.WEXITSTATUS(status)
 
 
 def _exit_code(status: int, config: Config) -> int:

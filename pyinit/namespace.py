@@ -20,7 +20,7 @@ network, cgroups and seccomp state are shared with the host.
 import errno
 import os
 
-from pyinit import init, linux, log, signals
+from pyinit import init, linux, log, signals, terminal
 from pyinit.cli import EXIT_USAGE, Config
 
 MAX_PID_NAMESPACE_DEPTH = 32  # the kernel's MAX_PID_NS_LEVEL
@@ -51,7 +51,7 @@ def launch(config: Config) -> int:
     log.info("started the init as PID %d (PID 1 of its namespace)", init_pid)
     # The init rewrites, remaps and reaps; the launcher only relays to it.
     relay = config.replace(single_child=True, rewrite={}, remap_exit=frozenset(), warn_reaped=False)
-    return init.supervise(init_pid, parent, relay)
+    return init.supervise(init_pid, parent, relay, terminal.NEW_SESSION)
 
 
 def _unshare(config: Config) -> None:
