@@ -9,8 +9,9 @@ init whose disposition is the default, but never one that is blocked.
 
 import os
 
-from pyinit import linux, log, signals, terminal
+from pyinit import linux, log, shutdown, signals, terminal
 from pyinit.cli import Config
+from pyinit.report import Report
 from pyinit.spawn import SpawnError, spawn
 
 api = signals.api
@@ -30,37 +31,54 @@ def block_signals() -> None:
 def run(config: Config) -> int:
     """Be the init for `config.command`; return the exit code to exit with."""
     block_signals()
+    report = Report(config.command)
     parent = os.getppid()
+    drain = config.drain
     if os.getpid() != 1:
         _become_subreaper()
+        if drain is None:  # nobody else would stop what we adopted
+            drain = shutdown.SUBREAPER_DRAIN
     placement = terminal.prepare(config.single_child)
     try:
         child = spawn(list(config.command), placement)
     except (SpawnError, OSError) as failure:
         log.error("%s", failure)
-        return failure.exit_code if isinstance(failure, SpawnError) else 125
-    log.info("started %s as PID %d in %s", config.command[0], child, placement)
-    _leave_working_directory()
-    code = supervise(child, parent, config, placement)
-    terminal.take_back_foreground(placement, child)
+        code = failure.exit_code if isinstance(failure, SpawnError) else 125
+    else:
+        log.info("started %s as PID %d in %s", config.command[0], child, placement)
+        _leave_working_directory()
+        policy = shutdown.Policy(child, config.single_child, config.grace, config.term_delay, drain, report)
+        code = supervise(child, parent, config, placement, policy)
+        terminal.take_back_foreground(placement, child)
+        policy.drain()
+    if config.exit_report:
+        report.write(config.exit_report, code)
     return code
 
 
-def supervise(child: int, parent: int, config: Config, placement: str) -> int:
+def supervise(child: int, parent: int, config: Config, placement: str, policy: shutdown.Policy) -> int:
     """Forward signals to `child` and reap until it exits; return its exit code.
 
     `parent` is our parent as seen before the child was started, to notice a
     parent that died before the parent-death signal was armed. `placement`
-    says where the child stands towards the terminal (see terminal.py).
+    says where the child stands towards the terminal (see terminal.py);
+    `policy` holds the shutdown timers and the report.
     """
     if config.pdeathsig and not _arm_parent_death_signal(config.pdeathsig, parent):
-        _forward(config.pdeathsig, child, config)
+        _pass_on(config.pdeathsig, child, config, placement, policy)
     me = os.getpid()
     while True:
-        info = api.sigwaitinfo(signals.WAITED)
+        timeout = policy.timeout()
+        if timeout is None:
+            info = api.sigwaitinfo(signals.WAITED)
+        else:
+            info = api.sigtimedwait(signals.WAITED, timeout)
         try:
-            if info.si_signo == signals.SIGCHLD:
-                status = _reap(child, config.warn_reaped)
+            if info is None:  # a deadline has come
+                for signo in policy.expired():
+                    _pass_on(signo, child, config, placement, policy)
+            elif info.si_signo == signals.SIGCHLD:
+                status = _reap(child, config.warn_reaped, policy.report)
                 if status is not None and os.WIFSTOPPED(status):
                     _stop_with_child(status)
                 elif status is not None:
@@ -76,19 +94,29 @@ def supervise(child: int, parent: int, config: Config, placement: str) -> int:
                 log.info("received %s from the terminal; the child got it too", signals.name(info.si_signo))
             else:
                 log.info("received %s from PID %d", signals.name(info.si_signo), info.si_pid)
-                if info.si_signo == api.SIGCONT:
-                    terminal.give_foreground(placement, child)
-                _forward(info.si_signo, child, config)
+                policy.report.count(policy.report.received, signals.name(info.si_signo))
+                for signo in policy.admit(info.si_signo):
+                    _pass_on(signo, child, config, placement, policy)
         except Exception as failure:  # the init must outlive its own bugs
             log.error("internal error, carrying on: %r", failure)
 
 
-def _forward(signo: int, child: int, config: Config) -> None:
-    """Send `signo`, after rewriting, to the child's group (or the child)."""
+def _pass_on(signo: int, child: int, config: Config, placement: str, policy: shutdown.Policy) -> None:
+    """Forward one received signal, with what goes with it: the terminal for SIGCONT, the grace timer."""
+    if signo == api.SIGCONT:
+        terminal.give_foreground(placement, child)
+    target = _forward(signo, child, config)
+    if target:
+        policy.report.count(policy.report.forwarded, signals.name(target))
+        policy.forwarded(target)
+
+
+def _forward(signo: int, child: int, config: Config) -> int:
+    """Send `signo`, after rewriting, to the child's group (or the child); return what was sent, or 0."""
     target = config.rewrite.get(signo, signo)
     if target == 0:
         log.info("dropped %s (rewritten to 0)", signals.name(signo))
-        return
+        return 0
     try:
         if config.single_child:
             os.kill(child, target)
@@ -96,14 +124,15 @@ def _forward(signo: int, child: int, config: Config) -> None:
             os.killpg(child, target)
     except ProcessLookupError:
         log.debug("nobody left to receive %s", signals.name(target))
-        return
+        return 0
     except OSError as failure:
         log.warning("cannot forward %s: %s", signals.name(target), failure.strerror)
-        return
+        return 0
     log.info("forwarded %s to %s %d", signals.name(target), "PID" if config.single_child else "group", child)
+    return target
 
 
-def _reap(child: int, warn_reaped: bool) -> "int | None":
+def _reap(child: int, warn_reaped: bool, report: Report) -> "int | None":
     """Collect every exited child; return the main child's last wait status, if any.
 
     One SIGCHLD may stand for many exits (standard signals coalesce), so this
@@ -121,12 +150,17 @@ def _reap(child: int, warn_reaped: bool) -> "int | None":
         if pid == child:
             child_status = status
             log.info("child %d %s", pid, _describe(status))
+            if not os.WIFSTOPPED(status):
+                report.child_status = status
+                report.mark("child_exit")
         elif os.WIFSTOPPED(status):
             log.debug("process %d %s", pid, _describe(status))
-        elif warn_reaped:
-            log.warning("reaped zombie %d, which %s", pid, _describe(status))
         else:
-            log.info("reaped zombie %d, which %s", pid, _describe(status))
+            report.zombies_reaped += 1
+            if warn_reaped:
+                log.warning("reaped zombie %d, which %s", pid, _describe(status))
+            else:
+                log.info("reaped zombie %d, which %s", pid, _describe(status))
 
 
 def _stop_with_child(status: int) -> None:
