@@ -36,6 +36,14 @@ options:
                          128+N for signal N). Repeatable
   -p, --pdeathsig SIG    receive SIG when pyinit's parent dies, and handle it
                          like any other received signal
+  --grace SECONDS        SIGKILL the child's group if it has not exited
+                         SECONDS after a terminating signal was forwarded
+  --drain SECONDS        when the child exits, SIGTERM what it left behind
+                         and SIGKILL what is left after SECONDS (default:
+                         off as PID 1, 2 seconds otherwise)
+  --term-delay SECONDS   hold a received SIGTERM this long before forwarding
+                         it; a second SIGTERM or a SIGINT forwards at once
+  --exit-report PATH     on exit, write a JSON report to PATH (or fd:N)
   -s, --subreaper        accepted for tini compatibility: pyinit becomes a
                          child subreaper by itself whenever it is not PID 1
   -w, --warn-reaped      log every reaped process other than the child
@@ -60,6 +68,8 @@ environment (flags win over these):
   PYINIT_REMAP_EXIT=N,.. like -e for each item
   PYINIT_PDEATHSIG=SIG   like -p
   PYINIT_WARN_REAPED=1   like -w
+  PYINIT_GRACE, PYINIT_DRAIN, PYINIT_TERM_DELAY, PYINIT_EXIT_REPORT
+                         like --grace, --drain, --term-delay, --exit-report
 
 exit status: the child's; 128+N if signal N killed it; 125 if pyinit itself
 failed; 126 if COMMAND cannot be executed; 127 if it is not found.
@@ -74,6 +84,7 @@ class Config:
     """Everything the init needs to know, fixed once parsing is done."""
 
     __slots__ = ("command", "single_child", "rewrite", "remap_exit", "pdeathsig", "warn_reaped", "verbosity",
+                 "grace", "drain", "term_delay", "exit_report",
                  "unshare", "user_namespace", "mount_proc", "hostname", "ipc")
 
     command: "tuple[str, ...]"
@@ -83,6 +94,10 @@ class Config:
     pdeathsig: int  # 0 = none
     warn_reaped: bool
     verbosity: int
+    grace: "float | None"  # seconds from a forwarded terminating signal to SIGKILL
+    drain: "float | None"  # seconds leftovers get after the child's exit; None: the default
+    term_delay: float  # seconds a received SIGTERM is held
+    exit_report: "str | None"  # a path, or fd:N
     unshare: bool  # run as the launcher: new namespaces, the init as their PID 1
     user_namespace: bool  # --user; the launcher also adds one when not root
     mount_proc: bool
@@ -120,10 +135,12 @@ _OPTIONS = {
     "V": ("version", False),
     "h": ("help", False),
 }
-# The launcher's options have no short form; they are known by their long name.
+# Options with no short form are known by their long name.
+_SHUTDOWN_OPTIONS = {"grace": True, "drain": True, "term-delay": True, "exit-report": True}
 _LAUNCHER_OPTIONS = {"unshare": False, "user": False, "no-mount-proc": False, "hostname": True, "ipc": False}
 _LONG = {long_name: (short, takes_value) for short, (long_name, takes_value) in _OPTIONS.items()}
-_LONG.update((long_name, (long_name, takes_value)) for long_name, takes_value in _LAUNCHER_OPTIONS.items())
+for _table in (_SHUTDOWN_OPTIONS, _LAUNCHER_OPTIONS):
+    _LONG.update((long_name, (long_name, takes_value)) for long_name, takes_value in _table.items())
 
 
 def _display(option: str) -> str:
@@ -181,6 +198,22 @@ def _exit_code(text: str) -> int:
     return int(text)
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise ValueError("'%s' is not a number of seconds (0 or more, e.g. 10 or 2.5)" % text)
+    return value
+
+
+def _exit_report(text: str) -> str:
+    if not text or text.startswith("fd:") and not text[3:].isdigit():
+        raise ValueError("'%s' is neither a file path nor fd:N" % text)
+    return text
+
+
 def _flag(environ: "dict[str, str]", variable: str) -> bool:
     value = environ.get(variable, "").strip().lower()
     if value in ("", "0", "false", "no", "off"):
@@ -192,6 +225,14 @@ def _flag(environ: "dict[str, str]", variable: str) -> bool:
 
 def _items(text: str) -> "list[str]":
     return text.replace(",", " ").split()
+
+
+_SHUTDOWN_VARIABLES = (
+    ("PYINIT_GRACE", "grace", _seconds),
+    ("PYINIT_DRAIN", "drain", _seconds),
+    ("PYINIT_TERM_DELAY", "term_delay", _seconds),
+    ("PYINIT_EXIT_REPORT", "exit_report", _exit_report),
+)
 
 
 def _from_environment(environ: "dict[str, str]") -> dict:
@@ -212,6 +253,9 @@ def _from_environment(environ: "dict[str, str]") -> dict:
         variable = "PYINIT_PDEATHSIG"
         if environ.get(variable, "").strip():
             fields["pdeathsig"] = signals.parse(environ[variable])
+        for variable, field, parse_value in _SHUTDOWN_VARIABLES:
+            if environ.get(variable, "").strip():
+                fields[field] = parse_value(environ[variable].strip())
     except ValueError as problem:
         raise UsageError("%s=%s: %s" % (variable, environ[variable], problem)) from None
     fields["single_child"] = _flag(environ, "PYINIT_SINGLE_CHILD") or environ.get("DUMB_INIT_SETSID", "").strip() == "0"
@@ -225,8 +269,9 @@ def parse(argv: "list[str]", environ: "dict[str, str]") -> "Config | str":
     Returns the text to print instead when --help or --version was asked for.
     Raises UsageError for anything it cannot make sense of.
     """
-    fields = {"verbosity": log.WARNING, "pdeathsig": 0, "unshare": False, "user_namespace": False,
-              "mount_proc": True, "hostname": None, "ipc": False}
+    fields = {"verbosity": log.WARNING, "pdeathsig": 0, "grace": None, "drain": None, "term_delay": 0.0,
+              "exit_report": None, "unshare": False, "user_namespace": False, "mount_proc": True,
+              "hostname": None, "ipc": False}
     fields.update(_from_environment(environ))
     options, command = _split_options(argv)
     verbose_flags = 0
@@ -252,6 +297,10 @@ def parse(argv: "list[str]", environ: "dict[str, str]") -> "Config | str":
                 fields["verbosity"] = min(log.WARNING + verbose_flags, log.DEBUG)
             elif option == "q":
                 fields["verbosity"] = log.ERROR
+            elif option in ("grace", "drain", "term-delay"):
+                fields[option.replace("-", "_")] = _seconds(value)
+            elif option == "exit-report":
+                fields["exit_report"] = _exit_report(value)
             elif option == "unshare":
                 fields["unshare"] = True
             elif option == "user":

@@ -9,12 +9,15 @@ init whose disposition is the default, but never one that is blocked.
 
 import os
 
-from pyinit import linux, log, signals
+from pyinit import linux, log, shutdown, signals, terminal
 from pyinit.cli import Config
+from pyinit.report import Report
 from pyinit.spawn import SpawnError, spawn
 
 api = signals.api
 _SI_USER = 0  # si_code of kill(2), and of the signal the kernel raises for a failed write
+_SI_KERNEL = 0x80  # si_code of what the terminal sends its foreground group
+_TERMINAL_STOPS = frozenset({api.SIGTSTP, api.SIGTTIN, api.SIGTTOU})
 
 
 def block_signals() -> None:
@@ -28,52 +31,92 @@ def block_signals() -> None:
 def run(config: Config) -> int:
     """Be the init for `config.command`; return the exit code to exit with."""
     block_signals()
+    report = Report(config.command)
     parent = os.getppid()
+    drain = config.drain
     if os.getpid() != 1:
         _become_subreaper()
+        if drain is None:  # nobody else would stop what we adopted
+            drain = shutdown.SUBREAPER_DRAIN
+    placement = terminal.prepare(config.single_child)
     try:
-        child = spawn(list(config.command), new_session=not config.single_child)
+        child = spawn(list(config.command), placement)
     except (SpawnError, OSError) as failure:
         log.error("%s", failure)
-        return failure.exit_code if isinstance(failure, SpawnError) else 125
-    log.info("started %s as PID %d", config.command[0], child)
-    _leave_working_directory()
-    return supervise(child, parent, config)
+        code = failure.exit_code if isinstance(failure, SpawnError) else 125
+    else:
+        log.info("started %s as PID %d in %s", config.command[0], child, placement)
+        _leave_working_directory()
+        policy = shutdown.Policy(child, config.single_child, config.grace, config.term_delay, drain, report)
+        code = supervise(child, parent, config, placement, policy)
+        terminal.take_back_foreground(placement, child)
+        policy.drain()
+    if config.exit_report:
+        report.write(config.exit_report, code)
+    return code
 
 
-def supervise(child: int, parent: int, config: Config) -> int:
+def supervise(child: int, parent: int, config: Config, placement: str, policy: shutdown.Policy) -> int:
     """Forward signals to `child` and reap until it exits; return its exit code.
 
     `parent` is our parent as seen before the child was started, to notice a
-    parent that died before the parent-death signal was armed.
+    parent that died before the parent-death signal was armed. `placement`
+    says where the child stands towards the terminal (see terminal.py);
+    `policy` holds the shutdown timers and the report.
     """
     if config.pdeathsig and not _arm_parent_death_signal(config.pdeathsig, parent):
-        _forward(config.pdeathsig, child, config)
+        _pass_on(config.pdeathsig, child, config, placement, policy)
     me = os.getpid()
     while True:
-        info = api.sigwaitinfo(signals.WAITED)
+        timeout = policy.timeout()
+        if timeout is None:
+            info = api.sigwaitinfo(signals.WAITED)
+        else:
+            info = api.sigtimedwait(signals.WAITED, timeout)
         try:
-            if info.si_signo == signals.SIGCHLD:
-                status = _reap(child, config.warn_reaped)
-                if status is not None:
+            if info is None:  # a deadline has come
+                for signo in policy.expired():
+                    _pass_on(signo, child, config, placement, policy)
+            elif info.si_signo == signals.SIGCHLD:
+                status = _reap(child, config.warn_reaped, policy.report)
+                if status is not None and os.WIFSTOPPED(status):
+                    _stop_with_child(status)
+                elif status is not None:
                     return _exit_code(status, config)
             elif info.si_pid == me and info.si_code == _SI_USER:
-                # Raised by our own write to a broken or full stderr (SIGPIPE,
-                # SIGXFSZ): about pyinit, not for the child.
+                # Raised by our own doing: a write to a broken or full stderr
+                # (SIGPIPE, SIGXFSZ), or letting the terminal go (SIGHUP,
+                # SIGCONT). About pyinit, not for the child.
                 log.debug("dropped %s that pyinit raised itself", signals.name(info.si_signo))
+            elif info.si_code == _SI_KERNEL and placement == terminal.SAME_GROUP:
+                # Ctrl-C and the like, sent by the terminal to the group the
+                # child shares with us: it has its own copy already.
+                log.info("received %s from the terminal; the child got it too", signals.name(info.si_signo))
             else:
                 log.info("received %s from PID %d", signals.name(info.si_signo), info.si_pid)
-                _forward(info.si_signo, child, config)
+                policy.report.count(policy.report.received, signals.name(info.si_signo))
+                for signo in policy.admit(info.si_signo):
+                    _pass_on(signo, child, config, placement, policy)
         except Exception as failure:  # the init must outlive its own bugs
             log.error("internal error, carrying on: %r", failure)
 
 
-def _forward(signo: int, child: int, config: Config) -> None:
-    """Send `signo`, after rewriting, to the child's group (or the child)."""
+def _pass_on(signo: int, child: int, config: Config, placement: str, policy: shutdown.Policy) -> None:
+    """Forward one received signal, with what goes with it: the terminal for SIGCONT, the grace timer."""
+    if signo == api.SIGCONT:
+        terminal.give_foreground(placement, child)
+    target = _forward(signo, child, config)
+    if target:
+        policy.report.count(policy.report.forwarded, signals.name(target))
+        policy.forwarded(target)
+
+
+def _forward(signo: int, child: int, config: Config) -> int:
+    """Send `signo`, after rewriting, to the child's group (or the child); return what was sent, or 0."""
     target = config.rewrite.get(signo, signo)
     if target == 0:
         log.info("dropped %s (rewritten to 0)", signals.name(signo))
-        return
+        return 0
     try:
         if config.single_child:
             os.kill(child, target)
@@ -81,40 +124,64 @@ def _forward(signo: int, child: int, config: Config) -> None:
             os.killpg(child, target)
     except ProcessLookupError:
         log.debug("nobody left to receive %s", signals.name(target))
-        return
+        return 0
     except OSError as failure:
         log.warning("cannot forward %s: %s", signals.name(target), failure.strerror)
-        return
+        return 0
     log.info("forwarded %s to %s %d", signals.name(target), "PID" if config.single_child else "group", child)
+    return target
 
 
-def _reap(child: int, warn_reaped: bool) -> "int | None":
-    """Collect every exited child; return the main child's wait status if it is among them.
+def _reap(child: int, warn_reaped: bool, report: Report) -> "int | None":
+    """Collect every exited child; return the main child's last wait status, if any.
 
     One SIGCHLD may stand for many exits (standard signals coalesce), so this
-    loops until the kernel has nothing more to give.
+    loops until the kernel has nothing more to give. The main child's stops
+    are reported too (WUNTRACED), so that pyinit can stop along with it.
     """
     child_status = None
     while True:
         try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
+            pid, status = os.waitpid(-1, os.WNOHANG | os.WUNTRACED)
         except ChildProcessError:
             return child_status
         if pid == 0:
             return child_status
         if pid == child:
             child_status = status
-            log.info("child %d exited: %s", pid, _describe(status))
-        elif warn_reaped:
-            log.warning("reaped zombie %d: %s", pid, _describe(status))
+            log.info("child %d %s", pid, _describe(status))
+            if not os.WIFSTOPPED(status):
+                report.child_status = status
+                report.mark("child_exit")
+        elif os.WIFSTOPPED(status):
+            log.debug("process %d %s", pid, _describe(status))
         else:
-            log.info("reaped zombie %d: %s", pid, _describe(status))
+            report.zombies_reaped += 1
+            if warn_reaped:
+                log.warning("reaped zombie %d, which %s", pid, _describe(status))
+            else:
+                log.info("reaped zombie %d, which %s", pid, _describe(status))
+
+
+def _stop_with_child(status: int) -> None:
+    """The child was stopped from the terminal (Ctrl-Z): stop too, as one job.
+
+    The shell that started pyinit waits for pyinit, not for the child; only
+    when pyinit stops does that shell see the job stop and take the terminal
+    back. Its `fg` then continues pyinit, which continues the child. PID 1
+    cannot be stopped by its own signal: the child then stays stopped until
+    something sends it SIGCONT.
+    """
+    if os.WSTOPSIG(status) in _TERMINAL_STOPS and os.getpid() != 1:
+        os.kill(os.getpid(), signals.SIGSTOP)
 
 
 def _describe(status: int) -> str:
+    if os.WIFSTOPPED(status):
+        return "stopped by " + signals.name(os.WSTOPSIG(status))
     if os.WIFSIGNALED(status):
         return "killed by " + signals.name(os.WTERMSIG(status))
-    return "exit code %d" % os.WEXITSTATUS(status)
+    return "exited with code %d" % os.WEXITSTATUS(status)
 
 
 def _exit_code(status: int, config: Config) -> int:

@@ -108,3 +108,27 @@ def pidfd_has_exited(pidfd: int) -> bool:
 
     readable, _, _ = select.select([pidfd], [], [], 0)
     return bool(readable)
+
+
+def release_controlling_terminal(fd: int) -> None:
+    """TIOCNOTTY: a session leader lets its controlling terminal go.
+
+    The kernel then sends SIGHUP and SIGCONT to the terminal's foreground
+    process group, as if the leader had exited.
+    """
+    import fcntl
+    import termios
+
+    fcntl.ioctl(fd, termios.TIOCNOTTY)
+
+
+def set_controlling_terminal(fd: int) -> None:
+    """TIOCSCTTY: a session leader without a terminal takes `fd` as its own.
+
+    The argument 0 means "do not steal": it fails if the terminal is still
+    another session's.
+    """
+    import fcntl
+    import termios
+
+    fcntl.ioctl(fd, termios.TIOCSCTTY, 0)

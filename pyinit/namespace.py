@@ -20,8 +20,9 @@ network, cgroups and seccomp state are shared with the host.
 import errno
 import os
 
-from pyinit import init, linux, log, signals
+from pyinit import init, linux, log, shutdown, signals, terminal
 from pyinit.cli import EXIT_USAGE, Config
+from pyinit.report import Report
 
 MAX_PID_NAMESPACE_DEPTH = 32  # the kernel's MAX_PID_NS_LEVEL
 
@@ -49,9 +50,11 @@ def launch(config: Config) -> int:
         os._exit(_be_pid1(config, launcher_pidfd))
     os.close(launcher_pidfd)
     log.info("started the init as PID %d (PID 1 of its namespace)", init_pid)
-    # The init rewrites, remaps and reaps; the launcher only relays to it.
+    # The init rewrites, remaps, reaps and keeps the shutdown timers; the
+    # launcher only relays to it.
     relay = config.replace(single_child=True, rewrite={}, remap_exit=frozenset(), warn_reaped=False)
-    return init.supervise(init_pid, parent, relay)
+    no_policy = shutdown.Policy(init_pid, True, None, 0.0, None, Report(config.command))
+    return init.supervise(init_pid, parent, relay, terminal.NEW_SESSION, no_policy)
 
 
 def _unshare(config: Config) -> None:

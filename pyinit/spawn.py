@@ -16,7 +16,7 @@ and can exit with 127 or 126 like `env` and `timeout` do.
 import errno
 import os
 
-from pyinit import signals
+from pyinit import signals, terminal
 
 EXIT_NOT_FOUND = 127
 EXIT_CANNOT_EXECUTE = 126
@@ -30,11 +30,12 @@ class SpawnError(Exception):
         self.exit_code = exit_code
 
 
-def spawn(argv: "list[str]", new_session: bool) -> int:
+def spawn(argv: "list[str]", placement: str) -> int:
     """Fork and exec `argv`; return the child's PID or raise SpawnError.
 
-    With `new_session` the child leads a new session and process group, so a
-    signal to the group reaches it and everything it starts, and nothing else.
+    `placement` is one of terminal.py's: but for SAME_GROUP the child leads a
+    new process group, so a signal to the group reaches it and everything it
+    starts, and nothing else.
     """
     if not argv[0]:
         raise SpawnError(EXIT_NOT_FOUND, "the command name is empty")
@@ -42,7 +43,7 @@ def spawn(argv: "list[str]", new_session: bool) -> int:
     pid = os.fork()
     if pid == 0:
         os.close(report_read)
-        _exec_child(argv, new_session, report_write)
+        _exec_child(argv, placement, report_write)
     os.close(report_write)
     report = _read_all(report_read)
     os.close(report_read)
@@ -57,12 +58,11 @@ def spawn(argv: "list[str]", new_session: bool) -> int:
     raise SpawnError(EXIT_NOT_FOUND, "cannot run '%s': %s" % (argv[0], message))
 
 
-def _exec_child(argv: "list[str]", new_session: bool, report_fd: int) -> None:
+def _exec_child(argv: "list[str]", placement: str, report_fd: int) -> None:
     """In the forked child: prepare, exec, and never return to the caller."""
     try:
         try:
-            if new_session:
-                os.setsid()
+            terminal.take_in_child(placement)
             for signo in signals.WAITED:
                 signals.api.signal(signo, signals.api.SIG_DFL)
             signals.api.pthread_sigmask(signals.api.SIG_SETMASK, ())

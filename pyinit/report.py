@@ -1,0 +1,98 @@
+"""The exit report: what happened, as one JSON object written when pyinit exits.
+
+Counting costs a dictionary update per signal and an addition per reap, so
+it is always on; `json` is imported only when a report is written. Times are
+wall-clock seconds since the epoch (float), so a report can be lined up with
+an orchestrator's own logs.
+
+Schema (version 1):
+
+    {
+      "version": 1,
+      "pid": 1,                           # pyinit's PID, in its own namespace
+      "command": ["my-server", "--port", "8080"],
+      "child": {"pid": 2, "exit_code": null, "signal": "SIGTERM"},
+                                          # exit_code when it exited, signal when killed;
+                                          # both null if it never ran or never exited
+      "exit_code": 143,                   # pyinit's own exit code
+      "signals": {"received": {"SIGTERM": 1}, "forwarded": {"SIGTERM": 1}},
+      "grace": {"seconds": 10.0, "killed": false, "processes": 0},
+      "drain": {"seconds": 2.0, "killed": true, "processes": 1},
+                                          # seconds null when not in force; killed: whether
+                                          # it ended in SIGKILL, and for how many processes
+      "zombies_reaped": 12,               # processes reaped other than the child
+      "timeline": {"start": 1790000000.0, "first_terminating_signal": 1790000005.1,
+                   "child_exit": 1790000005.3, "exit": 1790000005.3}
+                                          # null for what did not happen
+    }
+"""
+
+import os
+import time
+
+
+class Report:
+    """Counters and timestamps gathered while pyinit runs."""
+
+    def __init__(self, command: "tuple[str, ...]") -> None:
+        self.command = command
+        self.child_pid: "int | None" = None
+        self.child_status: "int | None" = None
+        self.received: "dict[str, int]" = {}
+        self.forwarded: "dict[str, int]" = {}
+        self.grace = {"seconds": None, "killed": False, "processes": 0}
+        self.drain = {"seconds": None, "killed": False, "processes": 0}
+        self.zombies_reaped = 0
+        self.timeline: "dict[str, float | None]" = {
+            "start": time.time(), "first_terminating_signal": None, "child_exit": None, "exit": None,
+        }
+
+    def count(self, table: "dict[str, int]", signal_name: str) -> None:
+        table[signal_name] = table.get(signal_name, 0) + 1
+
+    def mark(self, event: str) -> None:
+        """Record the time of `event` the first time it happens."""
+        if self.timeline[event] is None:
+            self.timeline[event] = time.time()
+
+    def as_dict(self, exit_code: int) -> dict:
+        from pyinit import signals
+
+        status = self.child_status
+        exited = status is not None and os.WIFEXITED(status)
+        killed = status is not None and os.WIFSIGNALED(status)
+        return {
+            "version": 1,
+            "pid": os.getpid(),
+            "command": list(self.command),
+            "child": {
+                "pid": self.child_pid,
+                "exit_code": os.WEXITSTATUS(status) if exited else None,
+                "signal": signals.name(os.WTERMSIG(status)) if killed else None,
+            },
+            "exit_code": exit_code,
+            "signals": {"received": self.received, "forwarded": self.forwarded},
+            "grace": self.grace,
+            "drain": self.drain,
+            "zombies_reaped": self.zombies_reaped,
+            "timeline": self.timeline,
+        }
+
+    def write(self, destination: str, exit_code: int) -> None:
+        """Write the report to a file path, or to `fd:N`; never raise."""
+        import json
+
+        from pyinit import log
+
+        self.mark("exit")
+        text = json.dumps(self.as_dict(exit_code), sort_keys=True) + "\n"
+        try:
+            if destination.startswith("fd:"):
+                data = text.encode()
+                while data:
+                    data = data[os.write(int(destination[3:]), data):]
+            else:
+                with open(destination, "w") as report_file:
+                    report_file.write(text)
+        except (OSError, ValueError) as failure:
+            log.warning("cannot write the exit report to %s: %s", destination, failure)
