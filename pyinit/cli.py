@@ -193,7 +193,8 @@ def _split_options(argv: "list[str]") -> "tuple[list[tuple[str, str]], list[str]
 
 
 def _exit_code(text: str) -> int:
-    if not text.strip().isdigit() or int(text) > 255:
+    digits = text.strip()
+    if not (digits.isascii() and digits.isdigit()) or int(digits) > 255:
         raise ValueError("exit code '%s' is not a number from 0 to 255" % text)
     return int(text)
 
@@ -209,7 +210,7 @@ def _seconds(text: str) -> float:
 
 
 def _exit_report(text: str) -> str:
-    if not text or text.startswith("fd:") and not text[3:].isdigit():
+    if not text or text.startswith("fd:") and not (text[3:].isascii() and text[3:].isdigit()):
         raise ValueError("'%s' is neither a file path nor fd:N" % text)
     return text
 
@@ -243,7 +244,7 @@ def _from_environment(environ: "dict[str, str]") -> dict:
         for variable in ("TINI_VERBOSITY", "PYINIT_VERBOSITY"):
             if environ.get(variable, "").strip():
                 level = environ[variable].strip()
-                if not level.isdigit():
+                if not (level.isascii() and level.isdigit()):
                     raise ValueError("expected a number from 0 to 3")
                 fields["verbosity"] = min(int(level), log.DEBUG)
         variable = "PYINIT_REWRITE"

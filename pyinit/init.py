@@ -18,10 +18,16 @@ api = signals.api
 _SI_USER = 0  # si_code of kill(2), and of the signal the kernel raises for a failed write
 _SI_KERNEL = 0x80  # si_code of what the terminal sends its foreground group
 _TERMINAL_STOPS = frozenset({api.SIGTSTP, api.SIGTTIN, api.SIGTTOU})
+_WRITE_ERRORS = frozenset({api.SIGPIPE, api.SIGXFSZ})  # what a failed write(2) raises
 
 
 def block_signals() -> None:
-    """Block every signal the init handles; they wait in the queue for sigwaitinfo."""
+    """Block every signal the init handles; they wait in the queue for sigwaitinfo.
+
+    First, the dispositions pyinit was started with are recorded for the
+    child (see spawn.py), before the SIGCHLD reset below changes one.
+    """
+    signals.remember_inherited_dispositions()
     api.pthread_sigmask(api.SIG_BLOCK, signals.WAITED)
     # An inherited SIG_IGN for SIGCHLD would make the kernel reap our
     # children for us, and the child's exit status would be lost.
@@ -45,7 +51,8 @@ def run(config: Config) -> int:
         log.error("%s", failure)
         code = failure.exit_code if isinstance(failure, SpawnError) else 125
     else:
-        log.info("started %s as PID %d in %s", config.command[0], child, placement)
+        log.info("started %s as PID %d", config.command[0], child)
+        log.debug("the child is in %s", placement)
         _leave_working_directory()
         policy = shutdown.Policy(child, config.single_child, config.grace, config.term_delay, drain, report)
         code = supervise(child, parent, config, placement, policy)
@@ -83,11 +90,11 @@ def supervise(child: int, parent: int, config: Config, placement: str, policy: s
                     _stop_with_child(status)
                 elif status is not None:
                     return _exit_code(status, config)
-            elif info.si_pid == me and info.si_code == _SI_USER:
-                # Raised by our own doing: a write to a broken or full stderr
-                # (SIGPIPE, SIGXFSZ), or letting the terminal go (SIGHUP,
-                # SIGCONT). About pyinit, not for the child.
-                log.debug("dropped %s that pyinit raised itself", signals.name(info.si_signo))
+            elif info.si_signo in _WRITE_ERRORS and info.si_pid == me and info.si_code == _SI_USER:
+                # Our own write to a broken or full stderr raised it: about
+                # pyinit, not for the child. Not logged: that write could
+                # raise another.
+                pass
             elif info.si_code == _SI_KERNEL and placement == terminal.SAME_GROUP:
                 # Ctrl-C and the like, sent by the terminal to the group the
                 # child shares with us: it has its own copy already.
@@ -147,20 +154,22 @@ def _reap(child: int, warn_reaped: bool, report: Report) -> "int | None":
             return child_status
         if pid == 0:
             return child_status
-        if pid == child:
+        if pid == child and os.WIFSTOPPED(status):
             child_status = status
-            log.info("child %d %s", pid, _describe(status))
-            if not os.WIFSTOPPED(status):
-                report.child_status = status
-                report.mark("child_exit")
+            log.info("child %d is stopped: %s", pid, _describe(status))
+        elif pid == child:
+            child_status = status
+            log.info("child %d exited: %s", pid, _describe(status))
+            report.child_status = status
+            report.mark("child_exit")
         elif os.WIFSTOPPED(status):
-            log.debug("process %d %s", pid, _describe(status))
+            log.debug("process %d is stopped: %s", pid, _describe(status))
         else:
             report.zombies_reaped += 1
             if warn_reaped:
-                log.warning("reaped zombie %d, which %s", pid, _describe(status))
+                log.warning("reaped zombie %d: %s", pid, _describe(status))
             else:
-                log.info("reaped zombie %d, which %s", pid, _describe(status))
+                log.info("reaped zombie %d: %s", pid, _describe(status))
 
 
 def _stop_with_child(status: int) -> None:
@@ -181,7 +190,7 @@ def _describe(status: int) -> str:
         return "stopped by " + signals.name(os.WSTOPSIG(status))
     if os.WIFSIGNALED(status):
         return "killed by " + signals.name(os.WTERMSIG(status))
-    return "exited with code %d" % os.WEXITSTATUS(status)
+    return "exit code %d" % os.WEXITSTATUS(status)
 
 
 def _exit_code(status: int, config: Config) -> int:

@@ -2,13 +2,14 @@
 
 Written with a single `os.write` each, so a line is never split or held in a
 buffer when the init exits with `os._exit`, and a closed or broken stderr can
-never raise out of the PID-1 loop: a diagnostic that cannot be written is
-dropped, the init carries on.
+never raise out of the PID-1 loop: once a line cannot be written, logging
+stops and the init carries on.
 
 Messages take %-style arguments and are only formatted when their level is
 enabled, so a disabled `debug()` in the reap loop costs one comparison.
 """
 
+import errno
 import os
 
 ERROR = 0  # always printed
@@ -24,13 +25,22 @@ def set_level(new_level: int) -> None:
     level = new_level
 
 
+_stderr_broken = False
+
+
 def _emit(message: str, args: tuple) -> None:
+    global _stderr_broken
+    if _stderr_broken:
+        return
     if args:
         message = message % args
     try:
         os.write(2, ("pyinit: " + message + "\n").encode(errors="backslashreplace"))
-    except OSError:
-        pass
+    except OSError as failure:
+        # Nobody reads: every further write would fail the same way (and
+        # raise another SIGPIPE), so stop writing. A full non-blocking pipe
+        # (EAGAIN) only loses this line.
+        _stderr_broken = failure.errno in (errno.EPIPE, errno.EBADF, errno.EIO)
 
 
 def error(message: str, *args: object) -> None:

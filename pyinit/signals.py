@@ -27,6 +27,14 @@ WAITED: frozenset = VALID - {SIGKILL, SIGSTOP}
 # is the init's own business (it means "reap"), not the child's.
 FORWARDED: frozenset = WAITED - {SIGCHLD}
 
+# The signals pyinit's caller left ignored (nohup's SIGHUP, say), handed on
+# to the child as exec(2) would have. Recorded once, at start.
+inherited_ignored: "frozenset | None" = None
+
+# Python ignores these itself at start-up, so their inherited disposition
+# cannot be known; the child gets the default, as subprocess gives it too.
+_SET_BY_PYTHON = frozenset({api.SIGPIPE, api.SIGXFSZ})
+
 # Standard names that duplicate another; parsed, never printed.
 _ALIASES = {"SIGCLD", "SIGIOT", "SIGPOLL"}
 
@@ -38,6 +46,19 @@ def _standard_names() -> dict:
         if name.startswith("SIG") and not name.startswith("SIG_") and isinstance(number, int)
         and name not in ("SIGRTMIN", "SIGRTMAX")
     }
+
+
+def remember_inherited_dispositions() -> None:
+    """Record which signals pyinit was started with ignored (first call only).
+
+    The signal module read every disposition at start-up, so SIG_IGN there
+    was inherited: Python itself only ignores SIGPIPE and SIGXFSZ.
+    """
+    global inherited_ignored
+    if inherited_ignored is None:
+        inherited_ignored = frozenset(
+            signo for signo in WAITED - _SET_BY_PYTHON if api.getsignal(signo) == api.SIG_IGN
+        )
 
 
 _names: "dict[int, str]" = {}
@@ -83,7 +104,7 @@ def parse(text: str, allow_zero: bool = False) -> int:
     which means "no signal" where the caller gives it that meaning.
     """
     spec = text.strip()
-    if spec.isdigit():
+    if spec.isascii() and spec.isdigit():
         number = int(spec)
         if number == 0 and allow_zero:
             return 0

@@ -1,11 +1,15 @@
 """Starting the child: everything between fork and exec, and exec failures.
 
-The child gets a clean signal state whatever the init did to itself: every
-disposition back to the default (Python ignores SIGPIPE and SIGXFSZ, and
-ignored signals survive exec) and an empty mask (the init blocks everything,
-and masks survive exec too). Dispositions are reset before the mask is
-cleared, so a signal that arrived in between is delivered to the default
-action, not to a Python handler that would run in the child before exec.
+The child starts with the signal state a careful caller would give it,
+whatever the init did to itself: an empty mask (the init blocks everything,
+masks survive exec, and a blocked signal in the child would defeat the
+forwarding that is pyinit's job), and every disposition back to the default
+but the signals pyinit's caller left ignored (nohup's SIGHUP), which stay
+ignored as exec(2) would keep them. SIGPIPE and SIGXFSZ, which Python
+ignores at start-up, go back to the default, as subprocess does.
+Dispositions are set before the mask is cleared, so a signal that arrived
+in between meets its final disposition, not a Python handler that would run
+in the child before exec.
 
 An exec failure happens in the child, after fork; it travels back to the
 parent through a close-on-exec pipe: end-of-file means exec succeeded, a
@@ -39,11 +43,12 @@ def spawn(argv: "list[str]", placement: str) -> int:
     """
     if not argv[0]:
         raise SpawnError(EXIT_NOT_FOUND, "the command name is empty")
+    environment = _original_environment()
     report_read, report_write = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:
         os.close(report_read)
-        _exec_child(argv, placement, report_write)
+        _exec_child(argv, placement, environment, report_write)
     os.close(report_write)
     report = _read_all(report_read)
     os.close(report_read)
@@ -58,15 +63,16 @@ def spawn(argv: "list[str]", placement: str) -> int:
     raise SpawnError(EXIT_NOT_FOUND, "cannot run '%s': %s" % (argv[0], message))
 
 
-def _exec_child(argv: "list[str]", placement: str, report_fd: int) -> None:
+def _exec_child(argv: "list[str]", placement: str, environment: dict, report_fd: int) -> None:
     """In the forked child: prepare, exec, and never return to the caller."""
     try:
         try:
             terminal.take_in_child(placement)
             for signo in signals.WAITED:
-                signals.api.signal(signo, signals.api.SIG_DFL)
+                ignored = signo in (signals.inherited_ignored or ())
+                signals.api.signal(signo, signals.api.SIG_IGN if ignored else signals.api.SIG_DFL)
             signals.api.pthread_sigmask(signals.api.SIG_SETMASK, ())
-            _execvp(argv)
+            _execvp(argv, environment)
         except BaseException as failure:  # anything at all: report it, then _exit
             code = getattr(failure, "errno", None) or errno.EINVAL
             message = getattr(failure, "strerror", None) or str(failure)
@@ -75,7 +81,27 @@ def _exec_child(argv: "list[str]", placement: str, report_fd: int) -> None:
         os._exit(EXIT_CANNOT_EXECUTE)
 
 
-def _execvp(argv: "list[str]") -> None:
+def _original_environment() -> dict:
+    """The environment pyinit was started with, as the kernel keeps it.
+
+    Python's start-up may have added to os.environ (LC_CTYPE=C.UTF-8, when
+    it coerces a C locale: PEP 538); the child must get what pyinit got.
+    Where /proc cannot tell, os.environ is the best there is.
+    """
+    try:
+        with open("/proc/self/environ", "rb") as initial:
+            entries = initial.read().split(b"\0")
+    except OSError:
+        return dict(os.environb)
+    environment: dict = {}
+    for entry in entries:
+        name, equals, value = entry.partition(b"=")
+        if equals and name:
+            environment.setdefault(name, value)  # getenv(3) finds the first of duplicates
+    return environment
+
+
+def _execvp(argv: "list[str]", environment: dict) -> None:
     """execvp(3) as the C library does it, which os.execvp does not quite.
 
     A file that the kernel cannot execute (ENOEXEC: a script without `#!`)
@@ -85,13 +111,13 @@ def _execvp(argv: "list[str]") -> None:
     """
     name = argv[0]
     to_report: OSError = FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT))
-    for directory in [""] if "/" in name else os.get_exec_path():
+    for directory in [""] if "/" in name else os.get_exec_path(environment):
         path = os.path.join(directory, name) if directory else name
         try:
-            os.execv(path, argv)
+            os.execve(path, argv, environment)
         except OSError as failure:
             if failure.errno == errno.ENOEXEC:
-                os.execv("/bin/sh", ["/bin/sh", path, *argv[1:]])
+                os.execve("/bin/sh", ["/bin/sh", path, *argv[1:]], environment)
             if failure.errno not in (errno.EACCES, errno.ENOENT, errno.ENOTDIR):
                 raise
             if to_report.errno != errno.EACCES:

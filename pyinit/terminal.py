@@ -18,13 +18,13 @@ With `-c` the child shares pyinit's process group, and with it whatever place
 in the foreground the outer shell gave pyinit.
 
 Letting the terminal go makes the kernel send SIGHUP and SIGCONT to the
-foreground group, which is pyinit alone at that point: they arrive as
-signals pyinit sent itself, and the PID-1 loop drops those.
+foreground group, which is pyinit alone at that point: they are taken off
+the queue at once, so they neither stop pyinit nor reach the child.
 """
 
 import os
 
-from pyinit import linux, log
+from pyinit import linux, log, signals
 
 # How the child is placed, decided before the fork (see spawn.py).
 NEW_SESSION = "a new session"
@@ -50,7 +50,20 @@ def prepare(single_child: bool) -> str:
     except OSError as failure:
         log.warning("cannot hand the terminal over (%s): the child runs without it", failure.strerror)
         return NEW_SESSION
+    _discard_hand_off_signals()
     return NEW_SESSION_WITH_TERMINAL
+
+
+def _discard_hand_off_signals() -> None:
+    """Take the SIGHUP and SIGCONT that TIOCNOTTY just queued, before the loop could forward them.
+
+    The kernel sent them to our process group, which is pyinit alone, and
+    the child does not exist yet: they are about us. Standard signals do
+    not queue, so one of each sent by someone else in the same instant is
+    indistinguishable from ours, and goes with them.
+    """
+    for signo in (signals.api.SIGHUP, signals.api.SIGCONT):
+        signals.api.sigtimedwait({signo}, 0)
 
 
 def take_in_child(placement: str) -> None:

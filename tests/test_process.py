@@ -76,8 +76,6 @@ def environment(pid: int) -> "dict[str, str]":
     return dict(entry.split("=", 1) for entry in entries)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: Python's locale coercion (PEP 538) adds LC_CTYPE=C.UTF-8 to "
-                                       "pyinit's environment when the caller has no locale, and the child inherits it")
 @pytest.mark.parametrize("locale", [{}, {"LANG": "C"}], ids=["no-locale", "LANG=C"])
 def test_environment_without_a_locale_is_passed_unchanged(start, locale):
     """A container's environment often sets no locale at all; the child must still get exactly it."""

@@ -81,8 +81,6 @@ def test_exits_with_the_child_while_grandchildren_run(start, placement):
         assert left is None or left.start_time != grandchild_start, "the namespace outlived its PID 1"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (DESIGN.md): not PID 1, pyinit exits without cleaning up the "
-                                       "processes it adopted; they run on, re-parented to the next reaper")
 def test_subreaper_leaves_no_process_behind(start):
     """DESIGN.md: "When it is not PID 1 nobody [kills the rest] for it, so it must clean up what it adopted itself"."""
     init, grandchild = start_with_grandchild(start, "subreaper")

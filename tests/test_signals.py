@@ -183,8 +183,6 @@ def test_signal_pending_before_pyinit_starts_is_forwarded(start, placement):
     assert init.stderr == ""
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: any signal whose si_pid is pyinit's own PID is dropped as "
-                                       "'raised by pyinit itself', not only its own SIGPIPE/SIGXFSZ")
 def test_signal_sent_by_the_process_that_execs_pyinit_is_forwarded(start):
     """A wrapper that blocks SIGTERM, is sent one by itself, then execs pyinit (same PID).
 
@@ -234,13 +232,8 @@ def test_child_starts_with_a_clean_signal_state(run, placement):
 # --- pyinit's own signals -------------------------------------------------------------------
 
 
-SPINS = pytest.mark.xfail(strict=True, reason="BUG: with -vv and a broken stderr, the debug line about each "
-                                              "dropped SIGPIPE raises another SIGPIPE: pyinit spins forever and "
-                                              "never takes the signals sent to it")
-
-
 @pytest.mark.parametrize("placement, verbosity, bound", [
-    ("pid1", "-v", TIMEOUT), ("subreaper", "-v", TIMEOUT), pytest.param("subreaper", "-vv", 3, marks=SPINS)])
+    ("pid1", "-v", TIMEOUT), ("subreaper", "-v", TIMEOUT), ("subreaper", "-vv", 3)])
 def test_broken_stderr_does_not_stop_pyinit_nor_reach_the_child(start, placement, verbosity, bound):
     """With -v and stderr a pipe nobody reads, each log line raises SIGPIPE in pyinit itself.
 
