@@ -17,7 +17,8 @@ from pyinit.spawn import SpawnError, spawn
 api = signals.api
 _SI_USER = 0  # si_code of kill(2), and of the signal the kernel raises for a failed write
 _SI_KERNEL = 0x80  # si_code of what the terminal sends its foreground group
-_TERMINAL_STOPS = frozenset({api.SIGTSTP, api.SIGTTIN, api.SIGTTOU})
+_TO_FOREGROUND = frozenset({api.SIGINT, api.SIGQUIT, api.SIGTSTP, api.SIGWINCH})  # what a terminal sends its foreground group
+_TERMINAL_ACCESS = frozenset({api.SIGTTIN, api.SIGTTOU})  # a background process touching the terminal
 _WRITE_ERRORS = frozenset({api.SIGPIPE, api.SIGXFSZ})  # what a failed write(2) raises
 
 
@@ -87,7 +88,7 @@ def supervise(child: int, parent: int, config: Config, placement: str, policy: s
             elif info.si_signo == signals.SIGCHLD:
                 status = _reap(child, config.warn_reaped, policy.report)
                 if status is not None and os.WIFSTOPPED(status):
-                    _stop_with_child(status)
+                    _stop_with_child(child, status, placement)
                 elif status is not None:
                     return _exit_code(status, config)
             elif info.si_signo in _WRITE_ERRORS and info.si_pid == me and info.si_code == _SI_USER:
@@ -95,9 +96,10 @@ def supervise(child: int, parent: int, config: Config, placement: str, policy: s
                 # pyinit, not for the child. Not logged: that write could
                 # raise another.
                 pass
-            elif info.si_code == _SI_KERNEL and placement == terminal.SAME_GROUP:
+            elif info.si_code == _SI_KERNEL and info.si_signo in _TO_FOREGROUND and placement == terminal.SAME_GROUP:
                 # Ctrl-C and the like, sent by the terminal to the group the
-                # child shares with us: it has its own copy already.
+                # child shares with us: it has its own copy already. (Not so
+                # a hang-up's SIGHUP, sent to the session leader alone.)
                 log.info("received %s from the terminal; the child got it too", signals.name(info.si_signo))
             else:
                 log.info("received %s from PID %d", signals.name(info.si_signo), info.si_pid)
@@ -172,16 +174,21 @@ def _reap(child: int, warn_reaped: bool, report: Report) -> "int | None":
                 log.info("reaped zombie %d: %s", pid, _describe(status))
 
 
-def _stop_with_child(status: int) -> None:
-    """The child was stopped from the terminal (Ctrl-Z): stop too, as one job.
+def _stop_with_child(child: int, status: int, placement: str) -> None:
+    """The child was stopped (Ctrl-Z, `suspend`, a read from the background): stop too, as one job.
 
     The shell that started pyinit waits for pyinit, not for the child; only
     when pyinit stops does that shell see the job stop and take the terminal
-    back. Its `fg` then continues pyinit, which continues the child. PID 1
-    cannot be stopped by its own signal: the child then stays stopped until
-    something sends it SIGCONT.
+    back. Its `fg` then continues pyinit, which continues the child. One
+    exception: a child stopped for touching the terminal while the shell has
+    just brought pyinit to the foreground (`fg` of a running job, which
+    sends no SIGCONT) is given the terminal and continued instead.
+    PID 1 cannot be stopped by its own signal: the child then stays stopped
+    until something sends it SIGCONT.
     """
-    if os.WSTOPSIG(status) in _TERMINAL_STOPS and os.getpid() != 1:
+    if os.WSTOPSIG(status) in _TERMINAL_ACCESS and terminal.give_foreground(placement, child):
+        os.killpg(child, api.SIGCONT)
+    elif os.getpid() != 1:
         os.kill(os.getpid(), signals.SIGSTOP)
 
 

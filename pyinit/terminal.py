@@ -90,20 +90,23 @@ def take_in_child(placement: str) -> None:
         log.warning("cannot hand the terminal to the child (%s): it runs without job control", failure.strerror)
 
 
-def give_foreground(placement: str, child: int) -> None:
+def give_foreground(placement: str, child: int) -> bool:
     """Pass the terminal on to the child's group if the outer shell just gave it to us.
 
     Called before SIGCONT is forwarded: `fg` in the outer shell makes
     pyinit's group the foreground and continues it; `bg` continues it
     without the terminal, and then the child must not take it either.
+    Returns whether the child's group now has the terminal.
     """
     if placement != FOREGROUND_GROUP:
-        return
+        return False
     try:
         if os.tcgetpgrp(TERMINAL_FD) == os.getpgrp():
             os.tcsetpgrp(TERMINAL_FD, child)
+            return True
     except OSError as failure:
         log.debug("cannot give the terminal back to the child: %s", failure.strerror)
+    return False
 
 
 def take_back_foreground(placement: str, child: int) -> None:
@@ -112,7 +115,10 @@ def take_back_foreground(placement: str, child: int) -> None:
     Otherwise the terminal would be left to a process group that no longer
     exists, and a parent that is not a job-control shell could not read it.
     """
-    if placement != FOREGROUND_GROUP:
+    if placement != FOREGROUND_GROUP or os.getpgrp() == 0:
+        # 0: our group lies outside our PID namespace (`unshare --fork
+        # --pid` in a terminal) and cannot be named; the shell above must
+        # take the terminal back itself.
         return
     try:
         if os.tcgetpgrp(TERMINAL_FD) == child:
