@@ -326,8 +326,8 @@ def parse(argv: "list[str]", environ: "dict[str, str]") -> "Config | str":
 
 
 def _hostname(text: str) -> str:
-    if not 0 < len(text.encode()) <= 64 or "\0" in text:
-        raise ValueError("hostname '%s' must be 1 to 64 bytes long" % text)
+    if not 0 < len(os.fsencode(text)) <= 64:
+        raise ValueError("hostname %r must be 1 to 64 bytes long" % text)
     return text
 
 

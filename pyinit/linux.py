@@ -94,7 +94,7 @@ def mount(source: "str | None", target: str, fstype: "str | None", flags: int) -
 
 
 def sethostname(name: str) -> None:
-    encoded = name.encode()
+    encoded = os.fsencode(name)  # the bytes given on the command line, whatever they are
     _call("sethostname", encoded, _c().c_size_t(len(encoded)))
 
 

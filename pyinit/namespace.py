@@ -41,10 +41,17 @@ def launch(config: Config) -> int:
         # Taken before the fork: inside the namespace getppid() is 0, and
         # a pidfd is the only race-free way to watch the launcher from there.
         launcher_pidfd = os.pidfd_open(os.getpid())
+    except OSError as failure:
+        log.error("cannot open a pidfd (%s): the launcher needs Linux 5.3 or later", failure.strerror)
+        return EXIT_USAGE
+    try:
         _unshare(config)
         init_pid = os.fork()
-    except (NamespaceError, OSError) as failure:
+    except NamespaceError as failure:
         log.error("%s", failure)
+        return EXIT_USAGE
+    except OSError as failure:
+        log.error("cannot fork the init into the new namespace: %s", failure.strerror)
         return EXIT_USAGE
     if init_pid == 0:
         os._exit(_be_pid1(config, launcher_pidfd))
@@ -146,7 +153,7 @@ def _explain_unshare(failure: OSError, with_user: bool) -> str:
             "and kernel.apparmor_restrict_unprivileged_userns, or run as root"
         )
     if failure.errno == errno.EPERM:
-        return problem + "; creating namespaces needs CAP_SYS_ADMIN: run as root, or add --user"
+        return problem + "; creating namespaces needs CAP_SYS_ADMIN, which this process lacks: add --user"
     if failure.errno in (errno.ENOSPC, errno.EUSERS):
         return problem + (
             "; namespaces nest at most %d deep, or the sysctl user.max_pid_namespaces or "
