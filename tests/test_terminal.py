@@ -20,8 +20,9 @@ runs in the host's PID namespace, so it sees every process of the nested ones
 under its host PID. Where the only witness of a signal sent twice is pyinit's
 own ``-v`` log (standard signals coalesce in the child), the log is read.
 
-The tests at the end marked xfail(strict=True) are bugs found while writing
-these: each says what is wrong in its reason.
+The tests at the end cover bugs found while writing these, since fixed. The
+two marked xfail(strict=True) pin a limitation of PID namespaces that the
+README documents: each says what and why in its reason.
 """
 
 import io
@@ -607,13 +608,10 @@ def test_piped_stdin_in_an_interactive_shell(start, tmp_path, mode):
     assert run.exit_code() == 0
 
 
-# ---------------------------------------------------------------- bugs found on the way
+# ---------------------------------------------------------------- found while writing these tests
 
 
-@pytest.mark.parametrize("mode", [
-    pytest.param([], id="default"),
-    pytest.param(["-c"], id="single-child"),
-])
+@pytest.mark.parametrize("mode", modes())
 def test_terminal_hang_up_reaches_the_child(start, tmp_path, mode):
     """Closing the terminal (window closed, ssh dropped) sends SIGHUP to the session leader;
     whoever leads it, the child must hear of it, as it would without pyinit."""
@@ -644,10 +642,7 @@ def test_suspend_in_a_shell_under_pyinit_returns_to_the_outer_shell(start, mode)
     assert run.exit_code() == 3
 
 
-@pytest.mark.parametrize("mode", [
-    pytest.param([], id="default"),
-    pytest.param(["-c"], id="single-child"),
-])
+@pytest.mark.parametrize("mode", modes())
 def test_fg_of_a_running_background_pyinit_gives_the_child_the_terminal(start, tmp_path, mode):
     go = tmp_path / "go"
     script = 'while [ ! -e "$1" ]; do sleep 0.02; done; read line; echo "got:$line"'
