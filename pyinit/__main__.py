@@ -13,7 +13,11 @@ def run() -> None:
     when it is PID 1 its exit is what tears the namespace down: there is no
     reason to spend milliseconds on garbage collection first.
     """
-    os._exit(main(sys.argv[1:]))
+    try:
+        code = main(sys.argv[1:])
+    except KeyboardInterrupt:  # Ctrl-C before pyinit had blocked its signals
+        code = 130
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -345,10 +345,14 @@ def main(argv: "list[str]") -> int:
             return EXIT_USAGE
         return 0
     log.set_level(config.verbosity)
-    if config.unshare:
-        from pyinit import namespace
+    try:
+        if config.unshare:
+            from pyinit import namespace
 
-        return namespace.launch(config)
-    from pyinit import init
+            return namespace.launch(config)
+        from pyinit import init
 
-    return init.run(config)
+        return init.run(config)
+    except Exception as failure:  # a bug of ours: one line, never a traceback
+        log.error("internal error: %r", failure)
+        return EXIT_USAGE
