@@ -168,10 +168,8 @@ def _reap(child: int, warn_reaped: bool, report: Report) -> "int | None":
             log.debug("process %d is stopped: %s", pid, _describe(status))
         else:
             report.zombies_reaped += 1
-            if warn_reaped:
-                log.warning("reaped zombie %d: %s", pid, _describe(status))
-            else:
-                log.info("reaped zombie %d: %s", pid, _describe(status))
+            if warn_reaped or log.level >= log.INFO:  # the one log call hot enough to guard
+                (log.warning if warn_reaped else log.info)("reaped zombie %d: %s", pid, _describe(status))
 
 
 def _stop_with_child(child: int, status: int, placement: str) -> None:
