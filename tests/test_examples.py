@@ -27,3 +27,14 @@ def test_zombie_factory_leaves_no_zombie(run):
     assert lines[0] == "made 50 orphans"
     assert [line for line in lines[1:] if line.startswith("Z")] == []
     assert len(lines) == 1 + 3, lines  # pyinit, sh and ps: nothing else is left in the namespace
+
+
+def test_every_example_is_described():
+    """examples/README.md says what each file in examples/ is, and each is exercised by a test."""
+    readme = (EXAMPLES / "README.md").read_text()
+    tests = "".join(path.read_text() for path in (REPO / "tests").glob("test_*.py"))
+    for path in sorted(EXAMPLES.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts and path.name != "README.md":
+            name = str(path.relative_to(EXAMPLES))
+            assert "`%s`" % name in readme, "examples/README.md does not describe %s" % name
+            assert '"%s"' % path.name in tests, "no test names examples/%s" % name
