@@ -210,9 +210,14 @@ def _seconds(text: str) -> float:
 
 
 def _exit_report(text: str) -> str:
-    if not text or text.startswith("fd:") and not (text[3:].isascii() and text[3:].isdigit()):
-        raise ValueError("'%s' is neither a file path nor fd:N" % text)
-    return text
+    """A file descriptor `fd:N`, or a path made absolute now: the init moves to / before writing."""
+    if text.startswith("fd:"):
+        if not (text[3:].isascii() and text[3:].isdigit()):
+            raise ValueError("'%s' is neither a file path nor fd:N" % text)
+        return text
+    if not text:
+        raise ValueError("the exit report needs a file path or fd:N")
+    return os.path.abspath(text)
 
 
 def _flag(environ: "dict[str, str]", variable: str) -> bool:

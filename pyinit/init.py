@@ -104,7 +104,7 @@ def supervise(child: int, parent: int, config: Config, placement: str, policy: s
             else:
                 log.info("received %s from PID %d", signals.name(info.si_signo), info.si_pid)
                 policy.report.count(policy.report.received, signals.name(info.si_signo))
-                for signo in policy.admit(info.si_signo):
+                for signo in policy.admit(info.si_signo, config.rewrite.get(info.si_signo, info.si_signo)):
                     _pass_on(signo, child, config, placement, policy)
         except Exception as failure:  # the init must outlive its own bugs
             log.error("internal error, carrying on: %r", failure)

@@ -79,20 +79,28 @@ class Report:
         }
 
     def write(self, destination: str, exit_code: int) -> None:
-        """Write the report to a file path, or to `fd:N`; never raise."""
+        """Write the report to a file path, or to `fd:N`; never raise, never hang."""
         import json
 
         from pyinit import log
 
         self.mark("exit")
-        text = json.dumps(self.as_dict(exit_code), sort_keys=True) + "\n"
+        data = (json.dumps(self.as_dict(exit_code), sort_keys=True) + "\n").encode()
         try:
             if destination.startswith("fd:"):
-                data = text.encode()
-                while data:
-                    data = data[os.write(int(destination[3:]), data):]
-            else:
-                with open(destination, "w") as report_file:
-                    report_file.write(text)
+                _write_all(int(destination[3:]), data)
+                return
+            # O_NONBLOCK: a FIFO that nobody reads fails at once (ENXIO)
+            # instead of blocking pyinit's exit for good, deaf to signals.
+            fd = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+            try:
+                _write_all(fd, data)
+            finally:
+                os.close(fd)
         except (OSError, ValueError) as failure:
             log.warning("cannot write the exit report to %s: %s", destination, failure)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data):]

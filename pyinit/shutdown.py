@@ -53,9 +53,13 @@ class Policy:
             return None
         return max(0.0, min(deadlines) - time.monotonic())
 
-    def admit(self, signo: int) -> "list[int]":
-        """The signals to forward now for received `signo` (none while a SIGTERM is held)."""
-        if signo in TERMINATING:
+    def admit(self, signo: int, rewritten: int) -> "list[int]":
+        """The signals to forward now for received `signo` (none while a SIGTERM is held).
+
+        `rewritten` is what `signo` will be forwarded as: it decides whether
+        this is the first terminating signal, as it does for the grace timer.
+        """
+        if rewritten in TERMINATING:
             self.report.mark("first_terminating_signal")
         if self.release_at is not None and signo in (api.SIGTERM, api.SIGINT):
             log.info("%s cuts the SIGTERM delay short", signals.name(signo))
