@@ -217,7 +217,10 @@ def _exit_report(text: str) -> str:
         return text
     if not text:
         raise ValueError("the exit report needs a file path or fd:N")
-    return os.path.abspath(text)
+    try:
+        return os.path.abspath(text)
+    except OSError:  # getcwd(3) fails when the working directory was removed
+        raise ValueError("'%s' is relative and the working directory is gone: give an absolute path" % text) from None
 
 
 def _flag(environ: "dict[str, str]", variable: str) -> bool:
