@@ -73,7 +73,7 @@ def supervise(child: int, parent: int, config: Config, placement: str, policy: s
     `policy` holds the shutdown timers and the report.
     """
     if config.pdeathsig and not _arm_parent_death_signal(config.pdeathsig, parent):
-        _pass_on(config.pdeathsig, child, config, placement, policy)
+        _receive(config.pdeathsig, 0, child, config, placement, policy)  # as the kernel would have sent it
     me = os.getpid()
     while True:
         timeout = policy.timeout()
@@ -102,12 +102,17 @@ def supervise(child: int, parent: int, config: Config, placement: str, policy: s
                 # a hang-up's SIGHUP, sent to the session leader alone.)
                 log.info("received %s from the terminal; the child got it too", signals.name(info.si_signo))
             else:
-                log.info("received %s from PID %d", signals.name(info.si_signo), info.si_pid)
-                policy.report.count(policy.report.received, signals.name(info.si_signo))
-                for signo in policy.admit(info.si_signo, config.rewrite.get(info.si_signo, info.si_signo)):
-                    _pass_on(signo, child, config, placement, policy)
+                _receive(info.si_signo, info.si_pid, child, config, placement, policy)
         except Exception as failure:  # the init must outlive its own bugs
             log.error("internal error, carrying on: %r", failure)
+
+
+def _receive(signo: int, sender: int, child: int, config: Config, placement: str, policy: shutdown.Policy) -> None:
+    """A signal for the child arrived: count it, let the policy hold or pass it, forward what passes."""
+    log.info("received %s from PID %d", signals.name(signo), sender)
+    policy.report.count(policy.report.received, signals.name(signo))
+    for admitted in policy.admit(signo, config.rewrite.get(signo, signo)):
+        _pass_on(admitted, child, config, placement, policy)
 
 
 def _pass_on(signo: int, child: int, config: Config, placement: str, policy: shutdown.Policy) -> None:

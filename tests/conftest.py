@@ -361,3 +361,70 @@ def pyinit_lines(stderr: str) -> "list[str]":
     for line in lines:
         assert line.startswith("pyinit: "), "a stderr line without the 'pyinit: ' prefix: %r" % line
     return lines
+
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+class Adopter:
+    """This test process as a child subreaper: orphans below it come back to it, and it reaps them."""
+
+    def __init__(self) -> None:
+        import ctypes
+
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        assert self.libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+        self.expected: "list[int]" = []
+
+    def expect(self, pid: int) -> None:
+        """`pid` may become our child: reap it at the end whatever happens."""
+        self.expected.append(pid)
+
+    def exit_code(self, pid: int) -> int:
+        """Wait for adopted `pid` to exit and reap it."""
+        wait_for(lambda: stat(pid) is None or stat(pid).state == "Z", "PID %d to exit" % pid)
+        return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+    def close(self) -> None:
+        self.libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+        for pid in self.expected:
+            try:
+                wait_for(lambda: os.waitpid(pid, os.WNOHANG)[0], "PID %d to be reaped" % pid, timeout=10)
+            except ChildProcessError:  # reaped already, or never ours
+                pass
+
+
+@pytest.fixture
+def adopter():
+    """Make this test process a child subreaper while the test runs.
+
+    pyinit, orphaned when the test kills its parent, then becomes our child,
+    and its exit status can be collected. Requested before `start`, it is
+    torn down after it: once `start` has killed what was left.
+    """
+    adopter = Adopter()
+    try:
+        yield adopter
+    finally:
+        adopter.close()
+
+
+
+def start_behind_parent(start, placement: str, argv: "list[str]", ready: str, **options):
+    """pyinit ARGV with a parent the test can kill: middleman.py, or unshare as PID 1.
+
+    Returns (init, parent PID) once the child has printed a line starting
+    with `ready` and pyinit waits in its loop, which is after it armed its
+    parent-death signal.
+    """
+    if placement == "subreaper":
+        init = start(argv, placement, wrapper=program("middleman"), **options)
+        lines = init.out.take(2)  # in either order
+        assert any(line.startswith(ready) for line in lines), lines
+        (middleman_line,) = [line for line in lines if line.startswith("middleman ")]
+        init._pid = int(middleman_line.split()[1])  # pyinit is the middleman's child
+    else:
+        init = start(argv, placement, **options)
+        assert init.out.next().startswith(ready)
+    wait_for(lambda: waiting_for_signals(init.pid), "pyinit to wait for signals")
+    return init, init.proc.pid

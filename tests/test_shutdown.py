@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TIMEOUT, clean_env, program, pyinit_lines, running, stat, wait_for, waiting_for_signals
+from conftest import TIMEOUT, clean_env, program, pyinit_lines, running, start_behind_parent, stat, wait_for
 
 TERM, INT, QUIT, HUP, USR1, USR2, WINCH = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
                                            signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH)
@@ -512,63 +512,11 @@ def test_grace_starts_when_the_held_sigterm_is_forwarded(start, tmp_path):
 
 # --- -p / --pdeathsig with --grace ----------------------------------------------------------------
 
-PR_SET_CHILD_SUBREAPER = 36
-
-
-class Adopter:
-    """This test process as a child subreaper (as in test_signals.py): pyinit, orphaned, comes back to it."""
-
-    def __init__(self) -> None:
-        import ctypes
-
-        self.libc = ctypes.CDLL(None, use_errno=True)
-        assert self.libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-        self.expected: "list[int]" = []
-
-    def expect(self, pid: int) -> None:
-        self.expected.append(pid)
-
-    def exit_code(self, pid: int) -> int:
-        wait_for(lambda: stat(pid) is None or stat(pid).state == "Z", "PID %d to exit" % pid)
-        return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-
-    def close(self) -> None:
-        self.libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
-        for pid in self.expected:
-            try:
-                wait_for(lambda: os.waitpid(pid, os.WNOHANG)[0], "PID %d to be reaped" % pid, timeout=10)
-            except ChildProcessError:
-                pass
-
-
-@pytest.fixture
-def adopter():
-    """Requested before `start`, so that it is torn down after `start` has killed what was left."""
-    adopter = Adopter()
-    try:
-        yield adopter
-    finally:
-        adopter.close()
-
-
 def start_tree_behind_parent(start, placement, options, tree_args):
-    """pyinit OPTIONS -- shutdown_tree.py, with a parent to kill: middleman.py, or unshare as PID 1.
-
-    Returns (init, parent PID) once pyinit waits in its loop, its parent-death signal armed.
-    """
-    argv = [*options, "--", *tree(*tree_args)]
-    if placement == "subreaper":
-        init = start(argv, placement, wrapper=program("middleman"))
-        lines = init.out.take(2)  # in either order
-        assert any(line.startswith("ready child ") for line in lines), lines
-        (middleman_line,) = [line for line in lines if line.startswith("middleman ")]
-        init._pid = int(middleman_line.split()[1])  # pyinit is the middleman's child
-    else:
-        init = start(argv, placement)
-        assert init.out.next().startswith("ready child ")
+    """pyinit OPTIONS -- shutdown_tree.py, behind a parent the test can kill (see conftest)."""
+    init, parent = start_behind_parent(start, placement, [*options, "--", *tree(*tree_args)], "ready child ")
     init.tree()  # remembered for the clean-up
-    wait_for(lambda: waiting_for_signals(init.pid), "pyinit to wait for signals")
-    return init, init.proc.pid
+    return init, parent
 
 
 def test_parent_death_signal_starts_the_grace(adopter, start, placement, tmp_path):

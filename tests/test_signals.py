@@ -11,7 +11,6 @@ pending signals are taken lowest number first, by pyinit and by the recorder,
 so a signal that had been forwarded would be reported before the marker.
 """
 
-import ctypes
 import os
 import signal
 import sys
@@ -20,11 +19,11 @@ import pytest
 
 from conftest import (
     TIMEOUT,
+    start_behind_parent,
     children,
     clean_env,
     program,
     signal_name,
-    stat,
     status,
     wait_for,
     waiting_for_signals,
@@ -253,70 +252,6 @@ def test_broken_stderr_does_not_stop_pyinit_nor_reach_the_child(start, placement
     assert init.wait() == 0
 
 
-PR_SET_CHILD_SUBREAPER = 36
-
-
-class Adopter:
-    """This test process as a child subreaper: orphans below it come back to it, and it reaps them."""
-
-    def __init__(self) -> None:
-        self.libc = ctypes.CDLL(None, use_errno=True)
-        assert self.libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-        self.expected: "list[int]" = []
-
-    def expect(self, pid: int) -> None:
-        """`pid` may become our child: reap it at the end whatever happens."""
-        self.expected.append(pid)
-
-    def exit_code(self, pid: int) -> int:
-        """Wait for adopted `pid` to exit and reap it."""
-        wait_for(lambda: stat(pid) is None or stat(pid).state == "Z", "PID %d to exit" % pid)
-        return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-
-    def close(self) -> None:
-        self.libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
-        for pid in self.expected:
-            try:
-                wait_for(lambda: os.waitpid(pid, os.WNOHANG)[0], "PID %d to be reaped" % pid, timeout=10)
-            except ChildProcessError:  # reaped already, or never ours
-                pass
-
-
-@pytest.fixture
-def adopter():
-    """Make this test process a child subreaper while the test runs.
-
-    pyinit, orphaned when the test kills its parent, then becomes our child,
-    and its exit status can be collected. Requested before `start`, it is
-    torn down after it: once `start` has killed what was left.
-    """
-    adopter = Adopter()
-    try:
-        yield adopter
-    finally:
-        adopter.close()
-
-
-def start_behind_parent(start, placement, options, env):
-    """pyinit OPTIONS -- recorder, with a parent the test can kill: middleman.py, or unshare as PID 1.
-
-    Returns (init, parent PID) once the recorder is ready and pyinit waits in
-    its loop, which is after it armed its parent-death signal.
-    """
-    recorder = program("recorder", "child")
-    if placement == "subreaper":
-        init = start([*options, "--", *recorder], placement, env=env, wrapper=program("middleman"))
-        lines = init.out.take(2)  # in either order
-        assert "child ready" in lines, lines
-        (middleman_line,) = [line for line in lines if line.startswith("middleman ")]
-        init._pid = int(middleman_line.split()[1])  # pyinit is the middleman's child
-    else:
-        init = start([*options, "--", *recorder], placement, env=env)
-        assert init.out.next() == "child ready"
-    wait_for(lambda: waiting_for_signals(init.pid), "pyinit to wait for signals")
-    return init, init.proc.pid
-
-
 PDEATHSIG = {
     "-p": (["-p", "SIGUSR1"], {}, USR1),
     "--pdeathsig": (["--pdeathsig=hup"], {}, HUP),
@@ -332,7 +267,8 @@ def test_parent_death_signal(adopter, start, placement, options, variables, expe
     The parent is middleman.py (subreaper placement) or unshare (pid1
     placement). Then SIGTERM from the test ends the recorder.
     """
-    init, parent = start_behind_parent(start, placement, options, clean_env(**variables))
+    init, parent = start_behind_parent(start, placement, [*options, "--", *program("recorder", "child")],
+                                       "child ready", env=clean_env(**variables))
     adopter.expect(init.pid)
     os.kill(parent, signal.SIGKILL)
     init.proc.wait(TIMEOUT)
