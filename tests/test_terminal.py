@@ -454,16 +454,25 @@ def test_handoff_signals_reach_neither_pyinit_nor_child(start, placement):
 # ---------------------------------------------------------------- 4. pyinit as a job of an outer shell
 
 
-@pytest.mark.parametrize("mode", modes())
-def test_ctrl_z_in_the_outer_shell_suspends_pyinit_and_child_and_fg_resumes_both(start, mode):
+def ticker_suspended_in_outer_shell(start, mode):
+    """An outer shell runs pyinit over a ticking program and suspends the job with Ctrl-Z.
+
+    Returns (run, pyinit, child, the last tick seen before the stop).
+    """
     run = start(OUTER_SHELL, mode + ["--", PY, TICKER])
     run.expect(r"tick 2\r\n")
     pyinit, child = run.pyinit(), run.child(PY)
     run.sendcontrol("z")
     run.expect(r"Stopped +.*terminal_ticker\.py\r\n")
     run.expect_exact(OUTER_PROMPT)
-    assert (state(pyinit), state(child)) == ("T", "T")
     last = max(int(n) for n in re.findall(r"tick (\d+)", run.screen.getvalue()))
+    return run, pyinit, child, last
+
+
+@pytest.mark.parametrize("mode", modes())
+def test_ctrl_z_in_the_outer_shell_suspends_pyinit_and_child_and_fg_resumes_both(start, mode):
+    run, pyinit, child, last = ticker_suspended_in_outer_shell(start, mode)
+    assert (state(pyinit), state(child)) == ("T", "T")
 
     run.sendline("fg")
     tick = int(run.expect(r"tick (\d+)\r\n").group(1))
@@ -478,13 +487,7 @@ def test_ctrl_z_in_the_outer_shell_suspends_pyinit_and_child_and_fg_resumes_both
 
 @pytest.mark.parametrize("mode", modes())
 def test_bg_in_the_outer_shell_continues_pyinit_and_child_in_the_background(start, mode):
-    run = start(OUTER_SHELL, mode + ["--", PY, TICKER])
-    run.expect(r"tick 2\r\n")
-    pyinit, child = run.pyinit(), run.child(PY)
-    run.sendcontrol("z")
-    run.expect(r"Stopped +.*terminal_ticker\.py\r\n")
-    run.expect_exact(OUTER_PROMPT)
-    last = max(int(n) for n in re.findall(r"tick (\d+)", run.screen.getvalue()))
+    run, pyinit, child, last = ticker_suspended_in_outer_shell(start, mode)
 
     run.sendline("bg")
     assert int(run.expect(r"tick (\d+)\r\n").group(1)) > last
