@@ -662,3 +662,24 @@ def test_unshare_uses_os_unshare_where_python_has_it(monkeypatch):
     assert calls == [("os", 0)]
     monkeypatch.undo()
     assert uts_probe("unshare") == str(errno.EINVAL)
+
+
+def _python_with_os_unshare() -> "str | None":
+    """Another CPython 3.12+ on this machine (pyenv keeps several), to run the launcher's os.unshare path."""
+    import glob
+
+    for candidate in sorted(glob.glob("/root/.pyenv/versions/3.1[2-9]*/bin/python3")) + [shutil.which("python3.12")]:
+        if candidate and subprocess.run([candidate, "-c", "import os; os.unshare"], capture_output=True).returncode == 0:
+            return candidate
+    return None
+
+
+def test_launcher_end_to_end_on_a_python_with_os_unshare():
+    """The os.unshare path for real, where the machine has a 3.12+ interpreter besides the one running the tests."""
+    python = _python_with_os_unshare()
+    if python is None:
+        pytest.skip("no CPython 3.12+ on this machine besides %s" % sys.version.split()[0])
+    result = subprocess.run([python, "-m", "pyinit", "--unshare", "--", "sh", "-c", 'echo "$$"; exit 4'],
+                            capture_output=True, text=True, cwd=REPO, env=clean_env(), timeout=TIMEOUT)
+    assert (result.returncode, result.stdout) == (4, "2\n"), result
+    assert_no_traceback(result.stderr)
