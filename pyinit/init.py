@@ -161,14 +161,14 @@ def _reap(child: int, warn_reaped: bool, report: Report) -> "int | None":
             return child_status
         if pid == 0:
             return child_status
-        if pid == child and os.WIFSTOPPED(status):
+        if pid == child:
             child_status = status
-            log.info("child %d is stopped: %s", pid, _describe(status))
-        elif pid == child:
-            child_status = status
-            log.info("child %d exited: %s", pid, _describe(status))
-            report.child_status = status
-            report.mark("child_exit")
+            if os.WIFSTOPPED(status):
+                log.info("child %d is stopped: %s", pid, _describe(status))
+            else:
+                log.info("child %d exited: %s", pid, _describe(status))
+                report.child_status = status
+                report.mark("child_exit")
         elif os.WIFSTOPPED(status):
             log.debug("process %d is stopped: %s", pid, _describe(status))
         else:
