@@ -14,9 +14,12 @@ container image can set without touching its ENTRYPOINT; flags override it.
 
 import os
 
-from pyinit import __version__, log, signals
+TYPE_CHECKING = False  # mypy reads the block below; at run time `typing` would cost start-up
+if TYPE_CHECKING:
+    from typing import Any
 
-EXIT_USAGE = 125  # pyinit's own failure, as `env`, `timeout` and `nice` use it
+from pyinit import __version__, log, signals
+from pyinit.config import EXIT_USAGE, Config
 
 HELP = """\
 usage: pyinit [OPTIONS] [--] COMMAND [ARG...]
@@ -78,47 +81,6 @@ failed; 126 if COMMAND cannot be executed; 127 if it is not found.
 
 class UsageError(Exception):
     """A bad command line or environment: one line for the user, exit 125."""
-
-
-class Config:
-    """Everything the init needs to know, fixed once parsing is done."""
-
-    __slots__ = ("command", "single_child", "rewrite", "remap_exit", "pdeathsig", "warn_reaped", "verbosity",
-                 "grace", "drain", "term_delay", "exit_report",
-                 "unshare", "user_namespace", "mount_proc", "hostname", "ipc")
-
-    command: "tuple[str, ...]"
-    single_child: bool
-    rewrite: "dict[int, int]"  # received signal -> forwarded signal; 0 = drop
-    remap_exit: "frozenset[int]"  # child exit codes reported as 0
-    pdeathsig: int  # 0 = none
-    warn_reaped: bool
-    verbosity: int
-    grace: "float | None"  # seconds from a forwarded terminating signal to SIGKILL
-    drain: "float | None"  # seconds leftovers get after the child's exit; None: the default
-    term_delay: float  # seconds a received SIGTERM is held
-    exit_report: "str | None"  # a path, or fd:N
-    unshare: bool  # run as the launcher: new namespaces, the init as their PID 1
-    user_namespace: bool  # --user; the launcher also adds one when not root
-    mount_proc: bool
-    hostname: "str | None"  # a UTS namespace with this name
-    ipc: bool  # an IPC namespace
-
-    def __init__(self, **fields: object) -> None:
-        for field, value in fields.items():
-            object.__setattr__(self, field, value)
-
-    def __setattr__(self, field: str, value: object) -> None:
-        raise AttributeError("Config is read-only")
-
-    def replace(self, **changes: object) -> "Config":
-        """A copy with some fields changed."""
-        fields = {field: getattr(self, field) for field in self.__slots__}
-        fields.update(changes)
-        return Config(**fields)
-
-    def __repr__(self) -> str:
-        return "Config(%s)" % ", ".join("%s=%r" % (f, getattr(self, f)) for f in self.__slots__)
 
 
 # short option -> (long name, takes a value); every short option has a long form.
@@ -278,7 +240,7 @@ def parse(argv: "list[str]", environ: "dict[str, str]") -> "Config | str":
     Returns the text to print instead when --help or --version was asked for.
     Raises UsageError for anything it cannot make sense of.
     """
-    fields = {"verbosity": log.WARNING, "pdeathsig": 0, "grace": None, "drain": None, "term_delay": 0.0,
+    fields: "dict[str, Any]" = {"verbosity": log.WARNING, "pdeathsig": 0, "grace": None, "drain": None, "term_delay": 0.0,
               "exit_report": None, "unshare": False, "user_namespace": False, "mount_proc": True,
               "hostname": None, "ipc": False}
     fields.update(_from_environment(environ))

@@ -10,7 +10,7 @@ init whose disposition is the default, but never one that is blocked.
 import os
 
 from pyinit import linux, log, shutdown, signals, terminal
-from pyinit.cli import Config
+from pyinit.config import Config
 from pyinit.report import Report
 from pyinit.spawn import SpawnError, spawn
 

@@ -12,6 +12,10 @@ This module imports nothing of pyinit's.
 
 import os
 
+TYPE_CHECKING = False  # mypy reads the block below; at run time `typing` would cost start-up
+if TYPE_CHECKING:
+    from typing import Any
+
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -27,11 +31,11 @@ MS_NOEXEC = 0x8
 MS_REC = 0x4000
 MS_PRIVATE = 0x40000
 
-_ctypes = None
-_libc = None
+_ctypes: "Any" = None  # the ctypes module once loaded (typed loosely: it is imported lazily)
+_libc: "Any" = None
 
 
-def _c() -> object:
+def _c() -> "Any":
     """The ctypes module, imported on first use together with the C library."""
     global _ctypes, _libc
     if _ctypes is None:

@@ -21,7 +21,7 @@ import errno
 import os
 
 from pyinit import init, linux, log, shutdown, signals, terminal
-from pyinit.cli import EXIT_USAGE, Config
+from pyinit.config import EXIT_USAGE, Config
 from pyinit.report import Report
 
 MAX_PID_NAMESPACE_DEPTH = 32  # the kernel's MAX_PID_NS_LEVEL

@@ -40,8 +40,8 @@ class Report:
         self.child_status: "int | None" = None
         self.received: "dict[str, int]" = {}
         self.forwarded: "dict[str, int]" = {}
-        self.grace = {"seconds": None, "killed": False, "processes": 0}
-        self.drain = {"seconds": None, "killed": False, "processes": 0}
+        self.grace: "dict[str, object]" = {"seconds": None, "killed": False, "processes": 0}
+        self.drain: "dict[str, object]" = {"seconds": None, "killed": False, "processes": 0}
         self.zombies_reaped = 0
         self.timeline: "dict[str, float | None]" = {
             "start": time.time(), "first_terminating_signal": None, "child_exit": None, "exit": None,
@@ -67,8 +67,8 @@ class Report:
             "command": list(self.command),
             "child": {
                 "pid": self.child_pid,
-                "exit_code": os.WEXITSTATUS(status) if exited else None,
-                "signal": signals.name(os.WTERMSIG(status)) if killed else None,
+                "exit_code": os.WEXITSTATUS(status) if status is not None and exited else None,
+                "signal": signals.name(os.WTERMSIG(status)) if status is not None and killed else None,
             },
             "exit_code": exit_code,
             "signals": {"received": self.received, "forwarded": self.forwarded},

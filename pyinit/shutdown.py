@@ -21,7 +21,7 @@ at all, while none is set.
 import os
 import time
 
-from pyinit import log, signals
+from pyinit import log, proc, signals
 from pyinit.report import Report
 
 api = signals.api
@@ -125,33 +125,8 @@ class Policy:
 
 
 def descendants() -> "list[int]":
-    """Every process below pyinit, through /proc/PID/task/TID/children.
-
-    Empty when /proc is not the procfs of our own PID namespace (`unshare
-    --pid` without --mount-proc): its PIDs would not be ours to signal.
-    """
-    try:
-        if int(os.readlink("/proc/self")) != os.getpid():
-            return []
-    except (OSError, ValueError):
-        return []
-    found: "list[int]" = []
-    parents = [os.getpid()]
-    while parents:
-        parent = parents.pop()
-        try:
-            threads = os.listdir("/proc/%d/task" % parent)
-        except OSError:
-            continue  # gone meanwhile
-        for thread in threads:
-            try:
-                with open("/proc/%d/task/%s/children" % (parent, thread)) as listing:
-                    children = [int(pid) for pid in listing.read().split()]
-            except OSError:
-                continue
-            found += children
-            parents += children
-    return found
+    """Every process below pyinit; empty when /proc is not our own namespace's (see proc.py)."""
+    return proc.descendants(os.getpid()) if proc.is_own_namespace() else []
 
 
 def _process_group(pid: int) -> int:

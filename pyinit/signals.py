@@ -114,12 +114,12 @@ def parse(text: str, allow_zero: bool = False) -> int:
     upper = spec.upper()
     if not upper.startswith("SIG"):
         upper = "SIG" + upper
-    number = _standard_names().get(upper)
-    if number is None:
-        number = _parse_realtime(upper)
-    if number is None or number not in VALID:
+    named = _standard_names().get(upper)
+    if named is None:
+        named = _parse_realtime(upper)
+    if named is None or named not in VALID:
         raise ValueError("'%s' is not a signal name or number" % text)
-    return number
+    return named
 
 
 def parse_rewrite(spec: str) -> "tuple[int, int]":

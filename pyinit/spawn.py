@@ -20,10 +20,8 @@ and can exit with 127 or 126 like `env` and `timeout` do.
 import errno
 import os
 
-from pyinit import signals, terminal
-
-EXIT_NOT_FOUND = 127
-EXIT_CANNOT_EXECUTE = 126
+from pyinit import proc, signals, terminal
+from pyinit.config import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND
 
 
 class SpawnError(Exception):
@@ -88,10 +86,8 @@ def _original_environment() -> dict:
     it coerces a C locale: PEP 538); the child must get what pyinit got.
     Where /proc cannot tell, os.environ is the best there is.
     """
-    try:
-        with open("/proc/self/environ", "rb") as initial:
-            entries = initial.read().split(b"\0")
-    except OSError:
+    entries = proc.environ()
+    if entries is None:
         return dict(os.environb)
     environment: dict = {}
     for entry in entries:
@@ -126,7 +122,7 @@ def _execvp(argv: "list[str]", environment: dict) -> None:
 
 
 def _read_all(fd: int) -> bytes:
-    chunks = []
+    chunks: "list[bytes]" = []
     while True:
         chunk = os.read(fd, 4096)
         if not chunk:

@@ -13,7 +13,7 @@ import sys
 import pytest
 
 import pyinit
-from conftest import REPO, clean_env, pyinit_lines
+from support import REPO, clean_env, pyinit_lines
 
 # The command given after bad options: if pyinit ran it, stdout would say so.
 WITNESS = ["sh", "-c", "echo COMMAND RAN"]

@@ -46,7 +46,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PROGRAMS, REPO, TIMEOUT, Lines, assert_no_traceback, clean_env, wait_for
+from support import PROGRAMS, REPO, TIMEOUT, Lines, assert_no_traceback, clean_env, wait_for
 
 RUNC = shutil.which("runc")
 SYSTEM_PYTHON = "/usr/bin/python3"

@@ -4,7 +4,7 @@ import os
 import signal
 import sys
 
-from conftest import REPO
+from support import REPO
 
 EXAMPLES = REPO / "examples"
 

@@ -11,7 +11,7 @@ import signal
 
 import pytest
 
-from conftest import clean_env, program, pyinit_lines
+from support import clean_env, program, pyinit_lines
 
 
 @pytest.mark.parametrize("code", [0, 1, 7, 255])

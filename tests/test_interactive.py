@@ -11,7 +11,7 @@ import shutil
 import pexpect
 import pytest
 
-from conftest import clean_env, command
+from support import clean_env, command
 
 pytestmark = pytest.mark.skipif(not shutil.which("bash"), reason="needs bash")
 

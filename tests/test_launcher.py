@@ -25,7 +25,7 @@ import time
 
 import pytest
 
-from conftest import (PYINIT, REPO, TIMEOUT, assert_no_traceback, children, clean_env, descendants, program,
+from support import (PYINIT, REPO, TIMEOUT, assert_no_traceback, children, clean_env, descendants, program,
                       pyinit_lines, stat, status, wait_for)
 
 NOBODY = 65534
@@ -39,7 +39,7 @@ needs_system_python = pytest.mark.skipif(
 )
 
 
-# --- helpers (candidates for conftest) ----------------------------------------------------------
+# --- helpers of this module ----------------------------------------------------------
 
 
 def finish(argv, *, env=None, cwd=None, timeout=TIMEOUT, pass_fds=()) -> subprocess.CompletedProcess:

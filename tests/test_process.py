@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import clean_env, program, stat, status, wait_for, waiting_for_signals
+from support import clean_env, program, stat, status, wait_for, waiting_for_signals
 
 
 def start_hold(start, placement, options=(), **more):

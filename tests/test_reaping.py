@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import children, clean_env, program, pyinit_lines, stat, wait_for
+from support import children, clean_env, program, pyinit_lines, stat, wait_for
 
 
 def zombies_below(init) -> "list[str]":

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TIMEOUT, clean_env, program, pyinit_lines, running, start_behind_parent, stat, wait_for
+from support import TIMEOUT, clean_env, program, pyinit_lines, running, start_behind_parent, stat, wait_for
 
 TERM, INT, QUIT, HUP, USR1, USR2, WINCH = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
                                            signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH)
@@ -513,7 +513,7 @@ def test_grace_starts_when_the_held_sigterm_is_forwarded(start, tmp_path):
 # --- -p / --pdeathsig with --grace ----------------------------------------------------------------
 
 def start_tree_behind_parent(start, placement, options, tree_args):
-    """pyinit OPTIONS -- shutdown_tree.py, behind a parent the test can kill (see conftest)."""
+    """pyinit OPTIONS -- shutdown_tree.py, behind a parent the test can kill (see support.py)."""
     init, parent = start_behind_parent(start, placement, [*options, "--", *tree(*tree_args)], "ready child ")
     init.tree()  # remembered for the clean-up
     return init, parent

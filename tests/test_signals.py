@@ -17,7 +17,7 @@ import sys
 
 import pytest
 
-from conftest import (
+from support import (
     TIMEOUT,
     start_behind_parent,
     children,

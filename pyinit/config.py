@@ -1,0 +1,50 @@
+"""The frozen configuration and pyinit's own exit codes: a leaf every module may import.
+
+Only cli.py knows argv and the environment; it builds a Config once, and
+every other module reads the fields it needs from it.
+"""
+
+EXIT_USAGE = 125  # pyinit's own failure, as `env`, `timeout` and `nice` use it
+EXIT_CANNOT_EXECUTE = 126  # the command exists but cannot be run
+EXIT_NOT_FOUND = 127  # the command is not found
+
+
+class Config:
+    """Everything the init needs to know, fixed once parsing is done."""
+
+    __slots__ = ("command", "single_child", "rewrite", "remap_exit", "pdeathsig", "warn_reaped", "verbosity",
+                 "grace", "drain", "term_delay", "exit_report",
+                 "unshare", "user_namespace", "mount_proc", "hostname", "ipc")
+
+    command: "tuple[str, ...]"
+    single_child: bool
+    rewrite: "dict[int, int]"  # received signal -> forwarded signal; 0 = drop
+    remap_exit: "frozenset[int]"  # child exit codes reported as 0
+    pdeathsig: int  # 0 = none
+    warn_reaped: bool
+    verbosity: int
+    grace: "float | None"  # seconds from a forwarded terminating signal to SIGKILL
+    drain: "float | None"  # seconds leftovers get after the child's exit; None: the default
+    term_delay: float  # seconds a received SIGTERM is held
+    exit_report: "str | None"  # a path, or fd:N
+    unshare: bool  # run as the launcher: new namespaces, the init as their PID 1
+    user_namespace: bool  # --user; the launcher also adds one when not root
+    mount_proc: bool
+    hostname: "str | None"  # a UTS namespace with this name
+    ipc: bool  # an IPC namespace
+
+    def __init__(self, **fields: object) -> None:
+        for field, value in fields.items():
+            object.__setattr__(self, field, value)
+
+    def __setattr__(self, field: str, value: object) -> None:
+        raise AttributeError("Config is read-only")
+
+    def replace(self, **changes: object) -> "Config":
+        """A copy with some fields changed."""
+        fields = {field: getattr(self, field) for field in self.__slots__}
+        fields.update(changes)
+        return Config(**fields)
+
+    def __repr__(self) -> str:
+        return "Config(%s)" % ", ".join("%s=%r" % (f, getattr(self, f)) for f in self.__slots__)

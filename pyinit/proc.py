@@ -1,0 +1,102 @@
+"""The one reader of /proc: process trees, stat, status, command lines, the environment.
+
+Every function reads the /proc it is given (the init reads its own
+namespace's, the test-side API the host's) and treats a process that
+vanished while being read as absent, never as an error: processes come and
+go between any two reads. This module imports nothing of pyinit's.
+"""
+
+import os
+
+
+def read(path: str) -> "bytes | None":
+    """The whole file, or None when it (or its process) is gone."""
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError:
+        return None
+
+
+def children(pid: int, proc: str = "/proc") -> "list[int]":
+    """The children of every thread of `pid` (/proc/PID/task/TID/children); [] when it is gone."""
+    try:
+        threads = os.listdir("%s/%d/task" % (proc, pid))
+    except OSError:
+        return []
+    found: "list[int]" = []
+    for thread in threads:
+        listing = read("%s/%d/task/%s/children" % (proc, pid, thread))
+        if listing:
+            found += [int(child) for child in listing.split()]
+    return found
+
+
+def descendants(pid: int, proc: str = "/proc") -> "list[int]":
+    """Every process below `pid`, parents before their children."""
+    found: "list[int]" = []
+    parents = [pid]
+    while parents:
+        below = children(parents.pop(0), proc)
+        found += below
+        parents += below
+    return found
+
+
+class Stat:
+    """The fields of /proc/PID/stat that pyinit uses (proc(5) names them)."""
+
+    __slots__ = ("pid", "name", "state", "ppid", "pgid", "sid", "start_time")
+
+    def __init__(self, pid: int, text: bytes) -> None:
+        # The name is in parentheses and may itself hold spaces and ')'.
+        head, _, tail = text.rpartition(b")")
+        fields = tail.split()
+        self.pid = pid
+        self.name = head.partition(b"(")[2].decode(errors="replace")
+        self.state = fields[0].decode()
+        self.ppid, self.pgid, self.sid = int(fields[1]), int(fields[2]), int(fields[3])
+        self.start_time = int(fields[19])  # clock ticks after boot: tells a reused PID apart
+
+
+def stat(pid: int, proc: str = "/proc") -> "Stat | None":
+    """/proc/PID/stat parsed, or None when the process is gone (reaped)."""
+    text = read("%s/%d/stat" % (proc, pid))
+    return None if text is None else Stat(pid, text)
+
+
+def status(pid: int, proc: str = "/proc") -> "dict[str, str]":
+    """/proc/PID/status as {'NSpid': '4711\\t1', ...}; {} when the process is gone."""
+    text = read("%s/%d/status" % (proc, pid))
+    if text is None:
+        return {}
+    fields = {}
+    for line in text.decode(errors="replace").splitlines():
+        name, colon, value = line.partition(":")
+        if colon:
+            fields[name] = value.strip()
+    return fields
+
+
+def cmdline(pid: int, proc: str = "/proc") -> "list[str]":
+    """The process's argv; [] for a zombie, a kernel thread, or one that is gone."""
+    text = read("%s/%d/cmdline" % (proc, pid))
+    return [os.fsdecode(arg) for arg in text.split(b"\0")[:-1]] if text else []
+
+
+def environ(pid: "int | str" = "self", proc: str = "/proc") -> "list[bytes] | None":
+    """The environment the process was started with (NAME=VALUE entries), or None where /proc cannot tell."""
+    text = read("%s/%s/environ" % (proc, pid))
+    return None if text is None else [entry for entry in text.split(b"\0") if entry]
+
+
+def is_own_namespace(proc: str = "/proc") -> bool:
+    """Whether `proc` is the procfs of our own PID namespace: only then are its PIDs ours to signal.
+
+    Not so under `unshare --pid` without --mount-proc, where /proc still
+    shows the namespace above.
+    """
+    try:
+        return int(os.readlink(proc + "/self")) == os.getpid()
+    except (OSError, ValueError):
+        return False

@@ -1,0 +1,369 @@
+"""The one helper module of the test suite: run pyinit for real, in either placement, and look at it through /proc.
+
+Every test starts real processes. pyinit runs in one of two placements:
+
+- `pid1`: PID 1 of a fresh PID namespace, under `unshare --fork --pid --mount-proc`
+  (what a container runtime does). pyinit is then a host process whose host
+  PID is the only child of the unshare process.
+- `subreaper`: a plain process of ours; not being PID 1, it makes itself a
+  child subreaper.
+
+The test always looks from the host: every PID the helpers return is a host
+PID, read from the host's /proc (/proc/PID/task/TID/children, /proc/PID/stat),
+so pyinit, its child and its grandchildren are found the same way in both
+placements. Waits are bounded by generous deadlines (the machine is small and
+noisy) and synchronise on what the processes print or on /proc, not on sleeps.
+
+Everything a test starts is killed at teardown, including processes that
+escaped pyinit's tree, so a failing test does not leave processes behind.
+"""
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PROGRAMS = Path(__file__).resolve().parent / "programs"
+PYINIT = [sys.executable, "-m", "pyinit"]
+UNSHARE = ["unshare", "--fork", "--pid", "--mount-proc"]
+PLACEMENTS = ["pid1", "subreaper"]
+TIMEOUT = 30.0  # seconds: a bound for things that normally take milliseconds
+
+
+def program(name: str, *args: object) -> "list[str]":
+    """The command line of a helper program in tests/programs (isolated, no site: quick to start)."""
+    return [sys.executable, "-I", "-S", str(PROGRAMS / (name + ".py")), *map(str, args)]
+
+
+def clean_env(**extra: str) -> "dict[str, str]":
+    """The test's environment without any pyinit/tini/dumb-init knob, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYINIT_", "TINI_", "DUMB_INIT_"))}
+    env["PYTHONPATH"] = str(REPO)
+    env.update(extra)
+    return env
+
+
+def command(argv: "list[str]", placement: str, wrapper: "list[str]" = ()) -> "list[str]":
+    """The full command line that runs `pyinit ARGV` in `placement`, behind an optional wrapper."""
+    prefix = UNSHARE if placement == "pid1" else []
+    return [*prefix, *wrapper, *PYINIT, *argv]
+
+
+def signal_name(signo: int) -> str:
+    if signo == signal.SIGRTMIN:
+        return "SIGRTMIN"
+    if signo == signal.SIGRTMAX:
+        return "SIGRTMAX"
+    if signal.SIGRTMIN < signo < signal.SIGRTMAX:
+        return "SIGRTMIN+%d" % (signo - signal.SIGRTMIN)
+    return signal.Signals(signo).name
+
+
+# --- /proc, from the host's point of view -----------------------------------------------------
+
+
+def children(pid: int) -> "list[int]":
+    """The children of every thread of `pid`; [] when it is gone."""
+    found = []
+    try:
+        for tid in os.listdir("/proc/%d/task" % pid):
+            try:
+                with open("/proc/%d/task/%s/children" % (pid, tid)) as listing:
+                    found += [int(child) for child in listing.read().split()]
+            except (FileNotFoundError, ProcessLookupError):
+                pass
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return found
+
+
+def descendants(pid: int) -> "list[int]":
+    """Every process below `pid`, parents before their children."""
+    found, queue = [], [pid]
+    while queue:
+        for child in children(queue.pop(0)):
+            found.append(child)
+            queue.append(child)
+    return found
+
+
+class Stat:
+    """The fields of /proc/PID/stat that tests use."""
+
+    def __init__(self, pid: int, fields: "list[str]") -> None:
+        self.pid = pid
+        self.state = fields[0]
+        self.ppid, self.pgid, self.sid = int(fields[1]), int(fields[2]), int(fields[3])
+        self.start_time = int(fields[19])
+
+
+def stat(pid: int) -> "Stat | None":
+    """/proc/PID/stat parsed, or None when the process is gone (reaped)."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as file:
+            text = file.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return Stat(pid, text.rsplit(b")", 1)[1].decode().split())
+
+
+def status(pid: int) -> "dict[str, str]":
+    """/proc/PID/status as a dict: {'SigBlk': '0000000000000000', ...}."""
+    with open("/proc/%d/status" % pid) as file:
+        return dict(line.rstrip("\n").split(":\t", 1) for line in file if ":\t" in line)
+
+
+def waiting_for_signals(pid: int) -> bool:
+    """Whether `pid` is asleep in sigwaitinfo(): pyinit's loop, with everything before it done.
+
+    /proc/PID/wchan names the kernel function it sleeps in. (SigBlk cannot
+    tell: while a thread waits in sigwaitinfo, the signals it waits for are
+    taken out of its blocked set.)
+    """
+    try:
+        with open("/proc/%d/wchan" % pid) as wchan:
+            return "sigtimedwait" in wchan.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def running(pid: int) -> bool:
+    """Whether `pid` exists and is not a zombie."""
+    info = stat(pid)
+    return info is not None and info.state != "Z"
+
+
+def wait_for(predicate, what: str, timeout: float = TIMEOUT):
+    """Poll `predicate` until it returns something truthy; fail naming `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    delay = 0.002
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out after %.0fs waiting for %s" % (timeout, what))
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
+# --- Output -------------------------------------------------------------------------------------
+
+
+class Lines:
+    """Lines read from a pipe, each within a deadline."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buffer = b""
+
+    def next(self, timeout: float = TIMEOUT) -> str:
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError("no line within %.0fs (partial: %r)" % (timeout, self.buffer))
+            ready, _, _ = select.select([self.fd], [], [], remaining)
+            if ready:
+                chunk = os.read(self.fd, 65536)
+                if not chunk:
+                    raise AssertionError("end of output while waiting for a line (partial: %r)" % self.buffer)
+                self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return line.decode(errors="replace")
+
+    def take(self, count: int, timeout: float = TIMEOUT) -> "list[str]":
+        return [self.next(timeout) for _ in range(count)]
+
+
+def assert_no_traceback(stderr: str) -> None:
+    assert "Traceback" not in stderr, "pyinit printed a Python traceback:\n" + stderr
+
+
+# --- Running pyinit -----------------------------------------------------------------------------
+
+
+class Init:
+    """One pyinit run, started in the background.
+
+    `proc` is the process the test started: pyinit itself (subreaper) or
+    unshare (pid1). `pid` is pyinit's host PID in both cases, and `child()` its
+    child's. Standard output is a pipe read line by line through `out`;
+    standard error goes to a file, read whole through `stderr`.
+    """
+
+    def __init__(self, argv, placement="subreaper", *, wrapper=(), stdin=subprocess.PIPE,
+                 stdout=subprocess.PIPE, stderr=None, env=None, cwd=None) -> None:
+        self.placement = placement
+        self._stderr_file = tempfile.TemporaryFile()
+        self.stderr_captured = stderr is None
+        self.proc = subprocess.Popen(
+            command(list(argv), placement, list(wrapper)),
+            stdin=stdin,
+            stdout=stdout,
+            stderr=self._stderr_file if stderr is None else stderr,
+            env=clean_env() if env is None else env,
+            cwd=REPO if cwd is None else cwd,
+        )
+        self.out = Lines(self.proc.stdout.fileno()) if stdout is subprocess.PIPE else None
+        self._pid = None
+        self._seen: "set[tuple[int, int]]" = set()  # (pid, start time) of every descendant seen
+
+    @property
+    def pid(self) -> int:
+        """pyinit's host PID."""
+        if self._pid is None:
+            if self.placement == "subreaper":
+                self._pid = self.proc.pid
+            else:
+                self._pid = wait_for(lambda: children(self.proc.pid), "unshare to fork pyinit")[0]
+        return self._pid
+
+    def tree(self) -> "list[int]":
+        """pyinit's descendants now (host PIDs), remembered for the clean-up."""
+        found = descendants(self.pid)
+        for pid in found:
+            info = stat(pid)
+            if info:
+                self._seen.add((pid, info.start_time))
+        return found
+
+    def child(self) -> int:
+        """The main child's host PID (pyinit's only child at start)."""
+        return wait_for(lambda: children(self.pid), "pyinit to start its child")[0]
+
+    def remember(self, pid: int) -> None:
+        """Kill this process at teardown too, wherever it has gone."""
+        info = stat(pid)
+        if info:
+            self._seen.add((pid, info.start_time))
+
+    def close_stdin(self) -> None:
+        if self.proc.stdin and not self.proc.stdin.closed:
+            self.proc.stdin.close()
+
+    def wait(self, timeout: float = TIMEOUT) -> int:
+        """pyinit's exit code (unshare passes it through); fails after `timeout` seconds."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("pyinit did not exit within %.0fs; stderr:\n%s" % (timeout, self.stderr)) from None
+
+    @property
+    def stderr(self) -> str:
+        self._stderr_file.seek(0)
+        text = self._stderr_file.read().decode(errors="replace")
+        assert_no_traceback(text)
+        return text
+
+    def kill(self) -> None:
+        """Kill the whole tree, bottom first so a live subreaper pyinit reaps it."""
+        if self.proc.poll() is None:
+            try:
+                pid = self.pid
+            except AssertionError:
+                pid = None
+            if pid is not None:
+                deadline = time.monotonic() + TIMEOUT
+                while time.monotonic() < deadline:
+                    below = self.tree()
+                    if not any(running(p) for p in below):
+                        break
+                    for p in reversed(below):
+                        _kill(p)
+                    time.sleep(0.01)
+                _kill(pid)
+        for pid, start_time in self._seen:
+            info = stat(pid)
+            if info and info.start_time == start_time:
+                _kill(pid)
+        try:
+            self.proc.wait(TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(TIMEOUT)
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream:
+                stream.close()
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+class Result:
+    def __init__(self, returncode: int, stdout: bytes, stderr: str) -> None:
+        self.returncode = returncode
+        self.stdout_bytes = stdout
+        self.stdout = stdout.decode(errors="replace")
+        self.stderr = stderr
+
+    def __repr__(self) -> str:
+        return "Result(returncode=%r, stdout=%r, stderr=%r)" % (self.returncode, self.stdout, self.stderr)
+
+
+def pyinit_lines(stderr: str) -> "list[str]":
+    """The lines of stderr, each checked to carry pyinit's prefix."""
+    lines = stderr.splitlines()
+    for line in lines:
+        assert line.startswith("pyinit: "), "a stderr line without the 'pyinit: ' prefix: %r" % line
+    return lines
+
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+class Adopter:
+    """This test process as a child subreaper: orphans below it come back to it, and it reaps them."""
+
+    def __init__(self) -> None:
+        import ctypes
+
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        assert self.libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+        self.expected: "list[int]" = []
+
+    def expect(self, pid: int) -> None:
+        """`pid` may become our child: reap it at the end whatever happens."""
+        self.expected.append(pid)
+
+    def exit_code(self, pid: int) -> int:
+        """Wait for adopted `pid` to exit and reap it."""
+        wait_for(lambda: stat(pid) is None or stat(pid).state == "Z", "PID %d to exit" % pid)
+        return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+    def close(self) -> None:
+        self.libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+        for pid in self.expected:
+            try:
+                wait_for(lambda: os.waitpid(pid, os.WNOHANG)[0], "PID %d to be reaped" % pid, timeout=10)
+            except ChildProcessError:  # reaped already, or never ours
+                pass
+
+
+def start_behind_parent(start, placement: str, argv: "list[str]", ready: str, **options):
+    """pyinit ARGV with a parent the test can kill: middleman.py, or unshare as PID 1.
+
+    Returns (init, parent PID) once the child has printed a line starting
+    with `ready` and pyinit waits in its loop, which is after it armed its
+    parent-death signal.
+    """
+    if placement == "subreaper":
+        init = start(argv, placement, wrapper=program("middleman"), **options)
+        lines = init.out.take(2)  # in either order
+        assert any(line.startswith(ready) for line in lines), lines
+        (middleman_line,) = [line for line in lines if line.startswith("middleman ")]
+        init._pid = int(middleman_line.split()[1])  # pyinit is the middleman's child
+    else:
+        init = start(argv, placement, **options)
+        assert init.out.next().startswith(ready)
+    wait_for(lambda: waiting_for_signals(init.pid), "pyinit to wait for signals")
+    return init, init.proc.pid
