@@ -5,6 +5,13 @@ Python handler ever runs between two bytecodes and nothing wakes the init up
 while nothing happens. Blocking is also what lets PID 1 of a namespace
 receive signals at all: the kernel discards a signal sent to a namespace's
 init whose disposition is the default, but never one that is blocked.
+
+The loop's state is the supervised `Child` (its `status` is None until the
+reaper has collected its exit) and, when there is one, the shutdown
+`Policy`'s deadlines. The reaper stores the child's status the moment
+waitpid(2) returns it, so nothing that fails afterwards can lose it: the
+loop runs until that status is there, and every way out of `run`, the drain
+included, ends with the exit code made from it.
 """
 
 import os
@@ -22,22 +29,67 @@ _TERMINAL_ACCESS = frozenset({api.SIGTTIN, api.SIGTTOU})  # a background process
 _WRITE_ERRORS = frozenset({api.SIGPIPE, api.SIGXFSZ})  # what a failed write(2) raises
 
 
-def block_signals() -> None:
-    """Block every signal the init handles; they wait in the queue for sigwaitinfo.
+class Child:
+    """What the loop supervises: a process, how a signal reaches it, and what its end becomes.
 
-    First, the dispositions pyinit was started with are recorded for the
-    child (see spawn.py), before the SIGCHLD reset below changes one.
+    `group`: signals go to its process group (it leads one), or to it alone.
+    `rewrite`: received signal -> the signal sent, 0 to drop it (looked up
+    once per signal). `remap_exit`: exit codes reported as 0. `placement`:
+    where it stands towards the terminal (terminal.py).
+    The loop's state: `status`, its wait status once it has exited (None
+    before), and `stopped`, the wait status of a stop not yet acted on.
     """
-    signals.remember_inherited_dispositions()
+
+    __slots__ = ("pid", "group", "rewrite", "remap_exit", "placement", "status", "stopped")
+
+    def __init__(self, pid: int, *, group: bool, placement: str = terminal.NEW_SESSION,
+                 rewrite: "dict[int, int] | None" = None, remap_exit: "frozenset[int]" = frozenset()) -> None:
+        self.pid = pid
+        self.group = group
+        self.rewrite = rewrite or {}
+        self.remap_exit = remap_exit
+        self.placement = placement
+        self.status: "int | None" = None
+        self.stopped = 0
+
+    def send(self, signo: int) -> None:
+        """The one way anything is sent to the child: to its group, or to it alone."""
+        if self.group:
+            os.killpg(self.pid, signo)
+        else:
+            os.kill(self.pid, signo)
+
+    def exit_code(self) -> int:
+        """The shell's convention for its status: the exit code, or 128+N for death by signal N."""
+        status = self.status
+        assert status is not None
+        code = 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+        return 0 if code in self.remap_exit else code
+
+
+def block_signals() -> "frozenset[int]":
+    """Block every signal the init handles; return the ones pyinit's caller left ignored.
+
+    Blocked signals wait in the queue for sigwaitinfo. The ignored ones are
+    for the child (see spawn.py), read before the SIGCHLD reset below
+    changes one.
+    """
+    ignored = signals.inherited_ignored()
     api.pthread_sigmask(api.SIG_BLOCK, signals.WAITED)
     # An inherited SIG_IGN for SIGCHLD would make the kernel reap our
     # children for us, and the child's exit status would be lost.
     api.signal(signals.SIGCHLD, api.SIG_DFL)
+    return ignored
 
 
-def run(config: Config) -> int:
-    """Be the init for `config.command`; return the exit code to exit with."""
-    block_signals()
+def run(config: Config, inherited_ignored: "frozenset[int] | None" = None) -> int:
+    """Be the init for `config.command`; return the exit code to exit with.
+
+    `inherited_ignored` is what block_signals() returned, where the caller
+    (the launcher) has already called it.
+    """
+    if inherited_ignored is None:
+        inherited_ignored = block_signals()
     report = Report(config.command)
     parent = os.getppid()
     drain = config.drain
@@ -47,138 +99,174 @@ def run(config: Config) -> int:
             drain = shutdown.SUBREAPER_DRAIN
     placement = terminal.prepare(config.single_child)
     try:
-        child = spawn(list(config.command), placement)
+        pid = spawn(list(config.command), placement, inherited_ignored)
     except (SpawnError, OSError) as failure:
         log.error("%s", failure)
         code = failure.exit_code if isinstance(failure, SpawnError) else 125
     else:
-        log.info("started %s as PID %d", config.command[0], child)
+        log.info("started %s as PID %d", config.command[0], pid)
         log.debug("the child is in %s", placement)
         _leave_working_directory()
-        policy = shutdown.Policy(child, config.single_child, config.grace, config.term_delay, drain, report)
-        code = supervise(child, parent, config, placement, policy)
-        terminal.take_back_foreground(placement, child)
-        policy.drain()
+        child = Child(pid, group=placement != terminal.SAME_GROUP, placement=placement,
+                      rewrite=config.rewrite, remap_exit=config.remap_exit)
+        policy = shutdown.Policy(config.grace, config.term_delay, drain, report)
+        report.child_pid = pid
+        code = supervise(child, policy, config.warn_reaped, config.pdeathsig, parent)
+        report.child_status = child.status
+        report.mark("child_exit")
+        try:
+            terminal.take_back_foreground(placement, pid)
+            _drain(policy, config.warn_reaped)
+        except Exception as failure:  # the child's status is known: nothing may change the exit code now
+            log.error("internal error while draining: %r", failure)
     if config.exit_report:
         report.write(config.exit_report, code)
     return code
 
 
-def supervise(child: int, parent: int, config: Config, placement: str, policy: shutdown.Policy) -> int:
-    """Forward signals to `child` and reap until it exits; return its exit code.
+def supervise(child: Child, policy: "shutdown.Policy | None" = None, warn_reaped: bool = False,
+              pdeathsig: int = 0, parent: int = 0) -> int:
+    """Forward signals to `child` and reap until it has exited; return its exit code.
 
-    `parent` is our parent as seen before the child was started, to notice a
-    parent that died before the parent-death signal was armed. `placement`
-    says where the child stands towards the terminal (see terminal.py);
-    `policy` holds the shutdown timers and the report.
+    `policy`: the shutdown timers and the report, if any. `pdeathsig`: the
+    signal to receive when our parent dies (0: none); `parent` is that
+    parent as seen before the child started, to notice one that died before
+    the signal was armed.
     """
-    if config.pdeathsig and not _arm_parent_death_signal(config.pdeathsig, parent):
-        _receive(config.pdeathsig, 0, child, config, placement, policy)  # as the kernel would have sent it
+    if pdeathsig and not _arm_parent_death_signal(pdeathsig, parent):
+        _receive(pdeathsig, 0, child, policy)  # as the kernel would have sent it
     me = os.getpid()
-    while True:
-        timeout = policy.timeout()
+    while child.status is None:
+        timeout = policy.timeout() if policy else None
         if timeout is None:
             info = api.sigwaitinfo(signals.WAITED)
         else:
             info = api.sigtimedwait(signals.WAITED, timeout)
         try:
-            if info is None:  # a deadline has come
-                for signo in policy.expired():
-                    _pass_on(signo, child, config, placement, policy)
+            if info is None and policy is not None:  # a deadline: the held SIGTERM, or the grace is over
+                for target in policy.expired():
+                    if target == signals.SIGKILL:
+                        _kill_after_grace(child, policy)
+                    else:
+                        _pass_on(target, child, policy)
             elif info.si_signo == signals.SIGCHLD:
-                status = _reap(child, config.warn_reaped, policy.report)
-                if status is not None and os.WIFSTOPPED(status):
-                    _stop_with_child(child, status, placement)
-                elif status is not None:
-                    return _exit_code(status, config)
+                reap(child, policy, warn_reaped)
+                if child.stopped and child.status is None:
+                    _stop_with_child(child)
             elif info.si_signo in _WRITE_ERRORS and info.si_pid == me and info.si_code == _SI_USER:
                 # Our own write to a broken or full stderr raised it: about
                 # pyinit, not for the child. Not logged: that write could
                 # raise another.
                 pass
-            elif info.si_code == _SI_KERNEL and info.si_signo in _TO_FOREGROUND and placement == terminal.SAME_GROUP:
+            elif info.si_code == _SI_KERNEL and info.si_signo in _TO_FOREGROUND and child.placement == terminal.SAME_GROUP:
                 # Ctrl-C and the like, sent by the terminal to the group the
                 # child shares with us: it has its own copy already. (Not so
                 # a hang-up's SIGHUP, sent to the session leader alone.)
                 log.info("received %s from the terminal; the child got it too", signals.name(info.si_signo))
             else:
-                _receive(info.si_signo, info.si_pid, child, config, placement, policy)
+                _receive(info.si_signo, info.si_pid, child, policy)
         except Exception as failure:  # the init must outlive its own bugs
             log.error("internal error, carrying on: %r", failure)
+    return child.exit_code()
 
 
-def _receive(signo: int, sender: int, child: int, config: Config, placement: str, policy: shutdown.Policy) -> None:
-    """A signal for the child arrived: count it, let the policy hold or pass it, forward what passes."""
+def _receive(signo: int, sender: int, child: Child, policy: "shutdown.Policy | None") -> None:
+    """A signal for the child arrived: rewrite it, count it, let the policy hold or pass it, send what passes."""
     log.info("received %s from PID %d", signals.name(signo), sender)
-    policy.report.count(policy.report.received, signals.name(signo))
-    for admitted in policy.admit(signo, config.rewrite.get(signo, signo)):
-        _pass_on(admitted, child, config, placement, policy)
+    target = child.rewrite.get(signo, signo)
+    if policy is not None:
+        policy.report.count(policy.report.received, signals.name(signo))
+    if target == 0:
+        log.info("dropped %s (rewritten to 0)", signals.name(signo))
+        return
+    for admitted in policy.admit(signo, target) if policy is not None else (target,):
+        _pass_on(admitted, child, policy)
 
 
-def _pass_on(signo: int, child: int, config: Config, placement: str, policy: shutdown.Policy) -> None:
-    """Forward one received signal, with what goes with it: the terminal for SIGCONT, the grace timer."""
-    if signo == api.SIGCONT:
-        terminal.give_foreground(placement, child)
-    target = _forward(signo, child, config)
-    if target:
+def _pass_on(target: int, child: Child, policy: "shutdown.Policy | None") -> None:
+    """Send `target` (already rewritten) to the child, with what goes with it: the terminal for SIGCONT, the timers, the counts."""
+    if target == api.SIGCONT:
+        terminal.give_foreground(child.placement, child.pid)
+    try:
+        child.send(target)
+    except ProcessLookupError:
+        log.debug("nobody left to receive %s", signals.name(target))
+        return
+    except OSError as failure:
+        log.warning("cannot forward %s: %s", signals.name(target), failure.strerror)
+        return
+    log.info("forwarded %s to %s %d", signals.name(target), "group" if child.group else "PID", child.pid)
+    if policy is not None:
         policy.report.count(policy.report.forwarded, signals.name(target))
         policy.forwarded(target)
 
 
-def _forward(signo: int, child: int, config: Config) -> int:
-    """Send `signo`, after rewriting, to the child's group (or the child); return what was sent, or 0."""
-    target = config.rewrite.get(signo, signo)
-    if target == 0:
-        log.info("dropped %s (rewritten to 0)", signals.name(signo))
-        return 0
+def _kill_after_grace(child: Child, policy: shutdown.Policy) -> None:
+    """The grace period is over and the child still runs: SIGKILL it, or its whole group."""
+    log.warning("the child did not exit within the %g s grace period: sending SIGKILL", policy.grace)
+    processes = shutdown.count_group(child.pid) if child.group else 1
     try:
-        if config.single_child:
-            os.kill(child, target)
-        else:
-            os.killpg(child, target)
+        child.send(signals.SIGKILL)
     except ProcessLookupError:
-        log.debug("nobody left to receive %s", signals.name(target))
-        return 0
-    except OSError as failure:
-        log.warning("cannot forward %s: %s", signals.name(target), failure.strerror)
-        return 0
-    log.info("forwarded %s to %s %d", signals.name(target), "PID" if config.single_child else "group", child)
-    return target
+        return
+    policy.report.grace.update(killed=True, processes=processes)
 
 
-def _reap(child: int, warn_reaped: bool, report: Report) -> "int | None":
-    """Collect every exited child; return the main child's last wait status, if any.
+def reap(child: "Child | None", policy: "shutdown.Policy | None", warn_reaped: bool) -> bool:
+    """The one reaper: collect every child that has exited; return whether any child is left.
 
     One SIGCHLD may stand for many exits (standard signals coalesce), so this
-    loops until the kernel has nothing more to give. The main child's stops
-    are reported too (WUNTRACED), so that pyinit can stop along with it.
+    loops until the kernel has nothing more to give. The main child's exit
+    goes into `child.status` before anything else is done with it, and its
+    stops into `child.stopped` (WUNTRACED), so that pyinit can stop along
+    with it. Every other process is counted, and logged under -w.
     """
-    child_status = None
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG | os.WUNTRACED)
         except ChildProcessError:
-            return child_status
+            return False
         if pid == 0:
-            return child_status
-        if pid == child:
-            child_status = status
+            return True
+        if child is not None and pid == child.pid:
             if os.WIFSTOPPED(status):
+                child.stopped = status
                 log.info("child %d is stopped: %s", pid, _describe(status))
             else:
+                child.status = status
                 log.info("child %d exited: %s", pid, _describe(status))
-                report.child_status = status
-                report.mark("child_exit")
         elif os.WIFSTOPPED(status):
             log.debug("process %d is stopped: %s", pid, _describe(status))
         else:
-            report.zombies_reaped += 1
+            if policy is not None:
+                policy.report.zombies_reaped += 1
             if warn_reaped or log.level >= log.INFO:  # the one log call hot enough to guard
                 (log.warning if warn_reaped else log.info)("reaped zombie %d: %s", pid, _describe(status))
 
 
-def _stop_with_child(child: int, status: int, placement: str) -> None:
-    """The child was stopped (Ctrl-Z, `suspend`, a read from the background): stop too, as one job.
+def _drain(policy: shutdown.Policy, warn_reaped: bool) -> None:
+    """After the child's exit: SIGTERM what is left, reap it as it goes, SIGKILL what outlives the drain."""
+    if policy.drain_seconds is None or not shutdown.signal_leftovers(api.SIGTERM):
+        return
+    log.info("draining: SIGTERM sent to what the child left, %g s before SIGKILL", policy.drain_seconds)
+    deadline = policy.clock() + policy.drain_seconds
+    while reap(None, policy, warn_reaped):
+        remaining = deadline - policy.clock()
+        if remaining <= 0:
+            break
+        api.sigtimedwait({signals.SIGCHLD}, min(remaining, shutdown.LONGEST_WAIT))
+    else:
+        return
+    killed = shutdown.signal_leftovers(signals.SIGKILL)
+    log.warning("drain over: SIGKILL sent to %d process(es)", killed)
+    policy.report.drain.update(killed=True, processes=killed)
+    while reap(None, policy, warn_reaped):
+        api.sigtimedwait({signals.SIGCHLD}, 0.1)
+        shutdown.signal_leftovers(signals.SIGKILL)  # one may have forked while we killed
+
+
+def _stop_with_child(child: Child) -> None:
+    """The child was stopped (Ctrl-Z, `suspend`, SIGSTOP): stop too, as one job, where a shell will continue us.
 
     The shell that started pyinit waits for pyinit, not for the child; only
     when pyinit stops does that shell see the job stop and take the terminal
@@ -186,13 +274,17 @@ def _stop_with_child(child: int, status: int, placement: str) -> None:
     exception: a child stopped for touching the terminal while the shell has
     just brought pyinit to the foreground (`fg` of a running job, which
     sends no SIGCONT) is given the terminal and continued instead.
-    PID 1 cannot be stopped by its own signal: the child then stays stopped
-    until something sends it SIGCONT.
+    Anywhere else pyinit keeps running: stopped, it could neither reap the
+    child nor exit with it, and nobody would be there to continue it. As
+    PID 1 it cannot be stopped by its own signal anyway.
     """
-    if os.WSTOPSIG(status) in _TERMINAL_ACCESS and terminal.give_foreground(placement, child):
-        os.killpg(child, api.SIGCONT)
+    status, child.stopped = child.stopped, 0
+    if os.WSTOPSIG(status) in _TERMINAL_ACCESS and terminal.give_foreground(child.placement, child.pid):
+        os.killpg(child.pid, api.SIGCONT)
     elif os.getpid() != 1:
         os.kill(os.getpid(), signals.SIGSTOP)
+    else:
+        log.info("the child is stopped; pyinit carries on (no job-control shell would continue it)")
 
 
 def _describe(status: int) -> str:
@@ -201,12 +293,6 @@ def _describe(status: int) -> str:
     if os.WIFSIGNALED(status):
         return "killed by " + signals.name(os.WTERMSIG(status))
     return "exit code %d" % os.WEXITSTATUS(status)
-
-
-def _exit_code(status: int, config: Config) -> int:
-    """The shell's convention: the exit code, or 128+N for death by signal N."""
-    code = 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-    return 0 if code in config.remap_exit else code
 
 
 def _become_subreaper() -> None:

@@ -102,6 +102,15 @@ def sethostname(name: str) -> None:
     _call("sethostname", encoded, _c().c_size_t(len(encoded)))
 
 
+def pidfd_open(pid: int) -> int:
+    """pidfd_open(2) (Linux 5.3+): a descriptor that stands for process `pid` and no other, close-on-exec.
+
+    It stays valid after the process has exited and its PID is reused, and
+    it can be held across a fork into another PID namespace.
+    """
+    return os.pidfd_open(pid)
+
+
 def pidfd_has_exited(pidfd: int) -> bool:
     """Whether the process behind a pidfd has exited: the fd polls readable then.
 

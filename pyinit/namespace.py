@@ -20,9 +20,8 @@ network, cgroups and seccomp state are shared with the host.
 import errno
 import os
 
-from pyinit import init, linux, log, shutdown, signals, terminal
+from pyinit import init, linux, log, signals
 from pyinit.config import EXIT_USAGE, Config
-from pyinit.report import Report
 
 MAX_PID_NAMESPACE_DEPTH = 32  # the kernel's MAX_PID_NS_LEVEL
 
@@ -35,12 +34,12 @@ def launch(config: Config) -> int:
     """Create the namespaces, start the init in them, relay signals; return its exit code."""
     # Blocked before the fork, so nothing sent to either side is lost or
     # acted on by default while the init gets going; the init inherits it.
-    init.block_signals()
+    ignored = init.block_signals()
     parent = os.getppid()
     try:
         # Taken before the fork: inside the namespace getppid() is 0, and
         # a pidfd is the only race-free way to watch the launcher from there.
-        launcher_pidfd = os.pidfd_open(os.getpid())
+        launcher_pidfd = linux.pidfd_open(os.getpid())
     except OSError as failure:
         log.error("cannot open a pidfd (%s): the launcher needs Linux 5.3 or later", failure.strerror)
         return EXIT_USAGE
@@ -54,14 +53,13 @@ def launch(config: Config) -> int:
         log.error("cannot fork the init into the new namespace: %s", failure.strerror)
         return EXIT_USAGE
     if init_pid == 0:
-        os._exit(_be_pid1(config, launcher_pidfd))
+        os._exit(_be_pid1(config, launcher_pidfd, ignored))
     os.close(launcher_pidfd)
     log.info("started the init as PID %d (PID 1 of its namespace)", init_pid)
     # The init rewrites, remaps, reaps and keeps the shutdown timers; the
-    # launcher only relays to it.
-    relay = config.replace(single_child=True, rewrite={}, remap_exit=frozenset(), warn_reaped=False)
-    no_policy = shutdown.Policy(init_pid, True, None, 0.0, None, Report(config.command))
-    return init.supervise(init_pid, parent, relay, terminal.NEW_SESSION, no_policy)
+    # launcher relays each signal to it as it came, and exits with its code.
+    # To the init alone: until it has called setsid() it leads no group.
+    return init.supervise(init.Child(init_pid, group=False), pdeathsig=config.pdeathsig, parent=parent)
 
 
 def _unshare(config: Config) -> None:
@@ -105,7 +103,7 @@ def _map_to_root(uid: int, gid: int) -> None:
             raise NamespaceError("cannot write %s in the new user namespace: %s" % (path, failure.strerror)) from None
 
 
-def _be_pid1(config: Config, launcher_pidfd: int) -> int:
+def _be_pid1(config: Config, launcher_pidfd: int, ignored: "frozenset[int]") -> int:
     """In the fork's child, PID 1: bind our life to the launcher, set up, run the init."""
     try:
         linux.set_parent_death_signal(signals.SIGKILL)
@@ -125,7 +123,7 @@ def _be_pid1(config: Config, launcher_pidfd: int) -> int:
         log.error("cannot set up the namespace: %s", failure.strerror)
         return EXIT_USAGE
     # The launcher, not the init, owns -p: its own parent is the one meant.
-    return init.run(config.replace(pdeathsig=0))
+    return init.run(config.replace(pdeathsig=0), ignored)
 
 
 def _mount_private_proc(mount_proc: bool) -> None:

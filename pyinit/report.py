@@ -97,7 +97,7 @@ class Report:
                 _write_all(fd, data)
             finally:
                 os.close(fd)
-        except (OSError, ValueError) as failure:
+        except Exception as failure:  # OSError, a bad fd number: the exit code must get out all the same
             log.warning("cannot write the exit report to %s: %s", destination, failure)
 
 

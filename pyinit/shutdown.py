@@ -13,9 +13,12 @@ SIGKILL. Three timers let pyinit fit in between:
   kernel kills the rest of the namespace when PID 1 exits; as a subreaper
   nobody would, so it is on by default (SUBREAPER_DRAIN seconds).
 
-The timers are deadlines on the monotonic clock; the PID-1 loop sleeps in
-sigtimedwait(2) until the nearest one, and in sigwaitinfo(2), with no timeout
-at all, while none is set.
+`Policy` only decides: it keeps the deadlines on a clock it is given (the
+monotonic clock; tests pass their own) and says what is due, and the PID-1
+loop in init.py does the sending and the reaping. The loop sleeps in
+sigtimedwait(2) until the nearest deadline, and in sigwaitinfo(2), with no
+timeout at all, while none is set. The functions below the class are what
+the loop needs of /proc and kill(2) for the grace period and the drain.
 """
 
 import os
@@ -27,106 +30,78 @@ from pyinit.report import Report
 api = signals.api
 TERMINATING = frozenset({api.SIGTERM, api.SIGINT, api.SIGQUIT, api.SIGHUP})
 SUBREAPER_DRAIN = 2.0  # seconds a subreaper gives leftovers between SIGTERM and SIGKILL
+# The longest single wait: a deadline further away is waited for in steps,
+# since sigtimedwait(2) cannot take every float (9.3e9 s overflows it).
+LONGEST_WAIT = 86400.0
 
 
 class Policy:
-    """The timers of one supervised child, and the report of what they did."""
+    """The timers of one supervised child, and the report of what happened."""
 
-    def __init__(self, child: int, single_child: bool, grace: "float | None", term_delay: float,
-                 drain: "float | None", report: Report) -> None:
-        self.child = child
-        self.single_child = single_child
+    def __init__(self, grace: "float | None", term_delay: float, drain: "float | None", report: Report,
+                 clock=time.monotonic) -> None:
         self.grace = grace
         self.term_delay = term_delay
         self.drain_seconds = drain
         self.report = report
-        report.child_pid = child
+        self.clock = clock
         report.grace["seconds"] = grace
         report.drain["seconds"] = drain
         self.kill_at: "float | None" = None  # when --grace runs out
-        self.release_at: "float | None" = None  # when a held SIGTERM is due
+        self.release_at: "float | None" = None  # when the held SIGTERM is due
+        self.held = 0  # what the held SIGTERM is forwarded as (after rewriting); 0: none held
 
     def timeout(self) -> "float | None":
-        """Seconds until the nearest deadline, or None to wait without one."""
-        deadlines = [d for d in (self.kill_at, self.release_at) if d is not None]
-        if not deadlines:
+        """Seconds until the nearest deadline (at most LONGEST_WAIT), or None to wait without one."""
+        if self.kill_at is None and self.release_at is None:
             return None
-        return max(0.0, min(deadlines) - time.monotonic())
+        nearest = min(d for d in (self.kill_at, self.release_at) if d is not None)
+        return min(max(0.0, nearest - self.clock()), LONGEST_WAIT)
 
-    def admit(self, signo: int, rewritten: int) -> "list[int]":
-        """The signals to forward now for received `signo` (none while a SIGTERM is held).
+    def admit(self, signo: int, target: int) -> "list[int]":
+        """What to send the child now for received `signo`, forwarded as `target` (nothing while it holds a SIGTERM).
 
-        `rewritten` is what `signo` will be forwarded as: it decides whether
-        this is the first terminating signal, as it does for the grace timer.
+        The term delay holds the received SIGTERM, whatever it is rewritten
+        to; what is terminating is judged on `target`, as for the grace.
         """
-        if rewritten in TERMINATING:
+        if target in TERMINATING:
             self.report.mark("first_terminating_signal")
-        if self.release_at is not None and signo in (api.SIGTERM, api.SIGINT):
+        if self.held and signo in (api.SIGTERM, api.SIGINT):
             log.info("%s cuts the SIGTERM delay short", signals.name(signo))
-            self.release_at = None
-            return [api.SIGTERM] if signo == api.SIGTERM else [api.SIGTERM, signo]
-        if signo == api.SIGTERM and self.term_delay and self.release_at is None:
+            held, self.held, self.release_at = self.held, 0, None
+            return [held] if signo == api.SIGTERM else [held, target]
+        if signo == api.SIGTERM and self.term_delay:
             log.info("holding SIGTERM for %g s", self.term_delay)
-            self.release_at = time.monotonic() + self.term_delay
+            self.held, self.release_at = target, self.clock() + self.term_delay
             return []
-        return [signo]
+        return [target]
 
     def forwarded(self, target: int) -> None:
-        """A signal went to the child: start the grace period if it asks the child to end."""
+        """`target` went to the child: start the grace period if it asks the child to end."""
         if target in TERMINATING and self.grace is not None and self.kill_at is None:
-            self.kill_at = time.monotonic() + self.grace
+            self.kill_at = self.clock() + self.grace
 
     def expired(self) -> "list[int]":
-        """Act on the deadlines that have passed; return the signals now due for forwarding."""
-        now = time.monotonic()
+        """What is due now the clock has moved: the held SIGTERM, and SIGKILL once the grace is over."""
+        now = self.clock()
         due = []
         if self.release_at is not None and now >= self.release_at:
-            self.release_at = None
-            due.append(api.SIGTERM)
+            due.append(self.held)
+            self.held, self.release_at = 0, None
         if self.kill_at is not None and now >= self.kill_at:
             self.kill_at = None
-            self._kill_child()
+            due.append(api.SIGKILL)
         return due
-
-    def _kill_child(self) -> None:
-        if self.single_child:
-            count = 1
-        else:
-            count = sum(1 for pid in descendants() if _process_group(pid) == self.child)
-        log.warning("the child did not exit within the %g s grace period: sending SIGKILL", self.grace)
-        try:
-            if self.single_child:
-                os.kill(self.child, api.SIGKILL)
-            else:
-                os.killpg(self.child, api.SIGKILL)
-        except ProcessLookupError:
-            return
-        self.report.grace.update(killed=True, processes=count)
-
-    def drain(self) -> None:
-        """After the child's exit: SIGTERM what is left, reap, SIGKILL what outlives the drain."""
-        if self.drain_seconds is None or not _signal_leftovers(api.SIGTERM):
-            return
-        log.info("draining: SIGTERM sent to what the child left, %g s before SIGKILL", self.drain_seconds)
-        deadline = time.monotonic() + self.drain_seconds
-        while _reap_leftovers(self.report):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            api.sigtimedwait({api.SIGCHLD}, remaining)
-        else:
-            return
-        killed = _signal_leftovers(api.SIGKILL)
-        log.warning("drain over: SIGKILL sent to %d process(es)", killed)
-        self.report.drain.update(killed=True, processes=killed)
-        while _reap_leftovers(self.report):
-            api.sigtimedwait({api.SIGCHLD}, 0.1)
-            _signal_leftovers(api.SIGKILL)  # one may have forked while we killed
 
 
 def descendants() -> "list[int]":
     """Every process below pyinit; empty when /proc is not our own namespace's (see proc.py)."""
     return proc.descendants(os.getpid()) if proc.is_own_namespace() else []
+
+
+def count_group(pgid: int) -> int:
+    """How many of our descendants are in process group `pgid`, for the report (at least 1: its leader)."""
+    return max(1, sum(1 for pid in descendants() if _process_group(pid) == pgid))
 
 
 def _process_group(pid: int) -> int:
@@ -136,7 +111,7 @@ def _process_group(pid: int) -> int:
         return 0
 
 
-def _signal_leftovers(signo: int) -> int:
+def signal_leftovers(signo: int) -> int:
     """Send `signo` to every descendant; return how many there were.
 
     As PID 1, kill(-1) reaches everything in the namespace but us, with no
@@ -155,15 +130,3 @@ def _signal_leftovers(signo: int) -> int:
         except ProcessLookupError:
             pass
     return len(leftovers)
-
-
-def _reap_leftovers(report: Report) -> bool:
-    """Reap what has exited; return whether any child is left."""
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return False
-        if pid == 0:
-            return True
-        report.zombies_reaped += 1

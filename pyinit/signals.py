@@ -27,10 +27,6 @@ WAITED: frozenset = VALID - {SIGKILL, SIGSTOP}
 # is the init's own business (it means "reap"), not the child's.
 FORWARDED: frozenset = WAITED - {SIGCHLD}
 
-# The signals pyinit's caller left ignored (nohup's SIGHUP, say), handed on
-# to the child as exec(2) would have. Recorded once, at start.
-inherited_ignored: "frozenset | None" = None
-
 # Python ignores these itself at start-up, so their inherited disposition
 # cannot be known; the child gets the default, as subprocess gives it too.
 _SET_BY_PYTHON = frozenset({api.SIGPIPE, api.SIGXFSZ})
@@ -48,17 +44,15 @@ def _standard_names() -> dict:
     }
 
 
-def remember_inherited_dispositions() -> None:
-    """Record which signals pyinit was started with ignored (first call only).
+def inherited_ignored() -> "frozenset[int]":
+    """The signals pyinit's caller left ignored (nohup's SIGHUP, say), for the child to inherit as exec(2) would.
 
     The signal module read every disposition at start-up, so SIG_IGN there
-    was inherited: Python itself only ignores SIGPIPE and SIGXFSZ.
+    was inherited: Python itself only ignores SIGPIPE and SIGXFSZ. Valid
+    until pyinit changes a disposition itself (init.block_signals reads it
+    first).
     """
-    global inherited_ignored
-    if inherited_ignored is None:
-        inherited_ignored = frozenset(
-            signo for signo in WAITED - _SET_BY_PYTHON if api.getsignal(signo) == api.SIG_IGN
-        )
+    return frozenset(signo for signo in WAITED - _SET_BY_PYTHON if api.getsignal(signo) == api.SIG_IGN)
 
 
 _names: "dict[int, str]" = {}

@@ -32,12 +32,14 @@ class SpawnError(Exception):
         self.exit_code = exit_code
 
 
-def spawn(argv: "list[str]", placement: str) -> int:
+def spawn(argv: "list[str]", placement: str, ignored: "frozenset[int]") -> int:
     """Fork and exec `argv`; return the child's PID or raise SpawnError.
 
     `placement` is one of terminal.py's: but for SAME_GROUP the child leads a
     new process group, so a signal to the group reaches it and everything it
-    starts, and nothing else.
+    starts, and nothing else. `ignored`: the signals the child starts with
+    ignored (those pyinit's caller left ignored); every other one gets the
+    default disposition.
     """
     if not argv[0]:
         raise SpawnError(EXIT_NOT_FOUND, "the command name is empty")
@@ -46,7 +48,7 @@ def spawn(argv: "list[str]", placement: str) -> int:
     pid = os.fork()
     if pid == 0:
         os.close(report_read)
-        _exec_child(argv, placement, environment, report_write)
+        _exec_child(argv, placement, ignored, environment, report_write)
     os.close(report_write)
     report = _read_all(report_read)
     os.close(report_read)
@@ -61,14 +63,13 @@ def spawn(argv: "list[str]", placement: str) -> int:
     raise SpawnError(EXIT_NOT_FOUND, "cannot run '%s': %s" % (argv[0], message))
 
 
-def _exec_child(argv: "list[str]", placement: str, environment: dict, report_fd: int) -> None:
+def _exec_child(argv: "list[str]", placement: str, ignored: "frozenset[int]", environment: dict, report_fd: int) -> None:
     """In the forked child: prepare, exec, and never return to the caller."""
     try:
         try:
             terminal.take_in_child(placement)
             for signo in signals.WAITED:
-                ignored = signo in (signals.inherited_ignored or ())
-                signals.api.signal(signo, signals.api.SIG_IGN if ignored else signals.api.SIG_DFL)
+                signals.api.signal(signo, signals.api.SIG_IGN if signo in ignored else signals.api.SIG_DFL)
             signals.api.pthread_sigmask(signals.api.SIG_SETMASK, ())
             _execvp(argv, environment)
         except BaseException as failure:  # anything at all: report it, then _exit

@@ -54,6 +54,11 @@ def command(argv: "list[str]", placement: str, wrapper: "list[str]" = ()) -> "li
     return [*prefix, *wrapper, *PYINIT, *argv]
 
 
+def forwarder(init) -> int:
+    """The sender PID a signal forwarded by pyinit carries, as its child sees it: 1 as PID 1, else pyinit's."""
+    return 1 if init.placement == "pid1" else init.pid
+
+
 def signal_name(signo: int) -> str:
     if signo == signal.SIGRTMIN:
         return "SIGRTMIN"

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from support import TIMEOUT, clean_env, program, pyinit_lines, running, start_behind_parent, stat, wait_for
+from support import TIMEOUT, clean_env, forwarder, program, pyinit_lines, running, start_behind_parent, stat, wait_for
 
 TERM, INT, QUIT, HUP, USR1, USR2, WINCH = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
                                            signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH)
@@ -109,11 +109,6 @@ def within(elapsed: float, low: float, high: float, what: str) -> None:
 def own_pid(line: str) -> int:
     """The PID at the end of a `ready ROLE PID` line: as the process sees itself."""
     return int(line.split()[-1])
-
-
-def forwarder(init) -> int:
-    """The sender PID a forwarded signal carries, as the child sees it."""
-    return 1 if init.placement == "pid1" else init.pid
 
 
 def start_recorder(start, placement, options=(), exit_on=TERM, **more):

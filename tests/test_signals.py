@@ -22,6 +22,7 @@ from support import (
     start_behind_parent,
     children,
     clean_env,
+    forwarder,
     program,
     signal_name,
     status,
@@ -33,11 +34,6 @@ STANDARD = [s for s in range(1, 32) if s not in (signal.SIGKILL, signal.SIGSTOP,
 REALTIME = [signal.SIGRTMIN, (signal.SIGRTMIN + signal.SIGRTMAX) // 2, signal.SIGRTMAX]
 USR1, USR2, TERM, QUIT, HUP, WINCH = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM, signal.SIGQUIT,
                                       signal.SIGHUP, signal.SIGWINCH)
-
-
-def forwarder(init) -> int:
-    """The sender PID a forwarded signal carries, as the child sees it."""
-    return 1 if init.placement == "pid1" else init.pid
 
 
 def start_recorder(start, placement, options=(), *, grandchild=False, env=None, exit_on=TERM, **more):
