@@ -16,6 +16,7 @@ is another process), right after pyinit has exited.
 
 import json
 import os
+import re
 import select
 import signal
 import time
@@ -335,6 +336,21 @@ def test_drain_waits_for_slow_grandchildren(start, placement, options, variables
     assert report["zombies_reaped"] == 2
     assert report["child"]["exit_code"] == 7 and report["exit_code"] == 7
     assert report["timeline"]["exit"] - report["timeline"]["child_exit"] >= 0.25
+
+
+def test_drain_reaps_are_counted_and_logged_under_w(start, placement, tmp_path):
+    """The drain reaps with the loop's own reaper: under -w each leftover it reaps is logged, and counted.
+
+    The grandchild and the orphan outlive the main child and are reaped
+    only during the drain: two lines, zombies_reaped 2.
+    """
+    path = tmp_path / "report.json"
+    init, lines, family = start_tree(start, placement, ["-w", "--drain", "10", "--exit-report", str(path)],
+                                     ["--code", "7", "--grandchild", "slow:0.1", "--orphan", "slow:0.1"])
+    assert finish(init, family)[0] == 7
+    reaped = [line for line in pyinit_lines(init.stderr) if re.fullmatch(r"pyinit: reaped zombie \d+: exit code 0", line)]
+    assert len(reaped) == 2, init.stderr
+    assert load_report(path)["zombies_reaped"] == 2
 
 
 def test_drain_kills_stubborn_grandchildren(start, placement, tmp_path):
