@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 from pyinit import __version__, log, signals
-from pyinit.config import EXIT_USAGE, Config
+from pyinit.config import EXIT_USAGE, MAX_FD, MAX_SECONDS, Config
 
 HELP = """\
 usage: pyinit [OPTIONS] [--] COMMAND [ARG...]
@@ -154,28 +154,40 @@ def _split_options(argv: "list[str]") -> "tuple[list[tuple[str, str]], list[str]
     return options, argv[index:]
 
 
+# Values are ASCII, like the C programs pyinit stands in for: str methods
+# would otherwise take Arabic-Indic digits for numbers, the long s 'ſ' for
+# an 's' once upper-cased, and U+3000 for a space.
+_ASCII_SPACE = " \t\n\r\v\f"
+
+
+def _trim(text: str) -> str:
+    return text.strip(_ASCII_SPACE)
+
+
 def _exit_code(text: str) -> int:
-    digits = text.strip()
+    digits = _trim(text)
     if not (digits.isascii() and digits.isdigit()) or int(digits) > 255:
         raise ValueError("exit code '%s' is not a number from 0 to 255" % text)
-    return int(text)
+    return int(digits)
 
 
 def _seconds(text: str) -> float:
+    """A timer's length: a decimal number of seconds from 0 to MAX_SECONDS."""
     try:
         value = float(text) if text.isascii() and "_" not in text else -1.0
     except ValueError:
         value = -1.0
-    if not 0 <= value < float("inf"):
-        raise ValueError("'%s' is not a number of seconds (0 or more, e.g. 10 or 2.5)" % text)
-    return value
+    if not 0 <= value <= MAX_SECONDS:  # nan fails both comparisons
+        raise ValueError("'%s' is not a number of seconds from 0 to %d (e.g. 10 or 2.5)" % (text, MAX_SECONDS))
+    return value + 0.0  # -0 becomes 0
 
 
 def _exit_report(text: str) -> str:
     """A file descriptor `fd:N`, or a path made absolute now: the init moves to / before writing."""
     if text.startswith("fd:"):
-        if not (text[3:].isascii() and text[3:].isdigit()):
-            raise ValueError("'%s' is neither a file path nor fd:N" % text)
+        number = text[3:]
+        if not (number.isascii() and number.isdigit()) or int(number) > MAX_FD:
+            raise ValueError("'%s' is neither a file path nor fd:N with N from 0 to %d" % (text, MAX_FD))
         return text
     if not text:
         raise ValueError("the exit report needs a file path or fd:N")
@@ -186,16 +198,20 @@ def _exit_report(text: str) -> str:
 
 
 def _flag(environ: "dict[str, str]", variable: str) -> bool:
-    value = environ.get(variable, "").strip().lower()
-    if value in ("", "0", "false", "no", "off"):
+    value = _trim(environ.get(variable, ""))
+    word = value.lower() if value.isascii() else value
+    if word in ("", "0", "false", "no", "off"):
         return False
-    if value in ("1", "true", "yes", "on"):
+    if word in ("1", "true", "yes", "on"):
         return True
     raise UsageError("%s=%s: expected 1 or 0" % (variable, environ[variable]))
 
 
 def _items(text: str) -> "list[str]":
-    return text.replace(",", " ").split()
+    """The items of a list separated by commas or ASCII white space."""
+    for separator in "," + _ASCII_SPACE:
+        text = text.replace(separator, " ")
+    return [item for item in text.split(" ") if item]
 
 
 _SHUTDOWN_VARIABLES = (
@@ -212,8 +228,8 @@ def _from_environment(environ: "dict[str, str]") -> dict:
     variable = ""
     try:
         for variable in ("TINI_VERBOSITY", "PYINIT_VERBOSITY"):
-            if environ.get(variable, "").strip():
-                level = environ[variable].strip()
+            level = _trim(environ.get(variable, ""))
+            if level:
                 if not (level.isascii() and level.isdigit()):
                     raise ValueError("expected a number from 0 to 3")
                 fields["verbosity"] = min(int(level), log.DEBUG)
@@ -222,14 +238,14 @@ def _from_environment(environ: "dict[str, str]") -> dict:
         variable = "PYINIT_REMAP_EXIT"
         fields["remap_exit"] = {_exit_code(item) for item in _items(environ.get(variable, ""))}
         variable = "PYINIT_PDEATHSIG"
-        if environ.get(variable, "").strip():
+        if _trim(environ.get(variable, "")):
             fields["pdeathsig"] = signals.parse(environ[variable])
         for variable, field, parse_value in _SHUTDOWN_VARIABLES:
-            if environ.get(variable, "").strip():
-                fields[field] = parse_value(environ[variable].strip())
+            if _trim(environ.get(variable, "")):
+                fields[field] = parse_value(_trim(environ[variable]))
     except ValueError as problem:
         raise UsageError("%s=%s: %s" % (variable, environ[variable], problem)) from None
-    fields["single_child"] = _flag(environ, "PYINIT_SINGLE_CHILD") or environ.get("DUMB_INIT_SETSID", "").strip() == "0"
+    fields["single_child"] = _flag(environ, "PYINIT_SINGLE_CHILD") or _trim(environ.get("DUMB_INIT_SETSID", "")) == "0"
     fields["warn_reaped"] = _flag(environ, "PYINIT_WARN_REAPED")
     return fields
 

@@ -8,6 +8,16 @@ EXIT_USAGE = 125  # pyinit's own failure, as `env`, `timeout` and `nice` use it
 EXIT_CANNOT_EXECUTE = 126  # the command exists but cannot be run
 EXIT_NOT_FOUND = 127  # the command is not found
 
+# The longest --grace, --drain or --term-delay: about 31.7 years, longer than
+# any container lives. The timers wait in sigtimedwait(2), whose timeout
+# Python converts to 64-bit nanoseconds (at most about 9.2e9 s); a deadline
+# is the monotonic clock (the uptime, seconds) plus the value, so this leaves
+# a margin of more than 8e9 s and every accepted value can really be waited.
+MAX_SECONDS = 1e9
+# The highest file descriptor `--exit-report fd:N` may name: descriptors are
+# C ints, and os.write() cannot take a larger number.
+MAX_FD = 2**31 - 1
+
 
 class Config:
     """Everything the init needs to know, fixed once parsing is done."""

@@ -95,10 +95,14 @@ def parse(text: str, allow_zero: bool = False) -> int:
     """A signal from a number or a name (15, TERM, SIGTERM, term, RTMIN+2).
 
     Raises ValueError with a message fit for the user. `allow_zero` admits 0,
-    which means "no signal" where the caller gives it that meaning.
+    which means "no signal" where the caller gives it that meaning. Only
+    ASCII is read: str.isdigit() takes other scripts' digits ('٣'), and
+    str.upper() turns the long s of 'ſigterm' into an S.
     """
+    if not text.isascii():
+        raise ValueError("'%s' is not a signal name or number (ASCII only)" % text)
     spec = text.strip()
-    if spec.isascii() and spec.isdigit():
+    if spec.isdigit():
         number = int(spec)
         if number == 0 and allow_zero:
             return 0

@@ -323,6 +323,24 @@ def pyinit_lines(stderr: str) -> "list[str]":
     return lines
 
 
+
+# --- The signal recorder (tests/programs/recorder.py) --------------------------------------------
+
+
+def start_recorder(start, placement, options=(), *, grandchild=False, env=None, exit_on=signal.SIGTERM, **more):
+    """pyinit OPTIONS -- recorder.py child, once the recorder(s) are ready for signals."""
+    recorder = program("recorder", "child", *(["--grandchild"] if grandchild else []), "--exit-on", int(exit_on))
+    init = start([*options, "--", *recorder], placement, env=env, **more)
+    expected = {"child ready", "child-grandchild ready"} if grandchild else {"child ready"}
+    assert set(init.out.take(len(expected))) == expected
+    return init
+
+
+def report(signo: int, sender: int, tag: str = "child") -> str:
+    """The line the recorder prints for signal `signo` from PID `sender`."""
+    return "%s %d %d" % (tag, signo, sender)
+
+
 PR_SET_CHILD_SUBREAPER = 36
 
 

@@ -7,13 +7,14 @@ command. No input, however strange, produces a Python traceback.
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
 import pytest
 
 import pyinit
-from support import REPO, clean_env, pyinit_lines
+from support import REPO, clean_env, forwarder, pyinit_lines, report, start_recorder, wait_for
 
 # The command given after bad options: if pyinit ran it, stdout would say so.
 WITNESS = ["sh", "-c", "echo COMMAND RAN"]
@@ -55,10 +56,20 @@ def test_option_parsing_stops_at_the_command(run, argv, printed):
         assert (result.returncode, result.stdout, result.stderr) == (0, printed + "\n", "")
 
 
-def test_clustered_and_attached_values(run):
-    """getopt grammar: `-vq` clusters, `-e3` and `-r15:3` carry their value, `--opt=V` too."""
-    result = run(["-qe3", "-r15:3", "--remap-exit=4", "--rewrite=HUP:0", "sh", "-c", "exit 4"])
-    assert (result.returncode, result.stderr) == (0, "")
+def test_clustered_and_attached_values(start, placement):
+    """getopt grammar: `-qe3` clusters and carries its value, so do `-r15:3` and `--rewrite=HUP:0`; each one acts.
+
+    The recorder reports what reaches it: the SIGHUP is dropped (a forwarded
+    one would be reported before the SIGQUIT that follows it), the SIGTERM
+    arrives as SIGQUIT, and -q keeps stderr empty.
+    """
+    init = start_recorder(start, placement, ["-qe3", "-r15:3", "--remap-exit=4", "--rewrite=HUP:0"],
+                          exit_on=signal.SIGQUIT)
+    os.kill(init.pid, signal.SIGHUP)
+    os.kill(init.pid, signal.SIGTERM)
+    assert init.out.next() == report(signal.SIGQUIT, forwarder(init))
+    assert init.wait() == 0
+    assert init.stderr == ""
 
 
 def test_tini_flags_are_accepted(run):
@@ -105,6 +116,12 @@ BAD_ARGUMENTS = {
     "rewrite-huge": ["-r", "99999999999999999999:1", *WITNESS],
     "rewrite-rt-beyond-max": ["-r", "RTMIN+100:1", *WITNESS],
     "rewrite-superscript": ["-r", "\u00b2:1", *WITNESS],
+    # ASCII only: these were RTMIN+3 and SIGTERM, through str.isdigit() and str.upper()
+    "rewrite-arabic-indic-digit": ["-r", "RTMIN+\u0663:USR1", *WITNESS],
+    "rewrite-long-s": ["-r", "\u017figterm:0", *WITNESS],
+    "pdeathsig-long-s": ["-p", "\u017figusr1", *WITNESS],
+    "rewrite-ideographic-space": ["-r", "\u300015:3", *WITNESS],
+    "remap-ideographic-space": ["-e", "\u30003", *WITNESS],
     "no-command": [],
     "only-options": ["-v", "-c"],
     "only-double-dash": ["--"],
@@ -133,6 +150,12 @@ BAD_ENVIRONMENT = {
     "remap-300": {"PYINIT_REMAP_EXIT": "300"},
     "remap-word": {"PYINIT_REMAP_EXIT": "3,x"},
     "pdeathsig-bad": {"PYINIT_PDEATHSIG": "NOPE"},
+    "pdeathsig-long-s": {"PYINIT_PDEATHSIG": "\u017fIGHUP"},
+    # ASCII white space only: U+3000 used to be stripped or split on like a space
+    "verbosity-ideographic-space": {"PYINIT_VERBOSITY": "\u30002"},
+    "remap-ideographic-space": {"PYINIT_REMAP_EXIT": "3\u30004"},
+    "single-child-ideographic-space": {"PYINIT_SINGLE_CHILD": "\u3000yes"},
+    "rewrite-arabic-indic-digit": {"PYINIT_REWRITE": "RTMIN+\u0663:USR1"},
 }
 
 
@@ -145,6 +168,52 @@ def test_bad_environment_exits_125_naming_the_variable(run, variables):
     assert len(lines) == 1, result.stderr
     (variable,) = variables
     assert variable in lines[0]
+
+
+# --- limits: a value is refused at once, or it works ---------------------------------------------
+
+BEYOND_THE_LIMITS = {
+    # sigtimedwait() raised OverflowError from 9.3e9 s on, once the timer started: 125 and no SIGTERM passed on
+    "grace": (["--grace", "9.3e9"], {}, "--grace", "1000000000"),
+    "drain": (["--drain=1000000000.5"], {}, "--drain", "1000000000"),
+    "term-delay": (["--term-delay", "99999999999"], {}, "--term-delay", "1000000000"),
+    "PYINIT_TERM_DELAY": ([], {"PYINIT_TERM_DELAY": "99999999999"}, "PYINIT_TERM_DELAY", "1000000000"),
+    "PYINIT_GRACE": ([], {"PYINIT_GRACE": "1e300"}, "PYINIT_GRACE", "1000000000"),
+    # os.write() raised OverflowError at exit, and the child's code became 125
+    "exit-report-fd": (["--exit-report", "fd:2147483648"], {}, "--exit-report", "2147483647"),
+    "PYINIT_EXIT_REPORT": ([], {"PYINIT_EXIT_REPORT": "fd:99999999999999999999"}, "PYINIT_EXIT_REPORT",
+                           "2147483647"),
+}
+
+
+@pytest.mark.parametrize("options, variables, named, limit", BEYOND_THE_LIMITS.values(), ids=BEYOND_THE_LIMITS.keys())
+def test_values_beyond_the_limits_are_refused_at_once(run, options, variables, named, limit):
+    """Exit 125 before the command runs, one line naming the option or variable and the limit."""
+    result = run([*options, *WITNESS], env=clean_env(**variables))
+    assert (result.returncode, result.stdout) == (125, ""), result
+    lines = pyinit_lines(result.stderr)
+    assert len(lines) == 1 and named in lines[0] and limit in lines[0], lines
+
+
+def test_the_longest_timers_can_really_be_waited(start, placement):
+    """--term-delay, --grace and --drain at their maximum (1e9 s): pyinit waits in sigtimedwait() and carries on.
+
+    The first SIGTERM is held (a SIGUSR1 sent after it arrives first), the
+    second forwards it to the child (-c: the child only), which exits with
+    the grace timer running; the drain then SIGTERMs the grandchild and
+    reaps it. pyinit exits 0, long before any of the timers.
+    """
+    longest = "1e9"
+    init = start_recorder(start, placement, ["-v", "-c", "--grace", longest, "--drain", longest, "--term-delay", longest],
+                          grandchild=True)
+    sender = forwarder(init)
+    os.kill(init.pid, signal.SIGTERM)
+    wait_for(lambda: "holding SIGTERM for 1e+09 s" in init.stderr, "pyinit to hold the SIGTERM")
+    os.kill(init.pid, signal.SIGUSR1)
+    assert init.out.next() == report(signal.SIGUSR1, sender)
+    os.kill(init.pid, signal.SIGTERM)
+    assert init.out.take(2) == [report(signal.SIGTERM, sender), report(signal.SIGTERM, sender, "child-grandchild")]
+    assert init.wait() == 0
 
 
 def test_undecodable_bytes_in_arguments(run):

@@ -24,7 +24,9 @@ from support import (
     clean_env,
     forwarder,
     program,
+    report,
     signal_name,
+    start_recorder,
     status,
     wait_for,
     waiting_for_signals,
@@ -34,19 +36,6 @@ STANDARD = [s for s in range(1, 32) if s not in (signal.SIGKILL, signal.SIGSTOP,
 REALTIME = [signal.SIGRTMIN, (signal.SIGRTMIN + signal.SIGRTMAX) // 2, signal.SIGRTMAX]
 USR1, USR2, TERM, QUIT, HUP, WINCH = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM, signal.SIGQUIT,
                                       signal.SIGHUP, signal.SIGWINCH)
-
-
-def start_recorder(start, placement, options=(), *, grandchild=False, env=None, exit_on=TERM, **more):
-    """pyinit OPTIONS -- recorder.py child, once the recorder(s) are ready for signals."""
-    recorder = program("recorder", "child", *(["--grandchild"] if grandchild else []), "--exit-on", int(exit_on))
-    init = start([*options, "--", *recorder], placement, env=env, **more)
-    expected = {"child ready", "child-grandchild ready"} if grandchild else {"child ready"}
-    assert set(init.out.take(len(expected))) == expected
-    return init
-
-
-def report(signo: int, sender: int, tag: str = "child") -> str:
-    return "%s %d %d" % (tag, signo, sender)
 
 
 def test_every_forwardable_signal_reaches_the_child(start, placement):
