@@ -34,6 +34,8 @@ def _emit(message: str, args: tuple) -> None:
         return
     if args:
         message = message % args
+    if not message.isprintable():  # a name or path with a newline or escape in it must not forge lines
+        message = "".join(char if char.isprintable() else repr(char)[1:-1] for char in message)
     try:
         os.write(2, ("pyinit: " + message + "\n").encode(errors="backslashreplace"))
     except OSError as failure:
