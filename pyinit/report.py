@@ -80,13 +80,16 @@ class Report:
 
     def write(self, destination: str, exit_code: int) -> None:
         """Write the report to a file path, or to `fd:N`; never raise, never hang."""
-        import json
-
         from pyinit import log
 
         self.mark("exit")
-        data = (json.dumps(self.as_dict(exit_code), sort_keys=True) + "\n").encode()
         try:
+            # Imported here, so that pyinit pays for json only when it writes
+            # a report, and inside the try: the import opens files, and fails
+            # when the descriptors have run out (RLIMIT_NOFILE).
+            import json
+
+            data = (json.dumps(self.as_dict(exit_code), sort_keys=True) + "\n").encode()
             if destination.startswith("fd:"):
                 _write_all(int(destination[3:]), data)
                 return

@@ -11,6 +11,19 @@ Dispositions are set before the mask is cleared, so a signal that arrived
 in between meets its final disposition, not a Python handler that would run
 in the child before exec.
 
+The mask is empty even when pyinit's caller had signals blocked (dumb-init
+does the same; tini gives the child the caller's mask back). Decided so
+because the two inheritances are not alike. An ignored disposition is a
+convention with a purpose (nohup; sh ignoring SIGINT and SIGQUIT for a
+background job), and it gives way as soon as the program installs a handler
+of its own. A blocked signal is nearly always a leak (a supervisor that
+blocks signals to wait for them, as pyinit does, and forks without undoing
+it), and it defeats even a program with a handler, since hardly any program
+unblocks what it did not block itself: every signal pyinit forwards would
+stay pending, and `docker stop` would end in SIGKILL. A command that is
+meant to start with signals blocked can still have it, by its own wrapper
+after pyinit: `pyinit -- env --block-signal=INT COMMAND`.
+
 An exec failure happens in the child, after fork; it travels back to the
 parent through a close-on-exec pipe: end-of-file means exec succeeded, a
 message means it did not. The parent therefore knows before it returns,
@@ -21,7 +34,7 @@ import errno
 import os
 
 from pyinit import proc, signals, terminal
-from pyinit.config import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND
+from pyinit.config import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, EXIT_USAGE
 
 
 class SpawnError(Exception):
@@ -44,8 +57,13 @@ def spawn(argv: "list[str]", placement: str, ignored: "frozenset[int]") -> int:
     if not argv[0]:
         raise SpawnError(EXIT_NOT_FOUND, "the command name is empty")
     environment = _original_environment()
-    report_read, report_write = os.pipe2(os.O_CLOEXEC)
-    pid = os.fork()
+    report_read, report_write = _call("pipe", argv[0], os.pipe2, os.O_CLOEXEC)
+    try:
+        pid = _call("fork", argv[0], os.fork)
+    except SpawnError:
+        os.close(report_read)
+        os.close(report_write)
+        raise
     if pid == 0:
         os.close(report_read)
         _exec_child(argv, placement, ignored, environment, report_write)
@@ -61,6 +79,14 @@ def spawn(argv: "list[str]", placement: str, ignored: "frozenset[int]") -> int:
     if "/" not in argv[0]:
         message = "no such command in PATH"
     raise SpawnError(EXIT_NOT_FOUND, "cannot run '%s': %s" % (argv[0], message))
+
+
+def _call(syscall: str, command: str, function, *args):
+    """`function(*args)`, its failure (no descriptors, no processes left) named as what stopped the command."""
+    try:
+        return function(*args)
+    except OSError as failure:
+        raise SpawnError(EXIT_USAGE, "cannot start '%s': %s: %s" % (command, syscall, failure.strerror)) from None
 
 
 def _exec_child(argv: "list[str]", placement: str, ignored: "frozenset[int]", environment: dict, report_fd: int) -> None:

@@ -1,10 +1,13 @@
 """The suite's fixtures; the helpers they use live in support.py, which every test module imports."""
 
+import os
+import shutil
 import subprocess
+import tempfile
 
 import pytest
 
-from support import PLACEMENTS, TIMEOUT, Adopter, Init, Result
+from support import PLACEMENTS, REPO, TIMEOUT, Adopter, Init, Result, clean_env
 
 
 @pytest.fixture
@@ -63,3 +66,19 @@ def adopter():
         yield adopter
     finally:
         adopter.close()
+
+
+@pytest.fixture(scope="module")
+def world_readable_package():
+    """A copy of the package that any user can import: (directory to run in, environment)."""
+    top = tempfile.mkdtemp(prefix="pyinit-launcher-", dir="/tmp")  # not $TMPDIR: it may be private
+    try:
+        shutil.copytree(REPO / "pyinit", os.path.join(top, "pyinit"), ignore=shutil.ignore_patterns("__pycache__"))
+        for directory, _, files in os.walk(top):
+            os.chmod(directory, 0o755)
+            for name in files:
+                os.chmod(os.path.join(directory, name), 0o644)
+        env = clean_env(PYTHONPATH=top, PYTHONDONTWRITEBYTECODE="1")
+        yield top, env
+    finally:
+        shutil.rmtree(top, ignore_errors=True)

@@ -33,6 +33,18 @@ PYINIT = [sys.executable, "-m", "pyinit"]
 UNSHARE = ["unshare", "--fork", "--pid", "--mount-proc"]
 PLACEMENTS = ["pid1", "subreaper"]
 TIMEOUT = 30.0  # seconds: a bound for things that normally take milliseconds
+# Unprivileged runs: a user who cannot read the test interpreter (under /root), so Debian's python3
+# and a world-readable copy of the package (the `world_readable_package` fixture).
+NOBODY = 65534
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def as_user(uid: int) -> "list[str]":
+    """The wrapper that runs a command as `uid`, gid `uid`, with no supplementary groups."""
+    return ["setpriv", "--reuid=%d" % uid, "--regid=%d" % uid, "--clear-groups"]
+
+
+AS_NOBODY = as_user(NOBODY)
 
 
 def program(name: str, *args: object) -> "list[str]":
@@ -48,10 +60,13 @@ def clean_env(**extra: str) -> "dict[str, str]":
     return env
 
 
-def command(argv: "list[str]", placement: str, wrapper: "list[str]" = ()) -> "list[str]":
-    """The full command line that runs `pyinit ARGV` in `placement`, behind an optional wrapper."""
+def command(argv: "list[str]", placement: str, wrapper: "list[str]" = (), pyinit: "list[str]" = PYINIT) -> "list[str]":
+    """The full command line that runs `pyinit ARGV` in `placement`, behind an optional wrapper.
+
+    `pyinit` is how pyinit itself is started (another interpreter, other interpreter options).
+    """
     prefix = UNSHARE if placement == "pid1" else []
-    return [*prefix, *wrapper, *PYINIT, *argv]
+    return [*prefix, *wrapper, *pyinit, *argv]
 
 
 def forwarder(init) -> int:
@@ -202,13 +217,13 @@ class Init:
     standard error goes to a file, read whole through `stderr`.
     """
 
-    def __init__(self, argv, placement="subreaper", *, wrapper=(), stdin=subprocess.PIPE,
+    def __init__(self, argv, placement="subreaper", *, wrapper=(), pyinit=PYINIT, stdin=subprocess.PIPE,
                  stdout=subprocess.PIPE, stderr=None, env=None, cwd=None) -> None:
         self.placement = placement
         self._stderr_file = tempfile.TemporaryFile()
         self.stderr_captured = stderr is None
         self.proc = subprocess.Popen(
-            command(list(argv), placement, list(wrapper)),
+            command(list(argv), placement, list(wrapper), list(pyinit)),
             stdin=stdin,
             stdout=stdout,
             stderr=self._stderr_file if stderr is None else stderr,

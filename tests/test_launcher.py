@@ -25,12 +25,9 @@ import time
 
 import pytest
 
-from support import (PYINIT, REPO, TIMEOUT, assert_no_traceback, children, clean_env, descendants, program,
-                      pyinit_lines, stat, status, wait_for)
+from support import (AS_NOBODY, NOBODY, PYINIT, REPO, SYSTEM_PYTHON, TIMEOUT, assert_no_traceback, children,
+                     clean_env, descendants, program, pyinit_lines, stat, status, wait_for)
 
-NOBODY = 65534
-SYSTEM_PYTHON = "/usr/bin/python3"
-AS_NOBODY = ["setpriv", "--reuid=%d" % NOBODY, "--regid=%d" % NOBODY, "--clear-groups"]
 MAX_PID_NS_LEVEL = 32  # the kernel's limit on PID namespace nesting
 
 needs_setpriv = pytest.mark.skipif(shutil.which("setpriv") is None, reason="util-linux setpriv is not installed")
@@ -150,22 +147,6 @@ def gone(pid: int, start_time: int) -> bool:
 # as an open directory (fd %d). Inside, /proc is the namespace's own and shows only its own level;
 # the host's shows every level. The shell opens the redirection itself, so `self` is the shell.
 SH_NSPID_THROUGH = 'while IFS= read -r l; do case "$l" in NSpid*) echo "$l";; esac; done </proc/self/fd/%d/self/status'
-
-
-@pytest.fixture(scope="module")
-def world_readable_package():
-    """A copy of the package that uid 65534 can import: (directory to run in, environment)."""
-    top = tempfile.mkdtemp(prefix="pyinit-launcher-", dir="/tmp")  # not $TMPDIR: it may be private
-    try:
-        shutil.copytree(REPO / "pyinit", os.path.join(top, "pyinit"), ignore=shutil.ignore_patterns("__pycache__"))
-        for directory, _, files in os.walk(top):
-            os.chmod(directory, 0o755)
-            for name in files:
-                os.chmod(os.path.join(directory, name), 0o644)
-        env = clean_env(PYTHONPATH=top, PYTHONDONTWRITEBYTECODE="1")
-        yield top, env
-    finally:
-        shutil.rmtree(top, ignore_errors=True)
 
 
 # --- what the host sees -------------------------------------------------------------------------

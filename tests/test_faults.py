@@ -1,0 +1,232 @@
+"""Faults: what the world does to pyinit and its child, and what pyinit owes in each case.
+
+- The child closes its stdout and stderr: pyinit neither notices nor cares.
+- pyinit's own stderr is closed, or a pipe whose reader went away, under
+  -vv: it carries on forwarding and reaping, and the child gets exactly the
+  caller's descriptors (a closed fd 2 is not filled with one of pyinit's).
+- Descriptors (RLIMIT_NOFILE) or processes (RLIMIT_NPROC) run out: before
+  the child runs, one line and 125; once it runs, the child's status.
+- pyinit is SIGKILLed while a tree runs, as PID 1 and as the launcher's
+  init: nothing is left, and the launcher reports 137.
+- The child inherits nothing of pyinit's: its descriptors are exactly those
+  the caller passed, an extra one included.
+
+(The child killed by each signal is in test_exit.py.)
+"""
+
+import os
+import resource
+import signal
+import sys
+
+import pytest
+
+from support import (
+    SYSTEM_PYTHON, as_user, children, forwarder, pyinit_lines, report, start_recorder, stat, wait_for,
+)
+
+TERM, USR1 = signal.SIGTERM, signal.SIGUSR1
+PLACES = ["pid1", "subreaper", "launcher"]  # the launcher: pyinit --unshare, with its init as PID 1
+
+
+def descriptors(pid: int) -> "dict[str, str]":
+    """{fd number: what it is}, from /proc/PID/fd."""
+    directory = "/proc/%d/fd" % pid
+    return {fd: os.readlink(os.path.join(directory, fd)) for fd in os.listdir(directory)}
+
+
+def place(place: str, options=()) -> "tuple[str, list[str]]":
+    """(placement for `start`, pyinit's options) for one of PLACES."""
+    if place == "launcher":
+        return "subreaper", ["--unshare", *options]
+    return place, list(options)
+
+
+# --- the child's streams ------------------------------------------------------------------------
+
+
+def test_child_closing_its_stdout_and_stderr(start, placement):
+    """A child that closes both streams still gets its signals forwarded, and its exit code comes back."""
+    script = 'exec >&- 2>&-; trap "exit 7" TERM; while :; do sleep 0.05; done'
+    init = start(["-v", "--", "sh", "-c", script], placement)
+    child = init.child()
+    wait_for(lambda: not {"1", "2"} & set(descriptors(child)), "the child to close its stdout and stderr")
+    os.kill(init.pid, TERM)
+    assert init.wait() == 7
+    assert "forwarded SIGTERM" in init.stderr
+
+
+# --- pyinit's own stderr ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["closed", "broken"])
+def test_pyinit_with_a_closed_or_broken_stderr(start, placement, how):
+    """-vv logs a line per step; with nowhere to write them pyinit still forwards, reaps and exits with the code.
+
+    Closed: fd 2 is free when pyinit starts, so the first descriptor pyinit
+    opens takes it; the child must still start with fd 2 closed, as the
+    caller left it. Broken: each write raises SIGPIPE in pyinit, which is
+    its own and is not forwarded (a SIGPIPE, 13, would come before the
+    SIGTERM marker).
+    """
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    wrapper = ["sh", "-c", 'exec 2>&-; exec "$@"', "sh"] if how == "closed" else []
+    try:
+        init = start_recorder(start, placement, ["-vv"], wrapper=wrapper, stderr=write_end)
+    finally:
+        os.close(write_end)
+    held = descriptors(init.child())
+    if how == "closed":
+        assert "2" not in held, "the child got one of pyinit's descriptors as its stderr: %s" % held
+    else:
+        assert held["2"] == descriptors(init.pid)["2"]
+    os.kill(init.pid, USR1)
+    assert init.out.next() == report(USR1, forwarder(init))
+    os.kill(init.pid, TERM)
+    assert init.out.next() == report(TERM, forwarder(init))
+    assert init.wait() == 0
+
+
+# --- descriptors run out ------------------------------------------------------------------------
+
+# The interpreter without site (-S): this Python's site opens two files at once, pyinit's spawn a
+# pipe, so with one descriptor free the interpreter starts and pyinit is the one that runs out.
+BARE_PYINIT = [sys.executable, "-S", "-m", "pyinit"]
+ONE_FREE_DESCRIPTOR = ["prlimit", "--nofile=6", "--", "sh", "-c", 'exec 3</dev/null 4</dev/null; exec "$@"', "sh"]
+
+
+@pytest.mark.parametrize("where", PLACES)
+def test_no_descriptor_left_to_start_the_child(start, where):
+    """RLIMIT_NOFILE reached before the child runs: one line that says so, 125, the command never run."""
+    placement, options = place(where)
+    init = start([*options, "--", "sh", "-c", "echo COMMAND RAN"], placement, wrapper=ONE_FREE_DESCRIPTOR,
+                 pyinit=BARE_PYINIT)
+    assert init.wait() == 125
+    assert init.out.buffer == b"" and os.read(init.out.fd, 100) == b""
+    lines = pyinit_lines(init.stderr)
+    assert len(lines) == 1 and "Too many open files" in lines[0], lines
+
+
+@pytest.mark.parametrize("where", PLACES)
+def test_descriptors_run_out_while_the_child_runs(start, where, tmp_path):
+    """RLIMIT_NOFILE lowered to the three standard streams while the child runs: its exit code still comes back.
+
+    pyinit then cannot open anything: not the exit report (one warning),
+    not /proc. As PID 1 the drain needs neither (kill(-1) reaches the
+    background sleep); it used to be the report's `import json`, which
+    opens files, that turned the child's 3 into 125.
+    """
+    placement, options = place(where, ["--exit-report", str(tmp_path / "report.json")])
+    if placement == "pid1" or where == "launcher":
+        options += ["--drain", "5"]
+        script = "sleep 1000 & echo ready; read line; exit 3"
+    else:  # not PID 1, the drain lists what is left in /proc: see the README's robustness table
+        script = "echo ready; read line; exit 3"
+    init = start([*options, "--", "sh", "-c", script], placement)
+    assert init.out.next() == "ready"
+    family = init.tree()
+    for pid in [init.pid, *(children(init.pid)[:1] if where == "launcher" else [])]:  # and the launcher's init
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (3, 3))
+    init.close_stdin()
+    assert init.wait() == 3
+    lines = pyinit_lines(init.stderr)
+    assert len(lines) == 1 and lines[0].startswith("pyinit: cannot write the exit report"), lines
+    assert not any(stat(pid) for pid in family), "left running: %s" % family
+
+
+# --- processes run out --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def own_user():
+    """A uid of this test run alone: RLIMIT_NPROC counts every process of the uid, other test runs' too."""
+    return 200000 + os.getpid() % 100000
+
+
+FORK_OR_EXIT_5 = [SYSTEM_PYTHON, "-I", "-S", "-c",
+                  "import os, sys\ntry:\n    os.fork()\nexcept OSError:\n    sys.exit(5)\nsys.exit(0)"]
+
+
+@pytest.mark.parametrize("where, limit, outcome", [
+    ("subreaper", 1, "cannot start 'sh': fork"), ("pid1", 1, "cannot start 'sh': fork"),
+    ("launcher", 1, "cannot fork the init"), ("launcher", 2, "cannot start 'sh': fork"),
+])
+def test_no_process_left_to_start_the_child(start, world_readable_package, own_user, where, limit, outcome):
+    """RLIMIT_NPROC reached (root ignores it: run as a user of our own): one line naming the fork, 125."""
+    top, env = world_readable_package
+    placement, options = place(where)
+    wrapper = [*as_user(own_user), "prlimit", "--nproc=%d" % limit, "--"]
+    init = start([*options, "--", "sh", "-c", "echo COMMAND RAN"], placement, wrapper=wrapper,
+                 pyinit=[SYSTEM_PYTHON, "-m", "pyinit"], env=env, cwd=top)
+    assert init.wait() == 125
+    lines = pyinit_lines(init.stderr)
+    assert len(lines) == 1 and outcome in lines[0] and "Resource temporarily unavailable" in lines[0], lines
+
+
+@pytest.mark.parametrize("where", PLACES)
+def test_processes_run_out_while_the_child_runs(start, world_readable_package, own_user, where):
+    """Room for pyinit (and the launcher's init) and the child, none for the child's fork: the child's status."""
+    top, env = world_readable_package
+    placement, options = place(where)
+    limit = 3 if where == "launcher" else 2
+    wrapper = [*as_user(own_user), "prlimit", "--nproc=%d" % limit, "--"]
+    init = start([*options, "--", *FORK_OR_EXIT_5], placement, wrapper=wrapper,
+                 pyinit=[SYSTEM_PYTHON, "-m", "pyinit"], env=env, cwd=top)
+    assert init.wait() == 5
+    assert init.stderr == ""
+
+
+# --- pyinit SIGKILLed -----------------------------------------------------------------------------
+
+TREE = 'sleep 1000 & (sleep 1000 &); echo ready; exec sleep 1000'  # a child, its child, and an orphan
+
+
+@pytest.mark.parametrize("where", ["pid1", "launcher"])
+def test_sigkill_to_the_init_leaves_nothing(start, where):
+    """SIGKILL to PID 1 (under unshare, or the launcher's init) while a tree runs: the kernel ends the namespace.
+
+    Nothing is left, and the launcher, which watched its init die of the
+    SIGKILL, reports it as 137. (unshare(1) has no such convention: only
+    its end is checked.)
+    """
+    placement, options = place(where)
+    init = start([*options, "--", "sh", "-c", TREE], placement)
+    assert init.out.next() == "ready"
+    expected = 4 if where == "launcher" else 3  # the launcher's init, then the same tree as under unshare
+    family = wait_for(lambda: len(init.tree()) == expected and init.tree(), "the tree to be complete")
+    victim = family[0] if where == "launcher" else init.pid
+    os.kill(victim, signal.SIGKILL)
+    code = init.wait()
+    if where == "launcher":
+        assert code == 137
+        lines = pyinit_lines(init.stderr)
+        assert lines == [], lines
+    wait_for(lambda: not any(stat(pid) for pid in [victim, *family]), "every process of the tree to be gone")
+
+
+# --- the child inherits nothing of pyinit's -------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", PLACES)
+def test_child_has_exactly_the_callers_descriptors(start, where, tmp_path):
+    """The caller passes 0, 1, 2 and an extra fd 5; the child holds those and nothing else of pyinit's.
+
+    pyinit's own descriptors (the exec-report pipe, the launcher's pidfd,
+    /proc files, an exit report) are close-on-exec or closed before exec.
+    """
+    extra = tmp_path / "extra"
+    extra.write_text("")
+    wrapper = ["sh", "-c", 'exec 5<"$0"; exec "$@"', str(extra)]
+    placement, options = place(where, ["-vv", "-p", "TERM", "--exit-report", str(tmp_path / "report.json")])
+    init = start([*options, "--", "sh", "-c", "echo ready; exec cat"], placement, wrapper=wrapper)
+    assert init.out.next() == "ready"
+    child = init.tree()[-1]
+    wait_for(lambda: os.readlink("/proc/%d/exe" % child).endswith("/cat"), "the child to exec cat")
+    caller = descriptors(init.pid)  # pyinit (the launcher) right after the exec: what the caller passed
+    held = descriptors(child)
+    assert sorted(held) == ["0", "1", "2", "5"], held
+    assert held == {fd: caller[fd] for fd in held}
+    assert held["5"] == str(extra)
+    init.close_stdin()
+    assert init.wait() == 0
