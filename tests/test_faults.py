@@ -30,9 +30,15 @@ PLACES = ["pid1", "subreaper", "launcher"]  # the launcher: pyinit --unshare, wi
 
 
 def descriptors(pid: int) -> "dict[str, str]":
-    """{fd number: what it is}, from /proc/PID/fd."""
+    """{fd number: what it is}, from /proc/PID/fd; one closed while being read is left out."""
     directory = "/proc/%d/fd" % pid
-    return {fd: os.readlink(os.path.join(directory, fd)) for fd in os.listdir(directory)}
+    found = {}
+    for fd in os.listdir(directory):
+        try:
+            found[fd] = os.readlink(os.path.join(directory, fd))
+        except FileNotFoundError:
+            pass
+    return found
 
 
 def place(place: str, options=()) -> "tuple[str, list[str]]":
