@@ -27,6 +27,10 @@ _SI_KERNEL = 0x80  # si_code of what the terminal sends its foreground group
 _TO_FOREGROUND = frozenset({api.SIGINT, api.SIGQUIT, api.SIGTSTP, api.SIGWINCH})  # what a terminal sends its foreground group
 _TERMINAL_ACCESS = frozenset({api.SIGTTIN, api.SIGTTOU})  # a background process touching the terminal
 _WRITE_ERRORS = frozenset({api.SIGPIPE, api.SIGXFSZ})  # what a failed write(2) raises
+_SUSPEND = (api.SIGTSTP, api.SIGTTIN, api.SIGTTOU)  # stop a process only if its group is not orphaned
+# Placements where the child leads a session of its own: its process group is
+# orphaned (no member has a parent in another group of the same session).
+_ORPHANED_GROUP = frozenset({terminal.NEW_SESSION, terminal.NEW_SESSION_WITH_TERMINAL})
 
 
 class Child:
@@ -108,7 +112,7 @@ def run(config: Config, inherited_ignored: "frozenset[int] | None" = None) -> in
         log.debug("the child is in %s", placement)
         _leave_working_directory()
         child = Child(pid, group=placement != terminal.SAME_GROUP, placement=placement,
-                      rewrite=config.rewrite, remap_exit=config.remap_exit)
+                      rewrite=_rewrite_table(config.rewrite, placement), remap_exit=config.remap_exit)
         policy = shutdown.Policy(config.grace, config.term_delay, drain, report)
         report.child_pid = pid
         code = supervise(child, policy, config.warn_reaped, config.pdeathsig, parent)
@@ -122,6 +126,21 @@ def run(config: Config, inherited_ignored: "frozenset[int] | None" = None) -> in
     if config.exit_report:
         report.write(config.exit_report, code)
     return code
+
+
+def _rewrite_table(rewrite: "dict[int, int]", placement: str) -> "dict[int, int]":
+    """The -r rules, and SIGSTOP for the suspending signals where the child's group is orphaned.
+
+    The kernel discards SIGTSTP, SIGTTIN and SIGTTOU sent to an orphaned
+    group when their action is the default, so forwarded as they are they
+    would suspend nothing: `kill -TSTP <pyinit>` and `docker kill -s TSTP`
+    stop the child's group with SIGSTOP instead, as dumb-init does. A -r rule
+    for them still wins. With -c the child is in pyinit's group, and gets
+    them as they are.
+    """
+    if placement not in _ORPHANED_GROUP:
+        return rewrite
+    return {**{signo: signals.SIGSTOP for signo in _SUSPEND}, **rewrite}
 
 
 def supervise(child: Child, policy: "shutdown.Policy | None" = None, warn_reaped: bool = False,
@@ -266,7 +285,7 @@ def _drain(policy: shutdown.Policy, warn_reaped: bool) -> None:
 
 
 def _stop_with_child(child: Child) -> None:
-    """The child was stopped (Ctrl-Z, `suspend`, SIGSTOP): stop too, as one job, where a shell will continue us.
+    """The child was stopped (Ctrl-Z, `suspend`, SIGSTOP): stop too, as one job, if a job-control shell will continue us.
 
     The shell that started pyinit waits for pyinit, not for the child; only
     when pyinit stops does that shell see the job stop and take the terminal
@@ -274,14 +293,18 @@ def _stop_with_child(child: Child) -> None:
     exception: a child stopped for touching the terminal while the shell has
     just brought pyinit to the foreground (`fg` of a running job, which
     sends no SIGCONT) is given the terminal and continued instead.
-    Anywhere else pyinit keeps running: stopped, it could neither reap the
-    child nor exit with it, and nobody would be there to continue it. As
-    PID 1 it cannot be stopped by its own signal anyway.
+    Where pyinit is not such a shell's job (terminal.is_shell_job), it keeps
+    running, so that it never stays stopped
+    while its child runs or has exited: stopped, it could neither reap the
+    child nor exit with it, and no shell would continue it. (Under a shell,
+    a child continued by someone else while pyinit is stopped runs on until
+    the shell's `fg` or `bg` continues pyinit too: that is the shell's job.)
+    As PID 1 it cannot be stopped by its own signal anyway.
     """
     status, child.stopped = child.stopped, 0
     if os.WSTOPSIG(status) in _TERMINAL_ACCESS and terminal.give_foreground(child.placement, child.pid):
-        os.killpg(child.pid, api.SIGCONT)
-    elif os.getpid() != 1:
+        child.send(api.SIGCONT)
+    elif os.getpid() != 1 and terminal.is_shell_job():
         os.kill(os.getpid(), signals.SIGSTOP)
     else:
         log.info("the child is stopped; pyinit carries on (no job-control shell would continue it)")

@@ -125,3 +125,22 @@ def take_back_foreground(placement: str, child: int) -> None:
             os.tcsetpgrp(TERMINAL_FD, os.getpgrp())
     except OSError as failure:
         log.debug("cannot take the terminal back: %s", failure.strerror)
+
+
+
+def is_shell_job() -> bool:
+    """Whether pyinit runs as a job of a job-control shell, which will continue it if it stops.
+
+    A job-control shell puts each job in a process group of its own in the
+    shell's session on the terminal: pyinit then leads its group, does not
+    lead its session, and has stdin as its controlling terminal. In the
+    foreground or in the background, the shell shows the job stopped and
+    continues it on `fg` or `bg`. Anywhere else (no terminal, pyinit leading
+    the session, a parent without job control, or a group outside our PID
+    namespace, which getpgrp() gives as 0) nobody would.
+    """
+    try:
+        os.tcgetpgrp(TERMINAL_FD)  # fails unless stdin is our controlling terminal
+    except OSError:
+        return False
+    return os.getpgrp() == os.getpid() != os.getsid(0)

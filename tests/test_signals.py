@@ -13,12 +13,20 @@ so a signal that had been forwarded would be reported before the marker.
 
 import os
 import signal
+import subprocess
 import sys
+import time
+
+import pexpect
 
 import pytest
 
 from support import (
+    PYINIT,
+    REPO,
     TIMEOUT,
+    descendants,
+    stat,
     start_behind_parent,
     children,
     clean_env,
@@ -33,18 +41,23 @@ from support import (
 )
 
 STANDARD = [s for s in range(1, 32) if s not in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD)]
+SUSPEND = [signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU]
 REALTIME = [signal.SIGRTMIN, (signal.SIGRTMIN + signal.SIGRTMAX) // 2, signal.SIGRTMAX]
 USR1, USR2, TERM, QUIT, HUP, WINCH = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM, signal.SIGQUIT,
                                       signal.SIGHUP, signal.SIGWINCH)
 
 
-def test_every_forwardable_signal_reaches_the_child(start, placement):
+@pytest.mark.parametrize("options", [[], ["-c"]], ids=["default", "single-child"])
+def test_every_forwardable_signal_reaches_the_child(start, placement, options):
     """Each standard signal but SIGKILL, SIGSTOP, SIGCHLD, and real-time ones, one at a time.
 
+    In the default mode SIGTSTP, SIGTTIN and SIGTTOU become SIGSTOP (see
+    test_suspending_signal_stops_the_group); with -c all go as they are.
     SIGTERM goes last: the recorder exits on it, and so pyinit exits 0.
     """
-    init = start_recorder(start, placement)
-    for signo in [s for s in STANDARD if s != TERM] + REALTIME + [TERM]:
+    init = start_recorder(start, placement, options)
+    skipped = [TERM] if options else [TERM, *SUSPEND]
+    for signo in [s for s in STANDARD if s not in skipped] + REALTIME + [TERM]:
         os.kill(init.pid, signo)
         assert init.out.next() == report(signo, forwarder(init)), "%s was not forwarded" % signal_name(signo)
     assert init.wait() == 0
@@ -211,6 +224,96 @@ def test_child_starts_with_a_clean_signal_state(run, placement):
     assert int(fields["SigBlk"], 16) == 0, "signals blocked in the child: " + fields["SigBlk"]
     assert int(fields["SigIgn"], 16) == 0, "signals ignored in the child: " + fields["SigIgn"]
     assert int(fields["SigPnd"], 16) == 0 and int(fields["ShdPnd"], 16) == 0
+
+
+# --- suspend and continue -------------------------------------------------------------------
+
+
+def state(pid: int) -> str:
+    info = stat(pid)
+    return info.state if info else "gone"
+
+
+@pytest.mark.parametrize("signo", SUSPEND, ids=signal_name)
+def test_suspending_signal_stops_the_group(start, placement, signo):
+    """`kill -TSTP <pyinit>` (or TTIN, TTOU): the child's whole group stops; SIGCONT to pyinit continues it.
+
+    The child leads a session of its own, so its group is orphaned and the
+    kernel would discard the signal itself: pyinit sends SIGSTOP instead.
+    pyinit, with no terminal and no shell to continue it, never stops:
+    as PID 1 it cannot, and not as PID 1 it must not.
+    """
+    init = start(["-v", "--", "sh", "-c", "sleep 100 & echo ready; wait"], placement, stdin=subprocess.DEVNULL)
+    assert init.out.next() == "ready"
+    child = init.child()
+    (grandchild,) = wait_for(lambda: children(child), "the grandchild")
+    os.kill(init.pid, signo)
+    wait_for(lambda: state(child) == state(grandchild) == "T", "the child and grandchild to stop")
+    wait_for(lambda: "pyinit carries on" in init.stderr, "pyinit to see the stop")
+    assert "forwarded SIGSTOP to group" in init.stderr
+    assert state(init.pid) != "T"
+    os.kill(init.pid, signal.SIGCONT)
+    wait_for(lambda: "T" not in (state(child), state(grandchild)), "the child and grandchild to continue")
+    os.kill(init.pid, TERM)
+    assert init.wait() == 128 + TERM
+
+
+SUSPEND_RULES = {
+    "single-child": (["-c"], signal.SIGTSTP, signal.SIGTSTP),  # the child is in pyinit's group: as it is
+    "rewritten": (["-r", "TSTP:USR1"], signal.SIGTSTP, USR1),  # a -r rule wins
+    "rewritten-to-itself": (["-r", "TTIN:TTIN"], signal.SIGTTIN, signal.SIGTTIN),
+}
+
+
+@pytest.mark.parametrize("options, sent, expected", SUSPEND_RULES.values(), ids=SUSPEND_RULES.keys())
+def test_suspending_signal_as_it_is_or_as_rewritten(start, placement, options, sent, expected):
+    init = start_recorder(start, placement, options)
+    os.kill(init.pid, sent)
+    assert init.out.next() == report(expected, forwarder(init))
+
+
+def test_never_stays_stopped_without_a_terminal(start):
+    """`setsid pyinit -- sh -c '...; exit 4' </dev/null`: the child stopped and continued from outside.
+
+    pyinit used to stop itself with the child and stay stopped, the child a
+    zombie nobody reaped. No shell would continue it: it keeps running and
+    exits 4 as soon as the child does.
+    """
+    init = start(["-v", "--", "sh", "-c", "echo ready; sleep 1; exit 4"], wrapper=["setsid"], stdin=subprocess.DEVNULL)
+    assert init.out.next() == "ready"
+    child = init.child()
+    os.kill(child, signal.SIGSTOP)
+    wait_for(lambda: "pyinit carries on" in init.stderr, "pyinit to see the stop")
+    assert state(init.pid) != "T" and state(child) == "T"
+    began = time.monotonic()
+    os.kill(child, signal.SIGCONT)
+    assert init.wait(timeout=60) == 4
+    assert time.monotonic() - began < 10
+
+
+def test_suspend_by_signal_in_a_shell_stops_pyinit_with_its_child():
+    """Not PID 1, a job of an interactive bash on a terminal: `kill -TSTP <pyinit>` stops both; SIGCONT resumes both.
+
+    bash shows the job stopped, as for Ctrl-Z. The child, in a process
+    group of pyinit's session, is not orphaned: it gets SIGTSTP itself.
+    """
+    shell = pexpect.spawn("bash", ["--norc", "--noprofile", "-i"], env=clean_env(PS1="$ "), cwd=str(REPO),
+                          encoding="utf-8", timeout=TIMEOUT, dimensions=(24, 80))
+    try:
+        shell.expect_exact("$ ")
+        shell.sendline(" ".join([*PYINIT, "-v", "--", "sleep", "100"]))
+        pyinit, child = wait_for(lambda: descendants(shell.pid) if len(descendants(shell.pid)) == 2 else None,
+                                 "bash to run pyinit and pyinit its child")
+        wait_for(lambda: stat(child).pgid == child, "the child to lead its group")
+        os.kill(pyinit, signal.SIGTSTP)
+        shell.expect("Stopped")
+        assert (state(pyinit), state(child)) == ("T", "T")
+        os.kill(pyinit, signal.SIGCONT)
+        wait_for(lambda: "T" not in (state(pyinit), state(child)), "pyinit and its child to continue")
+    finally:
+        for pid in reversed(descendants(shell.pid)):
+            os.kill(pid, signal.SIGKILL)
+        shell.close(force=True)
 
 
 # --- pyinit's own signals -------------------------------------------------------------------
