@@ -46,6 +46,7 @@ options:
                          off as PID 1, 2 seconds otherwise)
   --term-delay SECONDS   hold a received SIGTERM this long before forwarding
                          it; a second SIGTERM or a SIGINT forwards at once
+                         (SECONDS: 0 to 1000000000, decimals allowed)
   --exit-report PATH     on exit, write a JSON report to PATH (or fd:N)
   -s, --subreaper        accepted for tini compatibility: pyinit becomes a
                          child subreaper by itself whenever it is not PID 1

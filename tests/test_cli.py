@@ -25,7 +25,7 @@ def test_help_and_version(run):
         result = run([flag])
         assert (result.returncode, result.stderr) == (0, "")
         assert result.stdout.startswith("usage: pyinit")
-        for option in ("--single-child", "--rewrite", "-e", "-p", "-w", "PYINIT_VERBOSITY"):
+        for option in ("--single-child", "--rewrite", "-e", "-p", "-w", "PYINIT_VERBOSITY", "0 to 1000000000"):
             assert option in result.stdout
     for flag in ("-V", "--version"):
         result = run([flag])

@@ -143,6 +143,10 @@ def test_bad_environment_names_the_variable(variable, value):
     assert refused(["x"], **{variable: value}).startswith(variable + "=")
 
 
+def test_help_names_the_limit_the_parser_enforces():
+    assert "0 to %d" % MAX_SECONDS in cli.HELP
+
+
 def test_help_and_version_are_returned_as_text():
     assert cli.parse(["-h", "x"], {}).startswith("usage: pyinit")
     assert cli.parse(["--version"], {}).startswith("pyinit ")
