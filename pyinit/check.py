@@ -1,0 +1,225 @@
+"""`pyinit-check`: does a command stop cleanly on a signal? For CI jobs in any language.
+
+    pyinit-check --ready-port 8080 --within 5 --no-leftovers --junit report.xml -- ./my-server
+
+Starts the command in a pyinit.Sandbox, waits until it is ready, sends the
+signal (SIGTERM by default) to the sandbox's PID 1 as `docker stop` does, and
+checks that the command exits within the time, with the expected code, and
+(with --no-leftovers) that nothing of it was left running when it exited.
+One verdict line per check; on failure the process tree and the output tail.
+
+Exit status: 0 when every check holds, 1 when one fails, 125 for a usage
+error and for a command that never became ready (the reason is printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from typing import List, NoReturn, Optional, Sequence
+
+from pyinit import signals
+from pyinit.sandbox import CommandExited, Result, Sandbox, SandboxError, TimeoutExpired, signal_number
+from pyinit.testing import describe, format_processes
+
+EXIT_FAILED = 1
+EXIT_USAGE = 125  # as pyinit's own failures: the check could not be made
+_END_TIMEOUT = 30.0
+
+
+class _Usage(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _Usage(message)
+
+
+def _parser() -> _Parser:
+    parser = _Parser(prog="pyinit-check", description=__doc__.split("\n\n")[0],
+                     usage="pyinit-check [OPTIONS] -- COMMAND [ARG...]")
+    ready = parser.add_mutually_exclusive_group()
+    ready.add_argument("--ready-output", metavar="REGEX",
+                       help="ready once the command's output (stdout or stderr) matches REGEX")
+    ready.add_argument("--ready-port", metavar="N", type=int, help="ready once 127.0.0.1:N accepts a connection")
+    ready.add_argument("--ready-path", metavar="P", help="ready once the path P exists")
+    parser.add_argument("--ready-timeout", metavar="S", type=float, default=30.0,
+                        help="seconds to wait for readiness (default 30)")
+    parser.add_argument("--signal", metavar="SIG", default="TERM", help="the signal to send (default TERM)")
+    parser.add_argument("--within", metavar="S", type=float, default=10.0,
+                        help="seconds from the signal to the command's exit (default 10)")
+    parser.add_argument("--expect-exit", metavar="CODE", type=int, default=0,
+                        help="the expected exit code, 128+N for death by signal N (default 0)")
+    parser.add_argument("--no-leftovers", action="store_true",
+                        help="check that nothing of the command was left running when it exited")
+    parser.add_argument("--junit", metavar="FILE", help="write the verdicts as JUnit XML")
+    parser.add_argument("--json", metavar="FILE", help="write the result as JSON")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="the command and its arguments, after --")
+    return parser
+
+
+class Check:
+    """One verdict: a name, whether it held, and the line that says so."""
+
+    def __init__(self, name: str, passed: bool, message: str) -> None:
+        self.name, self.passed, self.message = name, passed, message
+
+    def line(self) -> str:
+        return "%s  %s" % ("PASS" if self.passed else "FAIL", self.message)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    try:
+        options = _parse(list(sys.argv[1:] if argv is None else argv))
+    except _Usage as problem:
+        print("pyinit-check: %s (see pyinit-check --help)" % problem, file=sys.stderr)
+        return EXIT_USAGE
+    started = time.time()
+    try:
+        box = Sandbox(options.command).start()
+    except (ValueError, SandboxError) as problem:
+        print("pyinit-check: %s" % problem, file=sys.stderr)
+        return EXIT_USAGE
+    with box:
+        not_ready = _wait_until_ready(box, options)
+        if not_ready:
+            print("pyinit-check: %s" % not_ready, file=sys.stderr)
+            _write_outputs(options, started, [], None, not_ready)
+            return EXIT_USAGE
+        checks, result, tree = _stop_and_check(box, options)
+    for check in checks:
+        print(check.line())
+    failed = not all(check.passed for check in checks)
+    if failed:
+        print(describe(result, tree=tree))
+    _write_outputs(options, started, checks, result, None)
+    return EXIT_FAILED if failed else 0
+
+
+def _parse(argv: List[str]) -> argparse.Namespace:
+    options = _parser().parse_args(argv)
+    command = options.command
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise _Usage("no command given (put it after --)")
+    options.command = command
+    try:
+        options.signo = signal_number(options.signal)
+    except ValueError as problem:
+        raise _Usage("--signal: %s" % problem) from None
+    for name in ("ready_timeout", "within"):
+        if not getattr(options, name) >= 0:
+            raise _Usage("--%s must be 0 or more seconds" % name.replace("_", "-"))
+    if options.ready_output is not None:
+        try:
+            options.ready_regex = re.compile(options.ready_output)
+        except re.error as problem:
+            raise _Usage("--ready-output: not a regular expression: %s" % problem) from None
+    return options
+
+
+def _wait_until_ready(box: Sandbox, options: argparse.Namespace) -> Optional[str]:
+    """None once ready; else why it never was (with the tree and output tail)."""
+    try:
+        if options.ready_output is not None:
+            box.wait_for_output(options.ready_regex, options.ready_timeout, stream="any")
+        elif options.ready_port is not None:
+            box.wait_for_port(options.ready_port, timeout=options.ready_timeout)
+        elif options.ready_path is not None:
+            box.wait_for_path(options.ready_path, timeout=options.ready_timeout)
+    except (CommandExited, TimeoutExpired) as failure:
+        return "never ready: %s" % failure
+    if box.wait_for_exit(0):
+        result = box.wait(_END_TIMEOUT)
+        return "never ready: the command exited (%s) before the signal could be sent\n%s" % (
+            result.exit_code, describe(result))
+    return None
+
+
+def _stop_and_check(box: Sandbox, options: argparse.Namespace) -> "tuple[List[Check], Result, Optional[str]]":
+    name = signals.name(options.signo)
+    box.send_signal(options.signo)
+    tree = None
+    stopped = box.wait_for_exit(options.within)
+    if not stopped:
+        tree = box.tree()
+        box.kill_command()  # so pyinit writes its report, which says what it forwarded
+    result = box.wait(_END_TIMEOUT)
+    took = result.stop_duration or 0.0
+    checks = [Check("stops within %g s of %s" % (options.within, name), stopped,
+                    "stopped %.2f s after %s (limit %g s)" % (took, name, options.within) if stopped else
+                    "still running %g s after %s: SIGKILLed" % (options.within, name))]
+    if stopped:
+        how = "exit code %d" % result.exit_code + (" (killed by %s)" % result.signal if result.signal else "")
+        checks.append(Check("exit code %d" % options.expect_exit, result.exit_code == options.expect_exit,
+                            "%s, expected %d" % (how, options.expect_exit)))
+    if options.no_leftovers:
+        left = result.leftovers
+        checks.append(Check("no leftovers", not left, "nothing left running when it exited" if not left else
+                            "left running when it exited: %s" % "; ".join(
+                                "%s (PID %d)" % (" ".join(p.argv) or p.name, p.pid) for p in left)))
+    return checks, result, tree
+
+
+def _write_outputs(options: argparse.Namespace, started: float, checks: List[Check], result: Optional[Result],
+                   error: Optional[str]) -> None:
+    if options.json:
+        with open(options.json, "w") as file:
+            json.dump(_as_json(options, checks, result, error), file, indent=1, sort_keys=True)
+            file.write("\n")
+    if options.junit:
+        with open(options.junit, "wb") as binary:
+            binary.write(_as_junit(options, time.time() - started, checks, result, error))
+
+
+def _as_json(options: argparse.Namespace, checks: List[Check], result: Optional[Result],
+             error: Optional[str]) -> dict:
+    return {
+        "command": options.command,
+        "passed": error is None and all(check.passed for check in checks),
+        "error": error,
+        "checks": [{"name": c.name, "passed": c.passed, "message": c.message} for c in checks],
+        "exit_code": None if result is None else result.exit_code,
+        "signal": None if result is None else result.signal,
+        "stop_duration": None if result is None else result.stop_duration,
+        "leftovers": [] if result is None else [
+            {"pid": p.pid, "ppid": p.ppid, "state": p.state, "argv": p.argv} for p in result.leftovers],
+        "report": None if result is None else result.report,
+    }
+
+
+def _as_junit(options: argparse.Namespace, seconds: float, checks: List[Check], result: Optional[Result],
+              error: Optional[str]) -> bytes:
+    import xml.etree.ElementTree as ET
+
+    command = " ".join(options.command)
+    failures = sum(not check.passed for check in checks)
+    suite = ET.Element("testsuite", name="pyinit-check", tests=str(max(len(checks), 1)), failures=str(failures),
+                       errors=str(int(error is not None)), time="%.3f" % seconds)
+    details = describe(result) if result is not None else ""
+    if error is not None:
+        case = ET.SubElement(suite, "testcase", classname="pyinit-check", name="%s becomes ready" % command)
+        ET.SubElement(case, "error", message=error.splitlines()[0]).text = error
+    for check in checks:
+        case = ET.SubElement(suite, "testcase", classname="pyinit-check", name="%s %s" % (command, check.name))
+        if not check.passed:
+            ET.SubElement(case, "failure", message=check.message).text = check.message + "\n" + details
+    if result is not None and result.leftovers:
+        ET.SubElement(suite, "system-out").text = format_processes(result.leftovers)
+    root = ET.Element("testsuites")
+    root.append(suite)
+    return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+
+
+def run() -> None:
+    """The console script."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,109 @@
+"""Assertion helpers for tests of a service's signal semantics, on top of pyinit.Sandbox.
+
+Each raises AssertionError with a message that says what was expected, what
+happened, the process tree, and what pyinit received and forwarded, so that
+a failing CI log alone tells why.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Union
+
+from pyinit.sandbox import Process, Result, Sandbox, SignalSpec, signal_number
+from pyinit import signals
+
+_END_TIMEOUT = 30.0  # seconds for pyinit to finish (drain, report) once the command has exited
+
+
+def assert_stops_on(box: Sandbox, sig: SignalSpec, within: float, exit_code: int = 0) -> Result:
+    """Send `sig` to the sandbox's PID 1; the command must exit within `within` seconds, with `exit_code`.
+
+    When it does not, the tree is taken as it was at the deadline, then the
+    command is SIGKILLed so that pyinit writes its exit report, which says
+    what pyinit received and forwarded. Returns the Result.
+    """
+    name = signals.name(signal_number(sig))
+    box.send_signal(sig)
+    if not box.wait_for_exit(within):
+        tree = box.tree()
+        box.kill_command()
+        result = box.wait(_END_TIMEOUT)
+        raise AssertionError("%s did not exit within %g s of %s\n%s" % (_command(box), within, name,
+                                                                       describe(result, tree=tree)))
+    result = box.wait(_END_TIMEOUT)
+    if result.exit_code != exit_code:
+        raise AssertionError("%s exited with %s after %s, expected exit code %d\n%s"
+                             % (_command(box), _how(result), name, exit_code, describe(result)))
+    return result
+
+
+def assert_no_leftovers(box: Union[Sandbox, Result]) -> Result:
+    """After the command has exited, nothing of it was left running (in the sandbox, when it exited)."""
+    if isinstance(box, Sandbox):
+        if not box.wait_for_exit(0):
+            raise AssertionError("%s is still running: leftovers are known once it has exited\n%s"
+                                 % (_command(box), box.tree()))
+        result = box.wait(_END_TIMEOUT)
+    else:
+        result = box
+    if result.leftovers:
+        raise AssertionError("%s left %d process(es) running when it exited:\n%s\n%s"
+                             % (_name(result), len(result.leftovers), format_processes(result.leftovers),
+                                describe(result)))
+    return result
+
+
+def assert_exit_code(result: Result, code: int) -> None:
+    """The command's exit code (128+N for death by signal N) is `code`."""
+    if result.exit_code != code:
+        raise AssertionError("%s exited with %s, expected exit code %d\n%s"
+                             % (_name(result), _how(result), code, describe(result)))
+
+
+def describe(result: Result, tree: Optional[str] = None) -> str:
+    """What happened, for a failure message: signals received and forwarded, leftovers, output tail."""
+    lines = []
+    if tree is not None:
+        lines += ["processes at the deadline:", _indent(tree)]
+    if result.report is not None:
+        lines.append("pyinit received %s, forwarded %s" % (_counts(result.received()), _counts(result.forwarded())))
+        for timer in ("grace", "drain"):
+            entry = result.report[timer]
+            if entry["killed"]:
+                lines.append("pyinit's %s period (%g s) ended in SIGKILL for %d process(es)"
+                             % (timer, entry["seconds"], entry["processes"]))
+    else:
+        lines.append("pyinit wrote no exit report (it was killed)")
+    if result.leftovers:
+        lines += ["left running when the command exited:", _indent(format_processes(result.leftovers))]
+    for name, text in (("stdout", result.stdout), ("stderr", result.stderr)):
+        if text:
+            tail = text.splitlines()[-20:]
+            lines += ["%s (last %d lines):" % (name, len(tail)), _indent("\n".join(tail))]
+    return "\n".join(lines)
+
+
+def format_processes(processes: List[Process]) -> str:
+    return "\n".join(str(process) for process in processes)
+
+
+def _how(result: Result) -> str:
+    if result.signal:
+        return "%d (killed by %s)" % (result.exit_code, result.signal)
+    return "exit code %d" % result.exit_code
+
+
+def _counts(table: dict) -> str:
+    return ", ".join("%s x%d" % item for item in sorted(table.items())) or "nothing"
+
+
+def _command(box: Sandbox) -> str:
+    return "the command %r" % " ".join(box.argv)
+
+
+def _name(result: Result) -> str:
+    return "the command %r" % " ".join(result.argv)
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.splitlines())
