@@ -64,8 +64,11 @@ def _sections(box: "Sandbox") -> "list[tuple[str, str]]":
     """The process tree now, the output tail, and the exit report (once pyinit has written it)."""
     import json
 
-    sections = [("processes at the failure", box.tree()), ("output", box.output_tail())]
     result = box.result
+    tree = box.tree()
+    if result is not None and result.leftovers:
+        tree += "\nleft running when the command exited:\n" + "\n".join(str(p) for p in result.leftovers)
+    sections = [("processes at the failure", tree), ("output", box.output_tail())]
     if result is not None and result.report is not None:
         sections.append(("exit report", json.dumps(result.report, indent=1, sort_keys=True)))
     else:

@@ -119,7 +119,7 @@ class Process:
     argv: List[str]  # empty for a zombie
 
     def __str__(self) -> str:
-        command = " ".join(self.argv) if self.argv else "[%s]" % self.name
+        command = " ".join(self.argv).replace("\n", "\\n") if self.argv else "[%s]" % self.name
         if len(command) > 160:
             command = command[:157] + "..."
         return "PID %d (host %d, ppid %d) %s %s" % (self.pid, self.host_pid, self.ppid, self.state, command)
@@ -722,9 +722,9 @@ class Sandbox:
 
     @property
     def label(self) -> str:
-        """The command line, shortened for messages."""
-        text = " ".join(self.argv)
-        return text if len(text) <= 60 else text[:57] + "..."
+        """The command line for messages: the program's base name, the whole shortened to 100 characters."""
+        text = " ".join([os.path.basename(self.argv[0]), *self.argv[1:]])
+        return text if len(text) <= 100 else text[:97] + "..."
 
     @property
     def result(self) -> Optional[Result]:

@@ -47,9 +47,8 @@ def assert_no_leftovers(box: Union[Sandbox, Result]) -> Result:
     else:
         result = box
     if result.leftovers:
-        raise AssertionError("%s left %d process(es) running when it exited:\n%s\n%s"
-                             % (_name(result), len(result.leftovers), format_processes(result.leftovers),
-                                describe(result)))
+        raise AssertionError("%s left %d process(es) running when it exited\n%s"
+                             % (_name(result), len(result.leftovers), describe(result)))
     return result
 
 

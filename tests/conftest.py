@@ -7,7 +7,7 @@ import tempfile
 
 import pytest
 
-from support import PLACEMENTS, REPO, TIMEOUT, Adopter, Init, Result, clean_env
+from support import PLACEMENTS, REPO, SYSTEM_PYTHON, TIMEOUT, Adopter, Init, Result, clean_env
 
 
 @pytest.fixture
@@ -80,5 +80,31 @@ def world_readable_package():
                 os.chmod(os.path.join(directory, name), 0o644)
         env = clean_env(PYTHONPATH=top, PYTHONDONTWRITEBYTECODE="1")
         yield top, env
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def installed_pyinit():
+    """A throwaway venv (Debian's python3) with pyinit installed from this tree, as users install it, and pytest.
+
+    Returns the venv's bin directory: `pyinit`, `pyinit-check`, `python`, and
+    pytest with pyinit's plugin registered through its entry point. Built from
+    a copy of the sources, so no build/ directory is left in the tree. One
+    per session (pip takes seconds).
+    """
+    if not os.access(SYSTEM_PYTHON, os.X_OK):
+        pytest.skip("%s is needed to make the virtual environment" % SYSTEM_PYTHON)
+    top = tempfile.mkdtemp(prefix="pyinit-venv-", dir="/tmp")
+    try:
+        source = os.path.join(top, "source")
+        shutil.copytree(REPO / "pyinit", os.path.join(source, "pyinit"), ignore=shutil.ignore_patterns("__pycache__"))
+        for name in ("pyproject.toml", "README.md", "LICENSE"):
+            shutil.copy(REPO / name, source)
+        venv = os.path.join(top, "venv")
+        subprocess.run([SYSTEM_PYTHON, "-m", "venv", venv], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([os.path.join(venv, "bin", "pip"), "install", "-q", source, "pytest"], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+        yield os.path.join(venv, "bin")
     finally:
         shutil.rmtree(top, ignore_errors=True)

@@ -172,6 +172,20 @@ def wait_for(predicate, what: str, timeout: float = TIMEOUT):
         delay = min(delay * 2, 0.05)
 
 
+def leaked(marker: str) -> "list[int]":
+    """Host PIDs of live processes whose environment holds LEAK_MARKER=marker."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open("/proc/%s/environ" % entry, "rb") as environ:
+                    if b"LEAK_MARKER=%s\0" % marker.encode() in environ.read():
+                        found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
 # --- Output -------------------------------------------------------------------------------------
 
 

@@ -46,7 +46,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from support import PROGRAMS, REPO, TIMEOUT, Lines, assert_no_traceback, clean_env, wait_for
+from support import PROGRAMS, REPO, TIMEOUT, Lines, assert_no_traceback, clean_env, leaked, wait_for
 
 RUNC = shutil.which("runc")
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -674,20 +674,6 @@ def test_kubernetes_pod(container, image, tmp_path):
 # --- examples/ci/github-actions.yml, on the host ------------------------------------------------
 
 
-def leaked(marker: str) -> "list[int]":
-    """Host PIDs of live processes whose environment holds LEAK_MARKER=marker."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open("/proc/%s/environ" % entry, "rb") as environ:
-                    if b"LEAK_MARKER=%s\0" % marker.encode() in environ.read():
-                        found.append(int(entry))
-            except OSError:
-                pass
-    return found
-
-
 def run_step(script: str, project: Path, **extra: str) -> subprocess.CompletedProcess:
     """Run a workflow step's `run:` script as GitHub's runner does (bash -eo pipefail), in `project`.
 
@@ -720,7 +706,7 @@ def launcher_step() -> str:
     assert set(workflow) >= {"name", "jobs"} and ("on" in workflow or True in workflow), workflow.keys()
     (job,) = workflow["jobs"].values()
     assert "runs-on" in job
-    steps = [step for step in job["steps"] if "pyinit" in step.get("run", "")]
+    steps = [step for step in job["steps"] if "-m pyinit --unshare" in step.get("run", "")]
     assert len(steps) == 1, job["steps"]
     script = steps[0]["run"]
     assert shlex.split(script)[:6] == ["python3", "-m", "pyinit", "--unshare", "--user", "--"], script

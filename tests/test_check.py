@@ -1,0 +1,172 @@
+"""`pyinit-check`, installed as users install it, and `python -m pyinit.check`; the CI workflow's step.
+
+The installed command comes from a throwaway venv (the `installed_pyinit`
+fixture: Debian's python3, `pip install` of this tree, once per session).
+The JUnit files are parsed with xml.etree, as CI systems would read them.
+"""
+
+import json
+import os
+import re
+import shlex
+import socket
+import subprocess
+import sys
+import uuid
+import xml.etree.ElementTree as ET
+
+import pytest
+import yaml
+
+from support import REPO, TIMEOUT, assert_no_traceback, clean_env, leaked
+
+EXAMPLES = REPO / "examples"
+SERVICE = EXAMPLES / "testing" / "service.py"
+BUGGY = EXAMPLES / "testing" / "service_buggy.py"
+CHECK = [sys.executable, "-m", "pyinit.check"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def check(argv, *, env=None, cwd=REPO) -> subprocess.CompletedProcess:
+    done = subprocess.run(argv, env=clean_env() if env is None else env, cwd=cwd, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=4 * TIMEOUT)
+    assert_no_traceback(done.stderr)
+    return done
+
+
+def junit(path) -> "tuple[ET.Element, list[tuple[str, str | None]]]":
+    """The parsed file: (the testsuite, [(test case name, failure message or None)])."""
+    root = ET.parse(path).getroot()
+    assert root.tag == "testsuites"
+    (suite,) = root
+    cases = [(case.get("name"), case.find("failure").get("message") if case.find("failure") is not None else None)
+             for case in suite.iter("testcase")]
+    return suite, cases
+
+
+def test_installed_check_passes_the_correct_service(installed_pyinit, tmp_path):
+    """examples/testing/"service.py" under the venv's `pyinit-check`: every check holds, exit 0."""
+    port = free_port()
+    done = check([os.path.join(installed_pyinit, "pyinit-check"), "--ready-port", str(port), "--within", "5",
+                  "--no-leftovers", "--junit", str(tmp_path / "junit.xml"), "--json", str(tmp_path / "result.json"),
+                  "--", os.path.join(installed_pyinit, "python"), str(SERVICE), str(port)])
+    assert (done.returncode, done.stderr) == (0, ""), done
+    lines = done.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["PASS"] * 3, lines
+    assert re.fullmatch(r"PASS  stopped \d+\.\d\d s after SIGTERM \(limit 5 s\)", lines[0])
+    assert lines[1:] == ["PASS  exit code 0, expected 0", "PASS  nothing left running when it exited"]
+    suite, cases = junit(tmp_path / "junit.xml")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("3", "0", "0")
+    assert [failure for _, failure in cases] == [None] * 3
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert (result["passed"], result["exit_code"], result["leftovers"]) == (True, 0, [])
+    assert result["report"]["signals"]["forwarded"] == {"SIGTERM": 1}
+
+
+def test_installed_check_fails_the_buggy_service_naming_the_faults(installed_pyinit, tmp_path):
+    """"service_buggy.py": exit 1, a FAIL line for its exit code and one naming the worker it left."""
+    port = free_port()
+    marker = uuid.uuid4().hex
+    done = check([os.path.join(installed_pyinit, "pyinit-check"), "--ready-output", "listening on", "--within", "5",
+                  "--no-leftovers", "--junit", str(tmp_path / "junit.xml"), "--json", str(tmp_path / "result.json"),
+                  "--", os.path.join(installed_pyinit, "python"), str(BUGGY), str(port)],
+                 env=clean_env(LEAK_MARKER=marker))
+    assert done.returncode == 1, done
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("PASS  stopped")
+    assert lines[1] == "FAIL  exit code 1, expected 0"
+    assert re.fullmatch(r"FAIL  left running when it exited: \S+/python -c import time\nwhile True: time\.sleep\(1\)"
+                        r" \(PID 3\)", lines[2] + "\n" + lines[3]), lines[2:4]
+    assert "pyinit received SIGTERM x1, forwarded SIGTERM x1" in done.stdout
+    suite, cases = junit(tmp_path / "junit.xml")
+    assert (suite.get("tests"), suite.get("failures")) == ("3", "2")
+    assert [failure for _, failure in cases][1:] == ["exit code 1, expected 0", cases[2][1]]
+    assert cases[2][1].startswith("left running when it exited:")
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert (result["passed"], result["exit_code"]) == (False, 1)
+    assert [entry["pid"] for entry in result["leftovers"]] == [3]
+    assert leaked(marker) == []
+
+
+def test_the_installed_plugin_registers_by_its_entry_point(installed_pyinit, tmp_path):
+    """pytest in the venv finds the `sandbox` fixture with no -p; with -p as well it still loads once."""
+    (tmp_path / "test_it.py").write_text("def test_it(sandbox):\n    assert sandbox(['true']).wait(30).exit_code == 0\n")
+    for extra in ([], ["-p", "pyinit.pytest_plugin"]):
+        done = check([os.path.join(installed_pyinit, "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                      *extra, "test_it.py"], env=clean_env(PYTHONPATH=""), cwd=tmp_path)
+        assert done.returncode == 0 and "1 passed" in done.stdout, done
+
+
+def test_a_command_that_ignores_the_signal_is_killed_and_shown():
+    done = check([*CHECK, "--ready-output", "ready", "--within", "0.5", "--",
+                  "sh", "-c", "trap '' TERM; echo ready; sleep 300"])
+    assert done.returncode == 1, done
+    lines = done.stdout.splitlines()
+    assert lines[:2] == ["FAIL  still running 0.5 s after SIGTERM: SIGKILLed", "processes at the deadline:"]
+    assert re.search(r"^    PID 2 \(host \d+, ppid 1\) S sh -c trap '' TERM", done.stdout, re.M)
+    assert "pyinit received SIGTERM x1, forwarded SIGTERM x1" in done.stdout
+
+
+def test_ready_by_path_and_a_chosen_signal(tmp_path):
+    done = check([*CHECK, "--ready-path", "up", "--signal", "SIGUSR1", "--expect-exit", "138", "--",
+                  "sh", "-c", "sleep 0.2; touch up; sleep 300"], cwd=tmp_path)
+    assert done.returncode == 0, done
+    assert done.stdout.splitlines()[1] == "PASS  exit code 138 (killed by SIGUSR1), expected 138"
+
+
+@pytest.mark.parametrize("options, command, reason", [
+    (["--ready-output", "never", "--ready-timeout", "0.3"], ["sleep", "300"],
+     "pyinit-check: never ready: no output matching 'never' on any within 0.3 s"),
+    (["--ready-port", "1"], ["sh", "-c", "echo bye; exit 4"],
+     "pyinit-check: never ready: 'sh -c echo bye; exit 4' exited with code 4 while waiting for a listener on"),
+])
+def test_never_ready_is_125_with_the_reason(options, command, reason, tmp_path):
+    done = check([*CHECK, *options, "--junit", str(tmp_path / "junit.xml"), "--", *command])
+    assert (done.returncode, done.stdout) == (125, ""), done
+    assert done.stderr.startswith(reason), done.stderr
+    suite, _ = junit(tmp_path / "junit.xml")
+    assert suite.get("errors") == "1"
+
+
+@pytest.mark.parametrize("argv, message", [
+    ([], "no command given"),
+    (["--"], "no command given"),
+    (["--signal", "NOPE", "--", "true"], "--signal: 'NOPE' is not a signal name or number"),
+    (["--within", "soon", "--", "true"], "argument --within: invalid float value: 'soon'"),
+    (["--within", "-1", "--", "true"], "--within must be 0 or more seconds"),
+    (["--ready-port", "1", "--ready-path", "x", "--", "true"], "not allowed with argument"),
+    (["--ready-output", "(", "--", "true"], "--ready-output: not a regular expression"),
+    (["--bogus", "--", "true"], "unrecognized arguments: --bogus"),
+])
+def test_usage_errors_are_one_line_and_125(argv, message):
+    done = check([*CHECK, *argv])
+    assert (done.returncode, done.stdout) == (125, ""), done
+    assert len(done.stderr.splitlines()) == 1 and done.stderr.startswith("pyinit-check: ")
+    assert message in done.stderr
+
+
+def test_help_exits_0():
+    done = check([*CHECK, "--help"])
+    assert done.returncode == 0 and "--ready-output REGEX" in done.stdout and "--no-leftovers" in done.stdout
+
+
+def test_the_ci_workflow_checks_the_service_with_pyinit_check(installed_pyinit, tmp_path):
+    """examples/ci/"github-actions.yml": its pyinit-check step, run as written (on a free port), passes."""
+    workflow = yaml.safe_load((EXAMPLES / "ci" / "github-actions.yml").read_text())
+    (job,) = workflow["jobs"].values()
+    (step,) = [step for step in job["steps"] if step.get("run", "").startswith("pyinit-check")]
+    words = shlex.split(step["run"])
+    assert words[-3:-1] == ["python3", "examples/testing/service.py"] and "--no-leftovers" in words
+    script = step["run"].replace(words[-1], str(free_port()))
+    (tmp_path / "examples").symlink_to(EXAMPLES)  # the checkout, as the step sees it
+    env = clean_env(PATH=installed_pyinit + os.pathsep + os.environ["PATH"])
+    done = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script], cwd=tmp_path, env=env,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=4 * TIMEOUT)
+    assert done.returncode == 0, done
+    suite, _ = junit(tmp_path / words[words.index("--junit") + 1])
+    assert (suite.get("tests"), suite.get("failures")) == ("3", "0")
