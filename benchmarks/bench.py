@@ -603,6 +603,38 @@ def realtime_signals(s: dict) -> list:
     return [row]
 
 
+def sandbox_cost(s: dict) -> list:
+    """pyinit.run(["true"]) in this process (a Sandbox started, waited for, torn down), reported without a target.
+
+    Beside it, from the same process: `subprocess.run(["true"])` (what a test
+    pays without any isolation) and `subprocess.run(unshare --fork --pid
+    --mount-proc true)` (a namespace by hand, with no init, no readiness, no
+    teardown, no leftovers). The sandbox adds the launcher's interpreter start
+    and the gate and tracer that catch the command's exit.
+    """
+    sys.path.insert(0, str(REPO))  # this tree's pyinit, as `-m pyinit` finds it from the working directory
+    from pyinit import sandbox
+
+    sandbox.run(["true"])  # the one-time probe for namespaces, outside the timings
+    runs = {
+        "Sandbox (pyinit.run)": lambda: sandbox.run(["true"]).exit_code,
+        "subprocess.run": lambda: subprocess.run(["true"]).returncode,
+        "subprocess.run unshare": lambda: subprocess.run([*UNSHARE, "true"]).returncode,
+    }
+    row = Row("sandbox", "Sandbox start + stop of `true`, wall (ms)", "{:.1f}")
+    row.samples = {name: [] for name in runs}
+    for r, name in interleaved(list(runs), s["startup_rounds"]):
+        start = time.perf_counter()
+        if runs[name]() != 0:
+            raise RuntimeError("%s of true failed" % name)
+        if r >= 0:
+            row.samples[name].append((time.perf_counter() - start) * 1e3)
+    row.summarise()
+    row.ratio = row.values["Sandbox (pyinit.run)"] / row.values["subprocess.run unshare"]
+    row.reference = "subprocess.run unshare"
+    return [row]
+
+
 MEASUREMENTS = {
     "startup": start_up,
     "launcher": launcher_start_up,
@@ -612,6 +644,7 @@ MEASUREMENTS = {
     "rtt": round_trip,
     "teardown": teardown,
     "realtime": realtime_signals,
+    "sandbox": sandbox_cost,
 }
 
 

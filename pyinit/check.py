@@ -162,7 +162,7 @@ def _stop_and_check(box: Sandbox, options: argparse.Namespace) -> "tuple[List[Ch
         left = result.leftovers
         checks.append(Check("no leftovers", not left, "nothing left running when it exited" if not left else
                             "left running when it exited: %s" % "; ".join(
-                                "%s (PID %d)" % (" ".join(p.argv) or p.name, p.pid) for p in left)))
+                                "%s (PID %d)" % (p.command, p.pid) for p in left)))
     return checks, result, tree
 
 

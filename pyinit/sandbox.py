@@ -118,10 +118,13 @@ class Process:
     name: str  # the command name (comm), up to 15 characters
     argv: List[str]  # empty for a zombie
 
+    @property
+    def command(self) -> str:
+        """The command line as one line (newlines escaped), or `[name]` for a zombie; for messages."""
+        return " ".join(self.argv).replace("\n", "\\n") if self.argv else "[%s]" % self.name
+
     def __str__(self) -> str:
-        command = " ".join(self.argv).replace("\n", "\\n") if self.argv else "[%s]" % self.name
-        if len(command) > 160:
-            command = command[:157] + "..."
+        command = self.command if len(self.command) <= 160 else self.command[:157] + "..."
         return "PID %d (host %d, ppid %d) %s %s" % (self.pid, self.host_pid, self.ppid, self.state, command)
 
 
@@ -290,7 +293,7 @@ class Sandbox:
             if time.monotonic() > deadline:
                 raise SandboxError("the launcher did not start %s within %.0f s" % (self.argv[0], _START_TIMEOUT))
             time.sleep(delay)
-            delay = min(delay * 2, 0.02)
+            delay = min(delay * 2, 0.005)
 
     def close(self) -> None:
         """Tear everything down: SIGKILL to PID 1, and return once every member is gone. Called by `with`."""

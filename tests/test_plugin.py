@@ -52,7 +52,7 @@ def test_example_tests_fail_on_the_buggy_service_naming_the_fault(pytester):
     assert "exited with exit code 1 after SIGTERM, expected exit code 0" in output
     assert "pyinit received SIGTERM x1, forwarded SIGTERM x1" in output
     assert "left 1 process(es) running when it exited" in output
-    worker = re.search(r"PID 3 \(host (\d+), ppid 2\) \w .*python.* -c import time", output)
+    worker = re.search(r"PID 3 \(host (\d+), ppid 2\) \w .*python.* -c import signal; signal.pause\(\)", output)
     assert worker, output
     for title in ("processes at the failure", "output", "exit report"):
         assert re.search(r"pyinit sandbox 1 \(.*service_buggy\.py.*\): %s" % title, output), title

@@ -17,7 +17,7 @@ import subprocess
 import sys
 from typing import Callable
 
-WORKER = [sys.executable, "-c", "import time\nwhile True: time.sleep(1)"]
+WORKER = [sys.executable, "-c", "import signal; signal.pause()"]
 
 
 def stop_cleanly(worker: subprocess.Popen, server: socket.socket) -> None:
