@@ -188,8 +188,10 @@ class Sandbox:
         self._wake: Optional[tuple] = None
         self._reader: Optional[threading.Thread] = None
         self._watcher: Optional[threading.Thread] = None
-        self._attached = threading.Event()
+        self._attached = threading.Event()  # the tracer is attached: the gate may open
+        self._past_gate = threading.Event()  # the command runs (exec'd), or has ended
         self._exited = False
+        self._group_stopped = False  # the traced command is in a group-stop (SIGSTOP, SIGTSTP, ...)
         self._exit_status: Optional[int] = None  # the command's wait status, from its exit stop
         self._exit_time: Optional[float] = None
         self._start_time = 0.0
@@ -249,12 +251,14 @@ class Sandbox:
             self._command_pid = self._find_child(self._init_pid)
             if self._command_pid is None:
                 return
-            self._watcher = threading.Thread(target=self._watch, args=(self._command_pid,),
+            self._watcher = threading.Thread(target=self._watch, args=(self._command_pid, command),
                                              name="pyinit-sandbox-tracer", daemon=True)
             self._watcher.start()
             self._attached.wait()
             assert self._gate is not None
             os.write(self._gate, b"go\n")
+            if not self._past_gate.wait(_START_TIMEOUT):
+                raise SandboxError("%s did not start within %.0f s" % (self._name(), _START_TIMEOUT))
         self._start_time = time.monotonic()
 
     def _find_init(self) -> Optional[int]:
@@ -306,6 +310,12 @@ class Sandbox:
                 self._kill_everything()
                 self._launcher.wait()
             self._wait_until_gone()
+            if self._launcher is not None and self._result is None:  # for a wait() after the block
+                if self._watcher is not None:
+                    self._watcher.join()
+                self._stop_reader()
+                code = self._launcher.returncode
+                self._result = self._make_result(code if code >= 0 else 128 - code)
         finally:
             if self._gate is not None:
                 os.close(self._gate)
@@ -358,6 +368,11 @@ class Sandbox:
         return self._init_pid
 
     @property
+    def stdin(self) -> Optional[IO[bytes]]:
+        """The command's standard input, with stdin=PIPE; closed by close()."""
+        return None if self._launcher is None else self._launcher.stdin
+
+    @property
     def command_pid(self) -> Optional[int]:
         """The host PID of the command; None if it could not be started (see wait())."""
         return self._command_pid
@@ -388,12 +403,15 @@ class Sandbox:
                 inside = int(levels[self._level])
             else:
                 inside = host_pid
-            raw.append((inside, info, proc.cmdline(host_pid)))
-        by_host = {info.pid: inside for inside, info, _ in raw}
+            state = info.state
+            if host_pid == self._command_pid and state == "t":  # our own trace stop: say what it stands for
+                state = "T" if self._group_stopped else "R"
+            raw.append((inside, info, state, proc.cmdline(host_pid)))
+        by_host = {info.pid: inside for inside, info, _, _ in raw}
         members = []
-        for inside, info, argv in raw:
+        for inside, info, state, argv in raw:
             ppid = 0 if info.pid == root and self.isolated else by_host.get(info.ppid, info.ppid)
-            members.append(Process(inside, info.pid, ppid, info.state, info.name, argv))
+            members.append(Process(inside, info.pid, ppid, state, info.name, argv))
         return members
 
     def _remember(self, members: Iterable[Process]) -> None:
@@ -635,17 +653,24 @@ class Sandbox:
             for pipe in (launcher.stdin, launcher.stdout, launcher.stderr):
                 if pipe is not None:
                     pipe.close()
+        self._decoders.clear()
 
     # --- the tracer ----------------------------------------------------------------------------
 
-    def _watch(self, command: int) -> None:
-        """The tracer thread: attach to the gated command, hand its signals back, catch its exit."""
+    def _watch(self, command: int, gate_argv: List[str]) -> None:
+        """The tracer thread: attach to the gated command, see it pass the gate, hand its signals back, catch its exit.
+
+        The command has passed the gate at the first exec(2) into anything
+        but the gate itself (the tracer may attach before or after the
+        init's exec of /bin/sh).
+        """
         try:
-            linux.ptrace(linux.PTRACE_SEIZE, command, linux.PTRACE_O_TRACEEXIT)
+            linux.ptrace(linux.PTRACE_SEIZE, command, linux.PTRACE_O_TRACEEXIT | linux.PTRACE_O_TRACEEXEC)
         except OSError as failure:
             warnings.warn(IsolationWarning("cannot trace the command (%s): its leftovers are not observed"
                                            % failure.strerror))
             self._attached.set()
+            self._past_gate.set()
             self._watch_untraced(command)
             return
         finally:
@@ -659,6 +684,7 @@ class Sandbox:
                 self._command_exited(status, [])
                 return
             event, signo = status >> 16, os.WSTOPSIG(status)
+            self._group_stopped = event == linux.PTRACE_EVENT_STOP and signo in _STOP_SIGNALS
             try:
                 if event == linux.PTRACE_EVENT_EXIT:
                     members = self._members()
@@ -667,7 +693,11 @@ class Sandbox:
                     self._command_exited(linux.ptrace_event_message(command), leftovers)
                     linux.ptrace(linux.PTRACE_DETACH, command)
                     return
-                if event == linux.PTRACE_EVENT_STOP:  # a group-stop: stay stopped, but traced
+                if event == linux.PTRACE_EVENT_EXEC:
+                    if proc.cmdline(command) != gate_argv:
+                        self._past_gate.set()
+                    linux.ptrace(linux.PTRACE_CONT, command)
+                elif event == linux.PTRACE_EVENT_STOP:  # a group-stop: stay stopped, but traced
                     linux.ptrace(linux.PTRACE_LISTEN if signo in _STOP_SIGNALS else linux.PTRACE_CONT, command)
                 else:  # a signal on its way to the command: deliver it
                     linux.ptrace(linux.PTRACE_CONT, command, signo)
@@ -688,6 +718,7 @@ class Sandbox:
         self._command_exited(None, [])
 
     def _command_exited(self, status: Optional[int], leftovers: List[Process]) -> None:
+        self._past_gate.set()
         with self._changed:
             self._exited = True
             self._exit_status = status

@@ -22,7 +22,7 @@ import pytest
 
 import pyinit
 from pyinit.sandbox import CommandExited, IsolationError, IsolationWarning, Sandbox, TimeoutExpired, run
-from support import AS_NOBODY, NOBODY, REPO, SYSTEM_PYTHON, TIMEOUT, clean_env, program, stat, status
+from support import AS_NOBODY, NOBODY, REPO, SYSTEM_PYTHON, TIMEOUT, clean_env, program, stat, status, wait_for
 
 PR_GET_CHILD_SUBREAPER = 37
 
@@ -200,6 +200,28 @@ def test_single_child_and_rewrite_reach_the_init():
     assert (result.received(), result.forwarded()) == ({"SIGTERM": 1}, {"SIGUSR1": 1})
     with Sandbox(["sleep", "100"]) as box:
         assert stat(box.command_pid).pgid == box.command_pid != stat(box.pid).pgid  # default: its own group
+
+
+def test_a_stopped_command_shows_as_stopped_and_continues():
+    """The tracer's own stops never show: a SIGSTOPped command is T, as ps would say, and pyinit carries on."""
+    with Sandbox(["sh", "-c", "echo ready; while :; do sleep 0.05; done"]) as box:
+        box.wait_for_output("ready")
+        os.kill(box.command_pid, signal.SIGSTOP)
+        wait_for(lambda: [p.state for p in box.processes()][1:2] == ["T"], "the command to show as stopped")
+        os.kill(box.command_pid, signal.SIGCONT)
+        wait_for(lambda: [p.state for p in box.processes()][1:2] in (["S"], ["R"]), "the command to run again")
+        result = box.stop("TERM", timeout=TIMEOUT)
+    assert (result.exit_code, result.signal) == (143, "SIGTERM")
+
+
+def test_stdin_pipe_and_a_result_after_the_block():
+    with Sandbox(["sh", "-c", "read line; echo got $line; sleep 300"], stdin=subprocess.PIPE) as box:
+        box.stdin.write(b"hello\n")
+        box.stdin.flush()
+        box.wait_for_output("got hello")
+    result = box.wait()  # after the block: what the teardown's SIGKILL to PID 1 did
+    assert (result.exit_code, result.stdout, result.report) == (128 + signal.SIGKILL, "got hello\n", None)
+    assert box.stdin.closed and box.result is result
 
 
 # --- waiting ------------------------------------------------------------------------------------
