@@ -19,7 +19,8 @@ the command at the moment of its exit, before anyone can reap it: the
 command is started behind a gate (`/bin/sh` reading a FIFO, then exec'ing
 it, so it keeps its PID, its place as the init's only child and the init's
 exact treatment), and before the gate opens a thread of the sandbox
-attaches to it with ptrace(PTRACE_SEIZE, PTRACE_O_TRACEEXIT). When the
+attaches to it with ptrace(PTRACE_SEIZE, PTRACE_O_TRACEEXIT |
+PTRACE_O_TRACEEXEC); start() returns at the exec past the gate. When the
 command exits (by exit or by any signal, SIGKILL included), the kernel
 stops it in PTRACE_EVENT_EXIT with its wait status, while the namespace is
 whole; the thread takes the snapshot of the members (the leftovers) and
