@@ -63,6 +63,8 @@ launcher (pyinit creates the namespaces and runs itself in them as PID 1):
   --no-mount-proc        keep the /proc above (for a masked /proc)
   --hostname NAME        also a UTS namespace, with this host name
   --ipc                  also an IPC namespace
+  --pty, --no-pty        give the command a pseudo-terminal of its own, relayed
+                         to yours, or not (default: when stdin is a terminal)
 
 environment (flags win over these):
   PYINIT_VERBOSITY=N     0 errors only, 1 warnings (default), 2 like -v,
@@ -71,6 +73,7 @@ environment (flags win over these):
   PYINIT_REWRITE=S:R,... like -r for each item
   PYINIT_REMAP_EXIT=N,.. like -e for each item
   PYINIT_PDEATHSIG=SIG   like -p
+  PYINIT_PTY=1|0         like --pty, --no-pty
   PYINIT_WARN_REAPED=1   like -w
   PYINIT_GRACE, PYINIT_DRAIN, PYINIT_TERM_DELAY, PYINIT_EXIT_REPORT
                          like --grace, --drain, --term-delay, --exit-report
@@ -100,7 +103,8 @@ _OPTIONS = {
 }
 # Options with no short form are known by their long name.
 _SHUTDOWN_OPTIONS = {"grace": True, "drain": True, "term-delay": True, "exit-report": True}
-_LAUNCHER_OPTIONS = {"unshare": False, "user": False, "no-mount-proc": False, "hostname": True, "ipc": False}
+_LAUNCHER_OPTIONS = {"unshare": False, "user": False, "no-mount-proc": False, "hostname": True, "ipc": False,
+                     "pty": False, "no-pty": False}
 _LONG = {long_name: (short, takes_value) for short, (long_name, takes_value) in _OPTIONS.items()}
 for _table in (_SHUTDOWN_OPTIONS, _LAUNCHER_OPTIONS):
     _LONG.update((long_name, (long_name, takes_value)) for long_name, takes_value in _table.items())
@@ -248,6 +252,8 @@ def _from_environment(environ: "dict[str, str]") -> dict:
         raise UsageError("%s=%s: %s" % (variable, environ[variable], problem)) from None
     fields["single_child"] = _flag(environ, "PYINIT_SINGLE_CHILD") or _trim(environ.get("DUMB_INIT_SETSID", "")) == "0"
     fields["warn_reaped"] = _flag(environ, "PYINIT_WARN_REAPED")
+    if environ.get("PYINIT_PTY", "").strip():  # unset: the launcher looks at its standard input
+        fields["pty"] = _flag(environ, "PYINIT_PTY")
     return fields
 
 
@@ -259,7 +265,7 @@ def parse(argv: "list[str]", environ: "dict[str, str]") -> "Config | str":
     """
     fields: "dict[str, Any]" = {"verbosity": log.WARNING, "pdeathsig": 0, "grace": None, "drain": None, "term_delay": 0.0,
               "exit_report": None, "unshare": False, "user_namespace": False, "mount_proc": True,
-              "hostname": None, "ipc": False}
+              "hostname": None, "ipc": False, "pty": None}
     fields.update(_from_environment(environ))
     options, command = _split_options(argv)
     verbose_flags = 0
@@ -299,6 +305,8 @@ def parse(argv: "list[str]", environ: "dict[str, str]") -> "Config | str":
                 fields["hostname"] = _hostname(value)
             elif option == "ipc":
                 fields["ipc"] = True
+            elif option in ("pty", "no-pty"):
+                fields["pty"] = option == "pty"
             # -g and -s ask for what pyinit does anyway.
         except ValueError as problem:
             raise UsageError("option '%s': %s" % (_display(option), problem)) from None

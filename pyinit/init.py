@@ -30,7 +30,7 @@ _WRITE_ERRORS = frozenset({api.SIGPIPE, api.SIGXFSZ})  # what a failed write(2) 
 _SUSPEND = (api.SIGTSTP, api.SIGTTIN, api.SIGTTOU)  # stop a process only if its group is not orphaned
 # Placements where the child leads a session of its own: its process group is
 # orphaned (no member has a parent in another group of the same session).
-_ORPHANED_GROUP = frozenset({terminal.NEW_SESSION, terminal.NEW_SESSION_WITH_TERMINAL})
+_ORPHANED_GROUP = frozenset({terminal.NEW_SESSION, terminal.NEW_SESSION_WITH_TERMINAL})  # placement kinds
 
 
 class Child:
@@ -46,7 +46,7 @@ class Child:
 
     __slots__ = ("pid", "group", "rewrite", "remap_exit", "placement", "status", "stopped")
 
-    def __init__(self, pid: int, *, group: bool, placement: str = terminal.NEW_SESSION,
+    def __init__(self, pid: int, *, group: bool, placement: terminal.Placement = terminal.DETACHED,
                  rewrite: "dict[int, int] | None" = None, remap_exit: "frozenset[int]" = frozenset()) -> None:
         self.pid = pid
         self.group = group
@@ -86,11 +86,13 @@ def block_signals() -> "frozenset[int]":
     return ignored
 
 
-def run(config: Config, inherited_ignored: "frozenset[int] | None" = None) -> int:
+def run(config: Config, inherited_ignored: "frozenset[int] | None" = None,
+        launcher: "terminal.LauncherLink | None" = None) -> int:
     """Be the init for `config.command`; return the exit code to exit with.
 
     `inherited_ignored` is what block_signals() returned, where the caller
-    (the launcher) has already called it.
+    (the launcher) has already called it. `launcher` is given when pyinit
+    leads the session of a pty its launcher made and relays (see terminal.py).
     """
     if inherited_ignored is None:
         inherited_ignored = block_signals()
@@ -101,7 +103,7 @@ def run(config: Config, inherited_ignored: "frozenset[int] | None" = None) -> in
         _become_subreaper()
         if drain is None:  # nobody else would stop what we adopted
             drain = shutdown.SUBREAPER_DRAIN
-    placement = terminal.prepare(config.single_child)
+    placement = terminal.prepare(config.single_child, launcher)
     try:
         pid = spawn(list(config.command), placement, inherited_ignored)
     except (SpawnError, OSError) as failure:
@@ -111,7 +113,7 @@ def run(config: Config, inherited_ignored: "frozenset[int] | None" = None) -> in
         log.info("started %s as PID %d", config.command[0], pid)
         log.debug("the child is in %s", placement)
         _leave_working_directory()
-        child = Child(pid, group=placement != terminal.SAME_GROUP, placement=placement,
+        child = Child(pid, group=not placement.shares_group and not config.single_child, placement=placement,
                       rewrite=_rewrite_table(config.rewrite, placement), remap_exit=config.remap_exit)
         policy = shutdown.Policy(config.grace, config.term_delay, drain, report)
         report.child_pid = pid
@@ -128,7 +130,7 @@ def run(config: Config, inherited_ignored: "frozenset[int] | None" = None) -> in
     return code
 
 
-def _rewrite_table(rewrite: "dict[int, int]", placement: str) -> "dict[int, int]":
+def _rewrite_table(rewrite: "dict[int, int]", placement: terminal.Placement) -> "dict[int, int]":
     """The -r rules, and SIGSTOP for the suspending signals where the child's group is orphaned.
 
     The kernel discards SIGTSTP, SIGTTIN and SIGTTOU sent to an orphaned
@@ -138,7 +140,7 @@ def _rewrite_table(rewrite: "dict[int, int]", placement: str) -> "dict[int, int]
     for them still wins. With -c the child is in pyinit's group, and gets
     them as they are.
     """
-    if placement not in _ORPHANED_GROUP:
+    if placement.kind not in _ORPHANED_GROUP:
         return rewrite
     return {**{signo: signals.SIGSTOP for signo in _SUSPEND}, **rewrite}
 
@@ -152,7 +154,7 @@ def supervise(child: Child, policy: "shutdown.Policy | None" = None, warn_reaped
     parent as seen before the child started, to notice one that died before
     the signal was armed.
     """
-    if pdeathsig and not _arm_parent_death_signal(pdeathsig, parent):
+    if pdeathsig and not arm_parent_death_signal(pdeathsig, parent):
         _receive(pdeathsig, 0, child, policy)  # as the kernel would have sent it
     me = os.getpid()
     while child.status is None:
@@ -177,7 +179,7 @@ def supervise(child: Child, policy: "shutdown.Policy | None" = None, warn_reaped
                 # pyinit, not for the child. Not logged: that write could
                 # raise another.
                 pass
-            elif info.si_code == _SI_KERNEL and info.si_signo in _TO_FOREGROUND and child.placement == terminal.SAME_GROUP:
+            elif info.si_code == _SI_KERNEL and info.si_signo in _TO_FOREGROUND and child.placement.shares_group:
                 # Ctrl-C and the like, sent by the terminal to the group the
                 # child shares with us: it has its own copy already. (Not so
                 # a hang-up's SIGHUP, sent to the session leader alone.)
@@ -299,9 +301,13 @@ def _stop_with_child(child: Child) -> None:
     child nor exit with it, and no shell would continue it. (Under a shell,
     a child continued by someone else while pyinit is stopped runs on until
     the shell's `fg` or `bg` continues pyinit too: that is the shell's job.)
-    As PID 1 it cannot be stopped by its own signal anyway.
+    As PID 1 it cannot be stopped by its own signal: where someone can stop
+    in its place (the launcher of its pty; the rest of its job under
+    `unshare --fork --pid`), terminal.report_stop has them do it.
     """
     status, child.stopped = child.stopped, 0
+    if terminal.report_stop(child.placement, os.WSTOPSIG(status)):
+        return  # someone else stops in our place, and continues us with SIGCONT
     if os.WSTOPSIG(status) in _TERMINAL_ACCESS and terminal.give_foreground(child.placement, child.pid):
         child.send(api.SIGCONT)
     elif os.getpid() != 1 and terminal.is_shell_job():
@@ -336,7 +342,7 @@ def _leave_working_directory() -> None:
         log.debug("cannot change to /: %s", failure.strerror)
 
 
-def _arm_parent_death_signal(signo: int, parent: int) -> bool:
+def arm_parent_death_signal(signo: int, parent: int) -> bool:
     """Set PR_SET_PDEATHSIG; False when the parent is already gone.
 
     The parent may die before prctl(2) is called, and then the signal never

@@ -177,3 +177,58 @@ def ptrace_event_message(pid: int) -> int:
     message = ctypes.c_ulong(0)
     _call("ptrace", PTRACE_GETEVENTMSG, pid, ctypes.c_ulong(0), ctypes.byref(message))
     return message.value
+
+
+def get_window_size(fd: int) -> bytes:
+    """TIOCGWINSZ: the terminal's `struct winsize` (rows, columns, pixels), as the kernel keeps it."""
+    import fcntl
+    import termios
+
+    return fcntl.ioctl(fd, termios.TIOCGWINSZ, bytes(8))
+
+
+def set_window_size(fd: int, size: bytes) -> None:
+    """TIOCSWINSZ: set a `struct winsize` taken by get_window_size.
+
+    When it differs from the terminal's, the kernel sends SIGWINCH to the
+    terminal's foreground process group.
+    """
+    import fcntl
+    import termios
+
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, size)
+
+
+_SFD_NONBLOCK = os.O_NONBLOCK
+_SFD_CLOEXEC = os.O_CLOEXEC
+_SIGNALFD_SIGINFO_SIZE = 128  # sizeof(struct signalfd_siginfo)
+
+
+def signalfd(signal_numbers: "frozenset[int]") -> int:
+    """signalfd(2): a non-blocking, close-on-exec file descriptor that reads these signals.
+
+    The signals must stay blocked: the descriptor takes them off the queue,
+    so they can be waited for in select(2) beside other descriptors, which
+    Python's signal module cannot do without running handlers.
+    """
+    ctypes = _c()
+    mask = (ctypes.c_uint64 * 16)()  # glibc's sigset_t: 1024 bits, of which the kernel reads 64
+    for signo in signal_numbers:
+        mask[(signo - 1) // 64] |= 1 << ((signo - 1) % 64)
+    return _call("signalfd", -1, ctypes.byref(mask), _SFD_NONBLOCK | _SFD_CLOEXEC)
+
+
+def read_signalfd(fd: int) -> "list[tuple[int, int, int]]":
+    """The signals waiting on a signalfd, as (signal number, si_code, sender PID); [] when none."""
+    import struct
+
+    try:
+        data = os.read(fd, _SIGNALFD_SIGINFO_SIZE * 32)
+    except BlockingIOError:
+        return []
+    found = []
+    for offset in range(0, len(data), _SIGNALFD_SIGINFO_SIZE):
+        # ssi_signo (u32), ssi_errno (s32), ssi_code (s32), ssi_pid (u32) open the structure.
+        signo, _, code, sender = struct.unpack_from("=IiiI", data, offset)
+        found.append((signo, code, sender))
+    return found

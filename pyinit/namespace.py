@@ -23,11 +23,15 @@ import os
 from pyinit import init, linux, log, signals
 from pyinit.config import EXIT_USAGE, Config
 
+TYPE_CHECKING = False  # mypy reads the block below; relay.py is imported only when there is a pty
+if TYPE_CHECKING:
+    from pyinit import relay
+
 MAX_PID_NAMESPACE_DEPTH = 32  # the kernel's MAX_PID_NS_LEVEL
 
 
 class NamespaceError(Exception):
-    """The namespaces could not be set up: one line for the user, exit 125."""
+    """The namespaces (or the command's pty) could not be set up: one line for the user, exit 125."""
 
 
 def launch(config: Config) -> int:
@@ -44,6 +48,7 @@ def launch(config: Config) -> int:
         log.error("cannot open a pidfd (%s): the launcher needs Linux 5.3 or later", failure.strerror)
         return EXIT_USAGE
     try:
+        pty = _open_pty(config.pty)
         _unshare(config)
         init_pid = os.fork()
     except NamespaceError as failure:
@@ -53,13 +58,38 @@ def launch(config: Config) -> int:
         log.error("cannot fork the init into the new namespace: %s", failure.strerror)
         return EXIT_USAGE
     if init_pid == 0:
-        os._exit(_be_pid1(config, launcher_pidfd, ignored))
+        os._exit(_be_pid1(config, launcher_pidfd, ignored, pty))
     os.close(launcher_pidfd)
     log.info("started the init as PID %d (PID 1 of its namespace)", init_pid)
+    if pty is not None:
+        return pty.relay(init_pid, parent, config.pdeathsig)
     # The init rewrites, remaps, reaps and keeps the shutdown timers; the
     # launcher relays each signal to it as it came, and exits with its code.
     # To the init alone: until it has called setsid() it leads no group.
     return init.supervise(init.Child(init_pid, group=False), pdeathsig=config.pdeathsig, parent=parent)
+
+
+def _open_pty(wanted: "bool | None") -> "relay.Pty | None":
+    """The command's own pty when asked for; by default when stdin and stdout are terminals.
+
+    Not by default in a pipeline (`pyinit --unshare -- git log | less`):
+    the relay reads every key from the terminal while the command runs,
+    and there another program reads it too. Opened before the namespaces,
+    from the host's /dev/ptmx; the launcher keeps the master side, the init
+    the slave (relay.py says why and how).
+    """
+    if wanted is False or (wanted is None and not (os.isatty(0) and os.isatty(1))):
+        return None
+    from pyinit import relay
+
+    try:
+        return relay.Pty()
+    except OSError as failure:
+        if wanted:
+            raise NamespaceError("cannot open a pseudo-terminal for the command: %s" % failure.strerror) from None
+        log.warning("cannot open a pseudo-terminal (%s): the command runs on yours, without job control",
+                    failure.strerror)
+        return None
 
 
 def _unshare(config: Config) -> None:
@@ -103,16 +133,20 @@ def _map_to_root(uid: int, gid: int) -> None:
             raise NamespaceError("cannot write %s in the new user namespace: %s" % (path, failure.strerror)) from None
 
 
-def _be_pid1(config: Config, launcher_pidfd: int, ignored: "frozenset[int]") -> int:
+def _be_pid1(config: Config, launcher_pidfd: int, ignored: "frozenset[int]", pty: "relay.Pty | None") -> int:
     """In the fork's child, PID 1: bind our life to the launcher, set up, run the init."""
+    link = None
     try:
         linux.set_parent_death_signal(signals.SIGKILL)
         if linux.pidfd_has_exited(launcher_pidfd):
             return EXIT_USAGE  # the launcher died before the signal was armed: nobody is waiting
         os.close(launcher_pidfd)
-        # A session of our own: the terminal's signals (Ctrl-C) reach the
-        # launcher, which relays them once, instead of reaching both of us.
+        # A session of our own: the user's terminal's signals (Ctrl-C) reach
+        # the launcher, which relays them once, instead of reaching both of
+        # us. With a pty, the pty is this session's controlling terminal.
         os.setsid()
+        if pty is not None:
+            link = pty.in_init()
         _mount_private_proc(config.mount_proc)
         if config.hostname is not None:
             linux.sethostname(config.hostname)
@@ -123,7 +157,7 @@ def _be_pid1(config: Config, launcher_pidfd: int, ignored: "frozenset[int]") -> 
         log.error("cannot set up the namespace: %s", failure.strerror)
         return EXIT_USAGE
     # The launcher, not the init, owns -p: its own parent is the one meant.
-    return init.run(config.replace(pdeathsig=0), ignored)
+    return init.run(config.replace(pdeathsig=0), ignored, link)
 
 
 def _mount_private_proc(mount_proc: bool) -> None:

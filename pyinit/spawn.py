@@ -45,7 +45,7 @@ class SpawnError(Exception):
         self.exit_code = exit_code
 
 
-def spawn(argv: "list[str]", placement: str, ignored: "frozenset[int]") -> int:
+def spawn(argv: "list[str]", placement: terminal.Placement, ignored: "frozenset[int]") -> int:
     """Fork and exec `argv`; return the child's PID or raise SpawnError.
 
     `placement` is one of terminal.py's: but for SAME_GROUP the child leads a
@@ -89,7 +89,7 @@ def _call(syscall: str, command: str, function, *args):
         raise SpawnError(EXIT_USAGE, "cannot start '%s': %s: %s" % (command, syscall, failure.strerror)) from None
 
 
-def _exec_child(argv: "list[str]", placement: str, ignored: "frozenset[int]", environment: dict, report_fd: int) -> None:
+def _exec_child(argv: "list[str]", placement: terminal.Placement, ignored: "frozenset[int]", environment: dict, report_fd: int) -> None:
     """In the forked child: prepare, exec, and never return to the caller."""
     try:
         try:
