@@ -7,7 +7,7 @@ import tempfile
 
 import pytest
 
-from support import PLACEMENTS, REPO, SYSTEM_PYTHON, TIMEOUT, Adopter, Init, Result, clean_env
+from support import PLACEMENTS, REPO, SYSTEM_PYTHON, TIMEOUT, Adopter, Init, Result, Terminal, clean_env
 
 
 @pytest.fixture
@@ -108,3 +108,22 @@ def installed_pyinit():
         yield os.path.join(venv, "bin")
     finally:
         shutil.rmtree(top, ignore_errors=True)
+
+
+@pytest.fixture
+def on_pty():
+    """on_pty(argv, env=None) -> Terminal running `argv` on a fresh pty;
+    on_pty(None, setup=[...], env=None) -> an interactive bash there, at its prompt.
+    Whatever is left is killed at the end of the test."""
+    terminals = []
+
+    def on_pty(argv, *, setup=(), env=None) -> Terminal:
+        terminal = Terminal.shell(env) if argv is None else Terminal(argv, env)
+        terminals.append(terminal)
+        if argv is None:
+            terminal.at_prompt(setup)
+        return terminal
+
+    yield on_pty
+    for terminal in terminals:
+        terminal.kill()

@@ -18,7 +18,9 @@ Everything a test starts is killed at teardown, including processes that
 escaped pyinit's tree, so a failing test does not leave processes behind.
 """
 
+import io
 import os
+import re
 import select
 import signal
 import subprocess
@@ -26,6 +28,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import pexpect
 
 REPO = Path(__file__).resolve().parent.parent
 PROGRAMS = Path(__file__).resolve().parent / "programs"
@@ -88,7 +92,8 @@ def signal_name(signo: int) -> str:
 
 
 def children(pid: int) -> "list[int]":
-    """The children of every thread of `pid`; [] when it is gone."""
+    """The children of every thread of `pid` (/proc/PID/task/TID/children, which needs
+    CONFIG_PROC_CHILDREN: every distribution kernel has it); [] when it is gone."""
     found = []
     try:
         for tid in os.listdir("/proc/%d/task" % pid):
@@ -119,6 +124,8 @@ class Stat:
         self.pid = pid
         self.state = fields[0]
         self.ppid, self.pgid, self.sid = int(fields[1]), int(fields[2]), int(fields[3])
+        self.tty_nr = int(fields[4])  # the controlling terminal's device number; 0: none
+        self.tpgid = int(fields[5])  # the controlling terminal's foreground process group; -1: none
         self.start_time = int(fields[19])
 
 
@@ -150,6 +157,26 @@ def waiting_for_signals(pid: int) -> bool:
             return "sigtimedwait" in wchan.read()
     except (FileNotFoundError, ProcessLookupError):
         return False
+
+
+def state(pid: int) -> str:
+    """The one-letter state of `pid` (S, R, T...); "gone" once it has exited (a zombie counts as gone)."""
+    info = stat(pid)
+    return "gone" if info is None or info.state in "ZX" else info.state
+
+
+def cmdline(pid: int) -> "list[str]":
+    """The argv of `pid`; [] when it is gone or a zombie."""
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as file:
+            return [arg.decode(errors="replace") for arg in file.read().split(b"\0")[:-1]]
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+
+
+def innermost_pid(pid: int) -> int:
+    """`pid`'s number in its own (innermost) PID namespace: 1 for a namespace's init."""
+    return int(status(pid)["NSpid"].split()[-1])
 
 
 def running(pid: int) -> bool:
@@ -419,3 +446,147 @@ def start_behind_parent(start, placement: str, argv: "list[str]", ready: str, **
         assert init.out.next().startswith(ready)
     wait_for(lambda: waiting_for_signals(init.pid), "pyinit to wait for signals")
     return init, init.proc.pid
+
+
+# --- Terminals: a real pty, keystrokes in, screen text out -----------------------------------
+
+BASH = ["bash", "--norc", "--noprofile", "-i"]
+INNER_PROMPT = "[inner]$ "  # the shell under pyinit
+OUTER_PROMPT = "[outer]$ "  # the shell pyinit is typed into
+TERMINAL_ENV = {  # few variables: nothing of the user's shell set-up reaches the shells on the pty
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "TERM": "dumb",
+    "PYTHONPATH": str(REPO),
+    "PYTHONDONTWRITEBYTECODE": "1",
+}
+
+
+class Terminal:
+    """A command on a fresh 24x80 pty made by pexpect, as a person at a terminal runs it.
+
+    `Terminal(argv)` runs `argv` as the pty's session leader; `Terminal.shell()`
+    runs an interactive bash (prompt OUTER_PROMPT) into which commands are
+    typed. Everything the pty shows is kept in `screen`, for assertions and
+    failure messages. The processes are found from the host's /proc.
+    """
+
+    def __init__(self, argv: "list[str]", env: "dict[str, str] | None" = None, *, in_shell: bool = False) -> None:
+        self.in_shell = in_shell
+        self._screen = io.StringIO()
+        self._pyinit: "int | None" = None
+        self.pty = pexpect.spawn(argv[0], argv[1:], cwd=str(REPO), env=dict(TERMINAL_ENV, **(env or {})),
+                                 encoding="utf-8", codec_errors="replace", timeout=TIMEOUT, dimensions=(24, 80))
+        self.pty.logfile_read = self._screen
+
+    @classmethod
+    def shell(cls, env: "dict[str, str] | None" = None) -> "Terminal":
+        """An interactive bash, prompting OUTER_PROMPT (wait for it with `at_prompt`)."""
+        return cls(BASH, dict(env or {}, PS1=OUTER_PROMPT), in_shell=True)
+
+    def at_prompt(self, setup: "list[str]" = ()) -> None:
+        """Wait for the shell's prompt, then run the `setup` commands in it."""
+        self.expect_exact(OUTER_PROMPT)
+        for line in setup:
+            self.sendline(line)
+            self.expect_exact(OUTER_PROMPT)
+
+    @property
+    def screen(self) -> str:
+        return self._screen.getvalue()
+
+    @property
+    def tty_rdev(self) -> int:
+        """The pty's device number (tty_nr in /proc/PID/stat), from the standard input of the
+        process pexpect started, which must still be running."""
+        return os.stat(os.readlink("/proc/%d/fd/0" % self.pty.pid)).st_rdev
+
+    # keystrokes in, screen text out
+    def expect(self, pattern, timeout: float = -1):
+        """Wait for a regular expression on the screen; return the match. Fails showing the screen."""
+        try:
+            self.pty.expect(pattern, timeout=timeout)
+        except (pexpect.TIMEOUT, pexpect.EOF) as what:
+            raise AssertionError("%s while waiting for %r on the terminal; it shows:\n%s"
+                                 % ("end of output" if isinstance(what, pexpect.EOF) else "timed out",
+                                    pattern, self.screen)) from None
+        return self.pty.match
+
+    def expect_exact(self, text: str, timeout: float = -1) -> None:
+        self.expect(re.escape(text), timeout)
+
+    def sendline(self, text: str = "") -> None:
+        self.pty.sendline(text)
+
+    def send(self, text: str) -> None:
+        self.pty.send(text)
+
+    def sendcontrol(self, char: str) -> None:
+        self.pty.sendcontrol(char)
+
+    def say(self, word: str, prompt: str = INNER_PROMPT) -> None:
+        """Have the shell print `word`; wait for it and the next prompt (the echo of `echo w''ord` does not match)."""
+        self.sendline("echo %s''%s" % (word[:1], word[1:]))
+        self.expect_exact(word + "\r\n")
+        self.expect_exact(prompt)
+
+    def exit_code(self) -> int:
+        """Wait for what runs to finish; its exit code (through `$?` when typed into the shell)."""
+        if self.in_shell:
+            self.expect_exact(OUTER_PROMPT)
+            self.sendline('echo "rc=$?"')
+            code = int(self.expect(r"rc=(\d+)\r\n").group(1))
+            self.expect_exact(OUTER_PROMPT)
+            return code
+        self.expect(pexpect.EOF)
+        self.pty.wait()
+        assert self.pty.signalstatus is None, "killed by signal %s" % self.pty.signalstatus
+        return self.pty.exitstatus
+
+    # the processes
+    def pyinit(self) -> int:
+        """The host PID of the first process of the tree running `python -m pyinit` (the launcher, under --unshare)."""
+        if self._pyinit is None:
+            def find():
+                for pid in [self.pty.pid] + descendants(self.pty.pid):
+                    if cmdline(pid)[1:3] == ["-m", "pyinit"]:
+                        return pid
+                return None
+            self._pyinit = wait_for(find, "pyinit to start")
+        return self._pyinit
+
+    def child(self, argv0: "str | None" = None, parent: "int | None" = None) -> int:
+        """The only child of `parent` (pyinit by default), once it has exec'd a command whose argv[0] is `argv0`."""
+        def find():
+            kids = [kid for kid in children(self.pyinit() if parent is None else parent)
+                    if state(kid) != "gone" and (argv0 is None or cmdline(kid)[:1] == [argv0])]
+            return kids[0] if len(kids) == 1 else None
+        return wait_for(find, "pyinit's child" + (" " + argv0 if argv0 else ""))
+
+    def descendant(self, argv: "list[str]") -> int:
+        """The one process below pyinit running exactly `argv`."""
+        def find():
+            hits = [pid for pid in descendants(self.pyinit()) if cmdline(pid) == argv]
+            return hits[0] if len(hits) == 1 else None
+        return wait_for(find, "a process running %r" % argv)
+
+    def hang_up(self) -> None:
+        """Close the pty's master side, as a closed terminal window or a dropped ssh does."""
+        self.pty.ptyproc.fileobj.close()  # closes the fd; pexpect must not close that number again
+        self.pty.ptyproc.closed = True
+        self.pty.closed = True
+
+    def kill(self) -> None:
+        """Kill whatever is left of this run, by PID; reap the process pexpect started."""
+        try:
+            alive = self.pty.isalive()  # until reaped here, its PID cannot be reused
+        except Exception:
+            alive = False
+        if alive:
+            for pid in descendants(self.pty.pid) + [self.pty.pid]:
+                _kill(pid)
+            try:
+                self.pty.wait()
+            except Exception:
+                pass
+        if not self.pty.closed:
+            self.pty.close(force=True)

@@ -1,36 +1,33 @@
-"""An interactive shell under pyinit, on a real pseudo-terminal, keeps working as it would under tini.
+"""An interactive shell under pyinit, on a real pseudo-terminal, works as it would under tini.
 
-Until pyinit hands the terminal over to its child (a later issue), bash may
-warn that it has no job control; that is accepted here. What must work: it
-reads commands from the terminal, runs them, prints their output, and its
-`exit` code becomes pyinit's.
+In every way pyinit is run (a plain process, PID 1 under `unshare --fork --pid`,
+the launcher `pyinit --unshare`), with and without `-c`: bash reads commands
+from the terminal with job control on, runs them, prints their output, and
+its `exit` code becomes pyinit's. test_terminal.py and test_launcher_tty.py
+go into the details.
 """
 
 import shutil
 
-import pexpect
 import pytest
 
-from support import clean_env, command
+from support import BASH, INNER_PROMPT, command
 
 pytestmark = pytest.mark.skipif(not shutil.which("bash"), reason="needs bash")
 
 
 @pytest.mark.parametrize("options", [[], ["-c"]], ids=["default", "single-child"])
-def test_interactive_bash(placement, options):
-    argv = command([*options, "--", "bash", "--norc", "--noprofile", "-i"], placement)
-    env = clean_env(PS1="prompt> ", TERM="dumb")
-    shell = pexpect.spawn(argv[0], argv[1:], env=env, encoding="utf-8", timeout=30, dimensions=(24, 200))
-    try:
-        shell.expect_exact("prompt> ")
-        shell.sendline("echo $((6 * 7))")  # the terminal echoes the command; only bash prints 42
-        shell.expect_exact("42\r\n")
-        shell.expect_exact("prompt> ")
-        shell.sendline("exit 3")
-        shell.expect(pexpect.EOF)
-        shell.close()
-        assert shell.exitstatus == 3, (shell.exitstatus, shell.signalstatus)
-        assert "Traceback" not in shell.before
-    finally:
-        if shell.isalive():
-            shell.terminate(force=True)
+@pytest.mark.parametrize("placement", ["pid1", "subreaper", "launcher"])
+def test_interactive_bash(on_pty, placement, options):
+    if placement == "launcher":
+        argv = command(["--unshare", *options, "--", *BASH], "subreaper")
+    else:
+        argv = command([*options, "--", *BASH], placement)
+    shell = on_pty(argv, env={"PS1": INNER_PROMPT})
+    shell.expect_exact(INNER_PROMPT)
+    shell.sendline('echo "$((6 * 7)) job control:${-//[^m]/}"')  # the terminal echoes the command; only bash prints 42
+    shell.expect_exact("42 job control:m\r\n")
+    shell.expect_exact(INNER_PROMPT)
+    shell.sendline("exit 3")
+    assert shell.exit_code() == 3
+    assert "Traceback" not in shell.screen and "no job control" not in shell.screen, shell.screen
