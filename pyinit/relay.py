@@ -31,7 +31,8 @@ modes; its command runs in the background of the pty, so a read stops it
 with SIGTTIN, and the launcher then stops in turn (the shell says "Stopped
 (tty input)"), unless the shell has meanwhile brought it to the foreground
 (`fg` of a running job sends no SIGCONT): then it takes the terminal and
-continues the command at once. A stop signal the kernel discards (the
+continues the command at once. It also takes the terminal when the command
+writes something and the launcher finds itself in the foreground. A stop signal the kernel discards (the
 launcher's process group orphaned: no job-control shell above) leaves
 nothing stopped: the command is continued.
 
@@ -163,6 +164,10 @@ class Pty:
         if self.to_user:
             writers.append(self.user_out)
         readable, writable, _ = select.select(readers, writers, [])
+        if not self.foreground and self.master in readable and self._in_foreground():
+            # `fg` of a running job sends no SIGCONT: the first output after
+            # it is when we find out, and take the terminal.
+            self._resume()
         if self.master in writable:
             self._write_pty()
         if self.user_out in writable:

@@ -110,8 +110,13 @@ DETACHED = Placement(NEW_SESSION)  # what the loop supervises when no terminal i
 
 def prepare(single_child: bool, link: "LauncherLink | None" = None) -> Placement:
     """Choose the child's placement; let the terminal go if the child is to take it."""
-    if link is not None:  # we lead the pty's session: keep it, and stand in for the launcher
-        return Placement(SAME_GROUP if single_child else FOREGROUND_GROUP, link)
+    if link is not None:
+        # We lead the pty's session: keep it, and stand in for the launcher.
+        # Even with -c the child leads a group of its own there: one that
+        # shared ours, whose parent (the launcher) is in another session,
+        # would be orphaned, and the kernel would discard Ctrl-Z for it.
+        # (-c still sends what pyinit forwards to the child alone.)
+        return Placement(FOREGROUND_GROUP, link)
     if single_child:
         return Placement(SAME_GROUP)
     try:

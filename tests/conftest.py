@@ -112,13 +112,13 @@ def installed_pyinit():
 
 @pytest.fixture
 def on_pty():
-    """on_pty(argv, env=None) -> Terminal running `argv` on a fresh pty;
+    """on_pty(argv, env=None, cwd=None) -> Terminal running `argv` on a fresh pty;
     on_pty(None, setup=[...], env=None) -> an interactive bash there, at its prompt.
     Whatever is left is killed at the end of the test."""
     terminals = []
 
-    def on_pty(argv, *, setup=(), env=None) -> Terminal:
-        terminal = Terminal.shell(env) if argv is None else Terminal(argv, env)
+    def on_pty(argv, *, setup=(), env=None, cwd=None) -> Terminal:
+        terminal = Terminal.shell(env) if argv is None else Terminal(argv, env, cwd=cwd)
         terminals.append(terminal)
         if argv is None:
             terminal.at_prompt(setup)
@@ -127,3 +127,19 @@ def on_pty():
     yield on_pty
     for terminal in terminals:
         terminal.kill()
+
+
+@pytest.fixture
+def world_readable_package():
+    """A copy of the package that uid 65534 can import: (directory to run in, environment)."""
+    top = tempfile.mkdtemp(prefix="pyinit-launcher-", dir="/tmp")  # not $TMPDIR: it may be private
+    try:
+        shutil.copytree(REPO / "pyinit", os.path.join(top, "pyinit"), ignore=shutil.ignore_patterns("__pycache__"))
+        for directory, _, files in os.walk(top):
+            os.chmod(directory, 0o755)
+            for name in files:
+                os.chmod(os.path.join(directory, name), 0o644)
+        env = clean_env(PYTHONPATH=top, PYTHONDONTWRITEBYTECODE="1")
+        yield top, env
+    finally:
+        shutil.rmtree(top, ignore_errors=True)

@@ -470,11 +470,12 @@ class Terminal:
     failure messages. The processes are found from the host's /proc.
     """
 
-    def __init__(self, argv: "list[str]", env: "dict[str, str] | None" = None, *, in_shell: bool = False) -> None:
+    def __init__(self, argv: "list[str]", env: "dict[str, str] | None" = None, *, in_shell: bool = False,
+                 cwd: "str | None" = None) -> None:
         self.in_shell = in_shell
         self._screen = io.StringIO()
         self._pyinit: "int | None" = None
-        self.pty = pexpect.spawn(argv[0], argv[1:], cwd=str(REPO), env=dict(TERMINAL_ENV, **(env or {})),
+        self.pty = pexpect.spawn(argv[0], argv[1:], cwd=str(REPO) if cwd is None else cwd, env=dict(TERMINAL_ENV, **(env or {})),
                                  encoding="utf-8", codec_errors="replace", timeout=TIMEOUT, dimensions=(24, 80))
         self.pty.logfile_read = self._screen
 
