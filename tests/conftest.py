@@ -127,19 +127,3 @@ def on_pty():
     yield on_pty
     for terminal in terminals:
         terminal.kill()
-
-
-@pytest.fixture
-def world_readable_package():
-    """A copy of the package that uid 65534 can import: (directory to run in, environment)."""
-    top = tempfile.mkdtemp(prefix="pyinit-launcher-", dir="/tmp")  # not $TMPDIR: it may be private
-    try:
-        shutil.copytree(REPO / "pyinit", os.path.join(top, "pyinit"), ignore=shutil.ignore_patterns("__pycache__"))
-        for directory, _, files in os.walk(top):
-            os.chmod(directory, 0o755)
-            for name in files:
-                os.chmod(os.path.join(directory, name), 0o644)
-        env = clean_env(PYTHONPATH=top, PYTHONDONTWRITEBYTECODE="1")
-        yield top, env
-    finally:
-        shutil.rmtree(top, ignore_errors=True)
