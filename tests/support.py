@@ -530,6 +530,44 @@ class Terminal:
         self.expect_exact(word + "\r\n")
         self.expect_exact(prompt)
 
+    def exercise_job_control(self) -> None:
+        """At an interactive bash's INNER_PROMPT: $- has m; sleep, Ctrl-Z, jobs, fg, Ctrl-Z, bg, jobs,
+        fg, Ctrl-C, each seen on the screen and in /proc; the shell prompts again at the end."""
+        self.sendline('echo "fl""ags:$-"')
+        assert "m" in self.expect(r"flags:(\w+)\r\n").group(1), "no job control in the shell"
+        self.expect_exact(INNER_PROMPT)
+        self.sendline("sleep 30")
+        sleep = self.descendant(["sleep", "30"])
+        self.sendcontrol("z")
+        self.expect(r"\[1\]\+ +Stopped +sleep 30\r\n")
+        self.expect_exact(INNER_PROMPT)
+        assert state(sleep) == "T"
+        self.sendline("jobs")
+        self.expect(r"\[1\]\+ +Stopped +sleep 30\r\n")
+        self.expect_exact(INNER_PROMPT)
+
+        self.sendline("fg")
+        self.expect_exact("sleep 30\r\n")
+        wait_for(lambda: state(sleep) == "S", "sleep to be continued by fg")
+
+        self.sendcontrol("z")
+        self.expect(r"\[1\]\+ +Stopped +sleep 30\r\n")
+        self.expect_exact(INNER_PROMPT)
+        self.sendline("bg")
+        self.expect(r"\[1\]\+ sleep 30 &\r\n")
+        self.expect_exact(INNER_PROMPT)
+        wait_for(lambda: state(sleep) == "S", "sleep to be continued by bg")
+        self.sendline("jobs")
+        self.expect(r"\[1\]\+ +Running +sleep 30 &\r\n")
+        self.expect_exact(INNER_PROMPT)
+
+        self.sendline("fg")
+        self.expect_exact("sleep 30\r\n")
+        self.sendcontrol("c")
+        self.expect_exact(INNER_PROMPT)
+        wait_for(lambda: state(sleep) == "gone", "Ctrl-C to end sleep")
+        self.say("alive")
+
     def exit_code(self) -> int:
         """Wait for what runs to finish; its exit code (through `$?` when typed into the shell)."""
         if self.in_shell:

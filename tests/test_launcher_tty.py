@@ -98,37 +98,7 @@ def test_inner_bash_has_job_control(shell, mode):
     """$- has m; sleep, Ctrl-Z, jobs, fg, Ctrl-Z, bg, jobs, fg, Ctrl-C; no complaint; `exit 3` -> 3."""
     typed(shell, mode + ["--"] + BASH, inner_prompt=True)
     shell.expect_exact(INNER_PROMPT)
-    shell.sendline('echo "fl""ags:$-"')
-    assert "m" in shell.expect(r"flags:(\w+)\r\n").group(1), "no job control in the shell"
-    shell.expect_exact(INNER_PROMPT)
-
-    shell.sendline("sleep 30")
-    sleep = shell.descendant(["sleep", "30"])
-    shell.sendcontrol("z")
-    shell.expect(r"\[1\]\+ +Stopped +sleep 30\r\n")
-    shell.expect_exact(INNER_PROMPT)
-    assert state(sleep) == "T"
-    shell.sendline("jobs")
-    shell.expect(r"\[1\]\+ +Stopped +sleep 30\r\n")
-    shell.expect_exact(INNER_PROMPT)
-    shell.sendline("fg")
-    shell.expect_exact("sleep 30\r\n")
-    wait_for(lambda: state(sleep) == "S", "sleep to be continued by fg")
-    shell.sendcontrol("z")
-    shell.expect(r"\[1\]\+ +Stopped +sleep 30\r\n")
-    shell.expect_exact(INNER_PROMPT)
-    shell.sendline("bg")
-    shell.expect(r"\[1\]\+ sleep 30 &\r\n")
-    shell.expect_exact(INNER_PROMPT)
-    shell.sendline("jobs")
-    shell.expect(r"\[1\]\+ +Running +sleep 30 &\r\n")
-    shell.expect_exact(INNER_PROMPT)
-    shell.sendline("fg")
-    shell.expect_exact("sleep 30\r\n")
-    shell.sendcontrol("c")
-    shell.expect_exact(INNER_PROMPT)
-    wait_for(lambda: state(sleep) == "gone", "Ctrl-C to end sleep")
-    shell.say("alive")
+    shell.exercise_job_control()
     shell.sendline("exit 3")
     assert shell.exit_code() == 3
     assert "no job control" not in shell.screen and "cannot set terminal process group" not in shell.screen

@@ -135,42 +135,7 @@ def test_shell_under_pyinit_has_job_control(placed, placement, mode):
     """$- has m; sleep, Ctrl-Z, jobs, fg, Ctrl-Z, bg, jobs, fg, Ctrl-C; the shell survives; `exit 3` -> 3."""
     run = placed(mode + ["--"] + BASH, placement)
     run.expect_exact(INNER_PROMPT)
-    run.sendline('echo "fl""ags:$-"')
-    assert "m" in run.expect(r"flags:(\w+)\r\n").group(1), "no job control in the shell"
-    run.expect_exact(INNER_PROMPT)
-
-    run.sendline("sleep 30")
-    sleep = run.descendant(["sleep", "30"])
-    run.sendcontrol("z")
-    run.expect(r"\[1\]\+ +Stopped +sleep 30\r\n")
-    run.expect_exact(INNER_PROMPT)
-    assert state(sleep) == "T"
-    run.sendline("jobs")
-    run.expect(r"\[1\]\+ +Stopped +sleep 30\r\n")
-    run.expect_exact(INNER_PROMPT)
-
-    run.sendline("fg")
-    run.expect_exact("sleep 30\r\n")
-    wait_for(lambda: state(sleep) == "S", "sleep to be continued by fg")
-
-    run.sendcontrol("z")
-    run.expect(r"\[1\]\+ +Stopped +sleep 30\r\n")
-    run.expect_exact(INNER_PROMPT)
-    run.sendline("bg")
-    run.expect(r"\[1\]\+ sleep 30 &\r\n")
-    run.expect_exact(INNER_PROMPT)
-    wait_for(lambda: state(sleep) == "S", "sleep to be continued by bg")
-    run.sendline("jobs")
-    run.expect(r"\[1\]\+ +Running +sleep 30 &\r\n")
-    run.expect_exact(INNER_PROMPT)
-
-    run.sendline("fg")
-    run.expect_exact("sleep 30\r\n")
-    run.sendcontrol("c")
-    run.expect_exact(INNER_PROMPT)
-    wait_for(lambda: state(sleep) == "gone", "Ctrl-C to end sleep")
-    run.say("alive")
-
+    run.exercise_job_control()
     run.sendline("exit 3")
     assert run.exit_code() == 3
 
