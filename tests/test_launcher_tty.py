@@ -20,7 +20,8 @@ import signal
 
 import pytest
 
-from support import (BASH, INNER_PROMPT, OUTER_PROMPT, PROGRAMS, PYINIT, innermost_pid, stat, state, wait_for)
+from support import (AS_NOBODY, BASH, INNER_PROMPT, OUTER_PROMPT, PROGRAMS, PYINIT, SYSTEM_PYTHON, innermost_pid, stat, state,
+                     wait_for)
 
 pytestmark = pytest.mark.skipif(not shutil.which("bash"), reason="needs bash")
 
@@ -30,8 +31,6 @@ WINCH = str(PROGRAMS / "terminal_winch.py")
 SIGNALS = str(PROGRAMS / "terminal_signals.py")
 LAUNCHER = PYINIT + ["--unshare"]
 MODES = [pytest.param([], id="default"), pytest.param(["-c"], id="single-child")]
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-SYSTEM_PYTHON = "/usr/bin/python3"
 
 
 @pytest.fixture
@@ -357,7 +356,7 @@ def test_piped_stdin_gets_no_pty_unless_asked(shell, tmp_path):
 def test_unprivileged_inner_shell_has_job_control(on_pty, world_readable_package):
     """As uid 65534, in a user namespace: the same pty, the same job control."""
     top, env = world_readable_package
-    terminal = on_pty(NOBODY + [SYSTEM_PYTHON, "-m", "pyinit", "--unshare", "--"] + BASH,
+    terminal = on_pty(AS_NOBODY + [SYSTEM_PYTHON, "-m", "pyinit", "--unshare", "--"] + BASH,
                       env={"PYTHONPATH": env["PYTHONPATH"], "PS1": INNER_PROMPT}, cwd=top)
     terminal.expect_exact(INNER_PROMPT)
     terminal.sendline('echo "fl""ags:$- uid:$(id -u)"')
