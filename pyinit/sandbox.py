@@ -332,21 +332,25 @@ class Sandbox:
                 shutil.rmtree(self._directory, ignore_errors=True)
 
     def _kill_everything(self) -> None:
+        launcher = self._launcher
+        assert launcher is not None
         if self.isolated:
-            self._send(signal.SIGKILL)  # the kernel kills every other member
+            if self._init_pidfd is not None:
+                self._send(signal.SIGKILL)  # the kernel kills every other member
+            else:  # PID 1 not seen yet (interrupted start): its parent-death signal takes it along
+                launcher.kill()
             return
         # A subreaper's tree: kill from the leaves while pyinit reaps (and adopts orphans), then pyinit.
-        assert self._init_pid is not None
         deadline = time.monotonic() + _START_TIMEOUT
         while time.monotonic() < deadline:
-            below = [pid for pid in proc.descendants(self._init_pid) if _alive(pid)]
+            below = [pid for pid in proc.descendants(launcher.pid) if _alive(pid)]
             if not below:
                 break
             self._remember(self._members())
             for pid in reversed(below):
                 _kill(pid)
             time.sleep(0.005)
-        self._send(signal.SIGKILL)
+        launcher.kill()
 
     def _wait_until_gone(self) -> None:
         """Every member ever seen has ended (the kernel guarantees it for a namespace: this checks)."""

@@ -16,13 +16,15 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 import warnings
 
 import pytest
 
 import pyinit
 from pyinit.sandbox import CommandExited, IsolationError, IsolationWarning, Sandbox, TimeoutExpired, run
-from support import AS_NOBODY, NOBODY, REPO, SYSTEM_PYTHON, TIMEOUT, clean_env, program, stat, status, wait_for
+from support import (AS_NOBODY, NOBODY, REPO, SYSTEM_PYTHON, TIMEOUT, clean_env, leaked, program, stat, status,
+                     wait_for)
 
 PR_GET_CHILD_SUBREAPER = 37
 
@@ -295,6 +297,20 @@ def test_leaving_the_block_on_an_error_kills_everything_daemon_included(error):
     assert sorted(hosts) == [1, 2, child, daemon] and len(members) == 4
     assert [pid for pid, start in members.items() if not gone(pid, start)] == []
     assert box._launcher.returncode is not None and threading.active_count() == 1
+
+
+def test_an_interrupted_start_leaves_nothing(monkeypatch):
+    """Ctrl-C before the sandbox has even found its PID 1: killing the launcher takes the namespace along."""
+    marker = uuid.uuid4().hex
+
+    def interrupted(self):
+        wait_for(lambda: leaked(marker), "the command to start")  # the sandbox is running by then
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Sandbox, "_find_init", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        Sandbox(["sh", "-c", "sleep 300"], env=clean_env(LEAK_MARKER=marker)).start()
+    assert leaked(marker) == []
 
 
 def test_the_daemon_leads_another_session_and_is_killed_at_teardown():
