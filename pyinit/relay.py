@@ -32,7 +32,8 @@ with SIGTTIN, and the launcher then stops in turn (the shell says "Stopped
 (tty input)"), unless the shell has meanwhile brought it to the foreground
 (`fg` of a running job sends no SIGCONT): then it takes the terminal and
 continues the command at once. It also takes the terminal when the command
-writes something and the launcher finds itself in the foreground. A stop signal the kernel discards (the
+writes something and the launcher finds itself in the foreground; in the
+background under `stty tostop` it stops (SIGTTOU) rather than write. A stop signal the kernel discards (the
 launcher's process group orphaned: no job-control shell above) leaves
 nothing stopped: the command is continued.
 
@@ -271,6 +272,8 @@ class Pty:
         if not self.user_out_open:
             self.to_user.clear()
             return
+        if not self.foreground and self._stopped_by_tostop():
+            return
         try:
             written = os.write(self.user_out, self.to_user)
         except BlockingIOError:
@@ -316,6 +319,23 @@ class Pty:
         except OSError as failure:
             return failure.errno == errno.ENOTTY  # a terminal but not our controlling one: no job control applies
 
+    def _stopped_by_tostop(self) -> bool:
+        """A background job may not write to a terminal set `tostop`: stop as the kernel would stop it.
+
+        Our own writes would not stop us (SIGTTOU is blocked), so the check
+        is made here; the command's output waits in the pty meanwhile.
+        """
+        if not (self.user_is_terminal and os.isatty(self.user_out)):
+            return False
+        try:
+            tostop = termios.tcgetattr(self.user_out)[3] & termios.TOSTOP
+        except termios.error:
+            return False
+        if not tostop or self._in_foreground():
+            return False
+        self._stop_self(api.SIGTTOU)
+        return True
+
     def _read_stops(self) -> None:
         try:
             reported = os.read(self.stops_read, 64)
@@ -334,7 +354,8 @@ class Pty:
 
     def _stop_self(self, stop_signal: int) -> None:
         """Stop as the command did, so the outer shell sees the job stop; continue it when we are continued."""
-        self._show_pending_output()  # the pty's echo of the Ctrl-Z comes before the shell's "Stopped"
+        if self.foreground:
+            self._show_pending_output()  # the pty's echo of the Ctrl-Z comes before the shell's "Stopped"
         self._leave_raw()
         signo = stop_signal if stop_signal in _STOP_SIGNALS else api.SIGTSTP
         os.kill(os.getpid(), signo)

@@ -243,6 +243,26 @@ def test_fg_of_a_running_background_launcher_gives_the_command_the_terminal(shel
     assert shell.exit_code() == 0
 
 
+def test_output_from_the_background_stops_the_job_under_tostop(shell):
+    """`stty tostop`: a background job that writes to the terminal stops; its output waits, and `fg` shows it."""
+    shell.sendline("stty tostop")
+    shell.expect_exact(OUTER_PROMPT)
+    typed(shell, ["--", "sh", "-c", "sleep 1; echo la''te-output; exit 3"], background=True)
+    shell.expect(r"\[1\] \d+\r\n")
+    shell.expect_exact(OUTER_PROMPT)
+    launcher = shell.pyinit()
+    wait_for(lambda: state(launcher) == "T", "the launcher to stop for its output")
+    shell.sendline("jobs")
+    shell.expect(r"\[1\]\+ +Stopped.*pyinit")
+    shell.expect_exact(OUTER_PROMPT)
+    assert "late-output" not in shell.screen
+    shell.sendline("fg")
+    shell.expect_exact("late-output\r\n")
+    assert shell.exit_code() == 3
+    shell.sendline("stty -tostop")
+    shell.expect_exact(OUTER_PROMPT)
+
+
 def test_suspend_in_the_inner_shell_stops_the_launcher(shell):
     typed(shell, ["--"] + BASH, inner_prompt=True)
     shell.expect_exact(INNER_PROMPT)
