@@ -1,15 +1,18 @@
 """Thin wrappers over the Linux system calls Python's `os` module lacks.
 
 Each raises OSError with the kernel's errno, like the `os` functions do.
-`ctypes` is imported on first use only: it costs start-up time and about half
-a megabyte of resident memory, and the common case (PID 1 of a container, no
-`-p`) never needs it. A Python int goes to C as an `int`; where the kernel
-reads an unsigned long (prctl's variadic arguments, mount's flags) or a
-size_t, the argument is typed explicitly, so no upper half of a 64-bit
-register is left to chance.
+The C library is called through `_ctypes`, the C module under the ctypes
+package, loaded on first use: the package itself costs about 3 ms of
+start-up and most of half a megabyte of resident memory for type machinery
+these few calls do not need, `_ctypes` alone about a tenth of a millisecond,
+and the common case (PID 1 of a container, no `-p`) loads neither. An int
+goes to C as an `int`; where the kernel reads an unsigned long (prctl's
+variadic arguments, mount's flags) or a size_t, the argument is passed as
+an UnsignedLong, so no upper half of a 64-bit register is left to chance.
 This module imports nothing of pyinit's.
 """
 
+import errno
 import os
 
 TYPE_CHECKING = False  # mypy reads the block below; at run time `typing` would cost start-up
@@ -31,33 +34,66 @@ MS_NOEXEC = 0x8
 MS_REC = 0x4000
 MS_PRIVATE = 0x40000
 
-_ctypes: "Any" = None  # the ctypes module once loaded (typed loosely: it is imported lazily)
-_libc: "Any" = None
+_ctypes: "Any" = None  # the C module, once loaded (typed loosely: it is imported lazily)
+_libc = 0  # dlopen(NULL): the handle that finds the C library's functions
+_Function: "Any" = None  # a C function returning int, with errno kept for get_errno()
+_ULong: "Any" = None  # C unsigned long
 
 
-def _c() -> "Any":
-    """The ctypes module, imported on first use together with the C library."""
-    global _ctypes, _libc
-    if _ctypes is None:
-        import ctypes
+class UnsignedLong(int):
+    """An argument that goes to C as an unsigned long (size_t too: the same width on Linux)."""
 
-        _ctypes, _libc = ctypes, ctypes.CDLL(None, use_errno=True)
-    return _ctypes
+
+class LoadError(OSError):
+    """`_ctypes` could not be loaded, so the C function was never called.
+
+    errno is ELIBACC ("cannot access a needed shared library") whatever the
+    cause (a file-descriptor limit too low to open the shared object, say),
+    so no caller mistakes it for the system call's own failure.
+    """
+
+    def __init__(self, function_name: str, cause: BaseException) -> None:
+        reason = getattr(cause, "strerror", None) or str(cause)
+        super().__init__(errno.ELIBACC, "%s(2) was not called: loading _ctypes failed: %s" % (function_name, reason))
+
+
+def _load() -> None:
+    """Load `_ctypes` and make the two C types used here: what ctypes.CDLL(None) and c_ulong amount to."""
+    global _ctypes, _libc, _Function, _ULong
+    import _ctypes as module
+
+    handle = module.dlopen(None)  # type: ignore[arg-type]  # NULL: the program and its C library
+
+    class Function(module.CFuncPtr):
+        _flags_ = module.FUNCFLAG_CDECL | module.FUNCFLAG_USE_ERRNO
+        _restype_ = type("c_int", (module._SimpleCData,), {"_type_": "i"})
+
+    _ULong = type("c_ulong", (module._SimpleCData,), {"_type_": "L"})
+    _Function, _libc, _ctypes = Function, handle, module
 
 
 def _call(function_name: str, *args: object) -> int:
-    """Call a libc function; raise OSError on -1, return the result otherwise."""
-    ctypes = _c()
-    result = getattr(_libc, function_name)(*args)
+    """Call a libc function; raise OSError on -1, return the result otherwise.
+
+    An int goes to C as an int, an UnsignedLong as an unsigned long, bytes
+    as a char pointer, None as NULL.
+    """
+    if _ctypes is None:
+        try:
+            _load()
+        except (ImportError, OSError) as failure:
+            raise LoadError(function_name, failure) from None
+    c_args = [_ULong(arg) if isinstance(arg, UnsignedLong) else arg for arg in args]
+    result: int = _Function(_ctypes.dlsym(_libc, function_name))(*c_args)
     if result == -1:
-        errno = ctypes.get_errno()
-        raise OSError(errno, os.strerror(errno))
+        code = _ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
     return result
 
 
 def prctl(option: int, argument: int) -> None:
-    ulong = _c().c_ulong
-    _call("prctl", option, ulong(argument), ulong(0), ulong(0), ulong(0))
+    """prctl(2); the kernel reads all four arguments after `option` as unsigned longs."""
+    _call("prctl", option, UnsignedLong(argument), UnsignedLong(0), UnsignedLong(0), UnsignedLong(0))
 
 
 def set_child_subreaper() -> None:
@@ -94,12 +130,12 @@ def mount(source: "str | None", target: str, fstype: "str | None", flags: int) -
     def c_string(text: "str | None") -> "bytes | None":
         return None if text is None else os.fsencode(text)
 
-    _call("mount", c_string(source), c_string(target), c_string(fstype), _c().c_ulong(flags), None)
+    _call("mount", c_string(source), c_string(target), c_string(fstype), UnsignedLong(flags), None)
 
 
 def sethostname(name: str) -> None:
     encoded = os.fsencode(name)  # the bytes given on the command line, whatever they are
-    _call("sethostname", encoded, _c().c_size_t(len(encoded)))
+    _call("sethostname", encoded, UnsignedLong(len(encoded)))
 
 
 def pidfd_open(pid: int) -> int:

@@ -505,22 +505,19 @@ class Image:
             assert {directory + "/pyproject.toml", directory + "/pyinit"} <= copied, \
                 "pip install %s: pyinit's source is not copied there" % directory
         assert self.installs, "the image does not install pyinit"
-        # What `pip install` leaves under /usr/local: the package, and the console script of
-        # pyproject.toml's [project.scripts] (pip's own template, for the image's python3).
+        # What `pip install` leaves under /usr/local: the package, and the `pyinit` script of
+        # pyproject.toml's script-files with its `#!` line rewritten to the image's python3.
         local = scratch / "usr-local"
         site = subprocess.run([SYSTEM_PYTHON, "-c", "import site; print(site.getsitepackages()[0])"],
                               capture_output=True, text=True, check=True).stdout.strip()
         assert site.startswith("/usr/local/"), site
         shutil.copytree(REPO / "pyinit", local / site[len("/usr/local/"):] / "pyinit",
                         ignore=shutil.ignore_patterns("__pycache__"))
-        scripts = re.findall(r'^(\w+) = "([\w.]+):(\w+)"$', (REPO / "pyproject.toml").read_text(), re.M)
-        assert ("pyinit", "pyinit.__main__", "run") in scripts, scripts
+        assert re.search(r'^script-files = \["bin/pyinit"\]$', (REPO / "pyproject.toml").read_text(), re.M)
         (local / "bin").mkdir()
         script = local / "bin" / "pyinit"
-        script.write_text("#!%s\n# -*- coding: utf-8 -*-\nimport re\nimport sys\nfrom pyinit.__main__ import run\n"
-                          "if __name__ == '__main__':\n"
-                          "    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])\n"
-                          "    sys.exit(run())\n" % SYSTEM_PYTHON)
+        source = (REPO / "bin" / "pyinit").read_text()
+        script.write_text("#!%s\n%s" % (SYSTEM_PYTHON, source.partition("\n")[2]))
         script.chmod(0o755)
         ctr.bind(local, "/usr/local")
         ctr.config["process"]["env"] = [item for item in ctr.config["process"]["env"]
