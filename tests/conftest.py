@@ -7,7 +7,8 @@ import tempfile
 
 import pytest
 
-from support import PLACEMENTS, REPO, SYSTEM_PYTHON, TIMEOUT, Adopter, Init, Result, Terminal, clean_env
+from support import (PLACEMENTS, REPO, SYSTEM_PYTHON, TIMEOUT, Adopter, Init, Result, Terminal, Venv, clean_env,
+                     copy_source, pip)
 
 
 @pytest.fixture
@@ -85,29 +86,24 @@ def world_readable_package():
 
 
 @pytest.fixture(scope="session")
-def installed_pyinit():
-    """A throwaway venv (Debian's python3) with pyinit installed from this tree, as users install it, and pytest.
+def installed(tmp_path_factory) -> Venv:
+    """pyinit as users install it, once per session: `pip wheel` of a copy of the source tree,
+    that wheel pip-installed into a fresh venv of Debian's python3 (pip fetches setuptools from
+    PyPI to build it)."""
+    if not os.path.exists(SYSTEM_PYTHON):
+        pytest.skip("no %s to make a virtual environment from" % SYSTEM_PYTHON)
+    root = tmp_path_factory.mktemp("installed")
+    pip("wheel", "--no-deps", "--wheel-dir", str(root / "wheels"), str(copy_source(root / "source")))
+    (wheel,) = (root / "wheels").glob("pyinit-*.whl")
+    return Venv(root / "venv", str(wheel))
 
-    Returns the venv's bin directory: `pyinit`, `pyinit-check`, `python`, and
-    pytest with pyinit's plugin registered through its entry point. Built from
-    a copy of the sources, so no build/ directory is left in the tree. One
-    per session (pip takes seconds).
-    """
-    if not os.access(SYSTEM_PYTHON, os.X_OK):
-        pytest.skip("%s is needed to make the virtual environment" % SYSTEM_PYTHON)
-    top = tempfile.mkdtemp(prefix="pyinit-venv-", dir="/tmp")
-    try:
-        source = os.path.join(top, "source")
-        shutil.copytree(REPO / "pyinit", os.path.join(source, "pyinit"), ignore=shutil.ignore_patterns("__pycache__"))
-        for name in ("pyproject.toml", "README.md", "LICENSE"):
-            shutil.copy(REPO / name, source)
-        venv = os.path.join(top, "venv")
-        subprocess.run([SYSTEM_PYTHON, "-m", "venv", venv], check=True, stdout=subprocess.DEVNULL)
-        subprocess.run([os.path.join(venv, "bin", "pip"), "install", "-q", source, "pytest"], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
-        yield os.path.join(venv, "bin")
-    finally:
-        shutil.rmtree(top, ignore_errors=True)
+
+@pytest.fixture(scope="session")
+def installed_pyinit(installed) -> str:
+    """The `installed` venv's bin directory, with pytest added: `pyinit`, `pyinit-check`, `python`,
+    and pytest with pyinit's plugin registered through its entry point."""
+    pip("--python", str(installed.python), "install", "pytest")
+    return str(installed.root / "bin")
 
 
 @pytest.fixture

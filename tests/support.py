@@ -629,3 +629,68 @@ class Terminal:
                 pass
         if not self.pty.closed:
             self.pty.close(force=True)
+
+
+# --- pyinit as users install it ------------------------------------------------------------------
+
+PACKAGE_FILES = ("pyproject.toml", "README.md", "LICENSE", "bin", "pyinit")  # what pip builds pyinit from
+
+
+def python_with_os_unshare() -> "str | None":
+    """Another CPython 3.12+ on this machine (pyenv keeps several), to run the launcher's os.unshare path."""
+    import glob
+    import shutil
+
+    for candidate in sorted(glob.glob("/root/.pyenv/versions/3.1[2-9]*/bin/python3")) + [shutil.which("python3.12")]:
+        if candidate and subprocess.run([candidate, "-c", "import os; os.unshare"], capture_output=True).returncode == 0:
+            return candidate
+    return None
+
+
+def pip(*args: str) -> None:
+    """The suite's own pip; it installs into a venv of Debian's python3 with `--python`."""
+    result = subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, "pip %s failed:\n%s" % (" ".join(args), result.stderr)
+
+
+def copy_source(destination: Path) -> Path:
+    """The files pip builds pyinit from, copied (pip builds in the tree it is given), without bytecode."""
+    import shutil
+
+    destination.mkdir(parents=True)
+    for name in PACKAGE_FILES:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, destination / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, destination / name)
+    return destination
+
+
+class Venv:
+    """A virtual environment made from Debian's python3 with pyinit pip-installed: what a user runs.
+
+    It is made without a pip of its own (`--without-pip`, a tenth of the
+    time); the suite's pip installs into it with `--python`, which writes the
+    same files the venv's own pip would.
+    """
+
+    def __init__(self, root: Path, requirement: str) -> None:
+        subprocess.run([SYSTEM_PYTHON, "-m", "venv", "--without-pip", str(root)], check=True, timeout=TIMEOUT)
+        self.root = root
+        self.python = root / "bin" / "python"
+        self.pyinit = root / "bin" / "pyinit"
+        pip("--python", str(self.python), "install", "--no-deps", requirement)
+
+    def environment(self) -> "dict[str, str]":
+        """The test's environment without PYTHONPATH (nothing may come from the source tree), the venv first on PATH."""
+        env = clean_env()
+        del env["PYTHONPATH"]
+        env["PATH"] = "%s:%s" % (self.root / "bin", env.get("PATH", os.defpath))
+        return env
+
+    def run(self, argv: "list[str]", **options) -> subprocess.CompletedProcess:
+        """Run `argv` with the venv's environment, from / (so `-m` cannot find a source tree)."""
+        options.setdefault("timeout", TIMEOUT)
+        return subprocess.run(argv, capture_output=True, text=True, cwd="/", env=self.environment(), **options)

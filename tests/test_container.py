@@ -46,10 +46,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from support import PROGRAMS, REPO, TIMEOUT, Lines, assert_no_traceback, clean_env, leaked, wait_for
+from support import PROGRAMS, REPO, SYSTEM_PYTHON, TIMEOUT, Lines, assert_no_traceback, clean_env, leaked, wait_for
 
 RUNC = shutil.which("runc")
-SYSTEM_PYTHON = "/usr/bin/python3"
 SOURCE = "/opt/pyinit"  # where the source tree is mounted in the containers
 PYINIT = [SYSTEM_PYTHON, "-m", "pyinit"]
 EXAMPLES = REPO / "examples"

@@ -25,7 +25,7 @@ import time
 import pytest
 
 from support import (AS_NOBODY, NOBODY, PYINIT, REPO, SYSTEM_PYTHON, TIMEOUT, assert_no_traceback, children,
-                     clean_env, descendants, program, pyinit_lines, stat, status, wait_for)
+                     clean_env, descendants, program, pyinit_lines, python_with_os_unshare, stat, status, wait_for)
 
 MAX_PID_NS_LEVEL = 32  # the kernel's limit on PID namespace nesting
 
@@ -644,19 +644,9 @@ def test_unshare_uses_os_unshare_where_python_has_it(monkeypatch):
     assert uts_probe("unshare") == str(errno.EINVAL)
 
 
-def _python_with_os_unshare() -> "str | None":
-    """Another CPython 3.12+ on this machine (pyenv keeps several), to run the launcher's os.unshare path."""
-    import glob
-
-    for candidate in sorted(glob.glob("/root/.pyenv/versions/3.1[2-9]*/bin/python3")) + [shutil.which("python3.12")]:
-        if candidate and subprocess.run([candidate, "-c", "import os; os.unshare"], capture_output=True).returncode == 0:
-            return candidate
-    return None
-
-
 def test_launcher_end_to_end_on_a_python_with_os_unshare():
     """The os.unshare path for real, where the machine has a 3.12+ interpreter besides the one running the tests."""
-    python = _python_with_os_unshare()
+    python = python_with_os_unshare()
     if python is None:
         pytest.skip("no CPython 3.12+ on this machine besides %s" % sys.version.split()[0])
     result = subprocess.run([python, "-m", "pyinit", "--unshare", "--", "sh", "-c", 'echo "$$"; exit 4'],

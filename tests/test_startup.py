@@ -1,0 +1,110 @@
+"""Start-up, as users run pyinit: what it imports, the window before its signals are blocked,
+and a C library interface that cannot be loaded.
+
+The installed command (the `installed` venv of Debian's python3) is what users start; its cost
+over the bare interpreter is the benchmark's business, what it does is pinned here.
+"""
+
+import collections
+import os
+import re
+import resource
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from support import (PLACEMENTS, REPO, TIMEOUT, UNSHARE, assert_no_traceback, clean_env, pyinit_lines,
+                     python_with_os_unshare)
+
+
+def imported(importtime_output: str) -> "set[str]":
+    """The modules `-X importtime` reports as imported."""
+    return {line.rpartition("|")[2].strip() for line in importtime_output.splitlines()
+            if line.startswith("import time:") and not line.endswith("imported package")}
+
+
+@pytest.mark.parametrize("placement", PLACEMENTS)
+def test_the_installed_command_imports_only_pyinit_beyond_the_bare_interpreter(installed, placement):
+    """No `re`, `ctypes`, `typing`, `enum`, `signal`, `warnings`... in pyinit or in its child before exec.
+
+    Beyond pyinit's own modules only `errno`, and when pyinit is not PID 1
+    the C module `_ctypes`, for the prctl(2) that makes it a subreaper.
+    """
+    prefix = UNSHARE if placement == "pid1" else []
+    bare = installed.run([*prefix, str(installed.python), "-X", "importtime", "-c", "pass"])
+    run = installed.run([*prefix, str(installed.python), "-X", "importtime", str(installed.pyinit), "--", "true"])
+    assert bare.returncode == run.returncode == 0, run
+    extra = imported(run.stderr) - imported(bare.stderr)
+    ours = {name for name in extra if name == "pyinit" or name.startswith("pyinit.")}
+    assert {"pyinit.__main__", "pyinit.cli", "pyinit.init", "pyinit.spawn"} <= ours
+    assert extra - ours == ({"errno", "_ctypes"} if placement == "subreaper" else {"errno"})
+
+
+def frames(stderr: str) -> "list[tuple[str, int]]":
+    return [(path, int(line)) for path, line in re.findall(r'^  File "(.*)", line (\d+)', stderr, re.M)]
+
+
+@pytest.mark.parametrize("entry", ["command", "python -m pyinit"])
+def test_sigint_at_start_up_never_gives_a_traceback_through_pyinit_nor_is_lost(installed, entry):
+    """SIGINT at many small delays after exec, over the whole start-up: never a traceback from pyinit's code.
+
+    The entry (bin/pyinit, or __main__.py for `-m`) blocks every signal
+    before importing anything of pyinit's. Before that statement the
+    interpreter's own start-up runs (its `site`, and for `-m` its `runpy`),
+    where Python's SIGINT handler can raise KeyboardInterrupt in frames of
+    its own (`<frozen ...>`), or kill the process before the handler is
+    installed: that window is the interpreter's, and the benchmark measures
+    it. What may never happen: a frame in pyinit's package, or in the
+    command's script past the blocking statement, and a SIGINT lost (the
+    command, `sleep 5`, would then run to its end and exit 0).
+    """
+    argv = [str(installed.pyinit)] if entry == "command" else [str(installed.python), "-m", "pyinit"]
+    script = installed.pyinit.read_text().splitlines()
+    blocking_line = next(n for n, line in enumerate(script, 1) if "pthread_sigmask" in line)
+    package = installed.run([str(installed.python), "-c", "import pyinit; print(pyinit.__path__[0])"]).stdout.strip()
+    started = time.monotonic()
+    assert installed.run([*argv, "--", "true"]).returncode == 0
+    span = 2 * (time.monotonic() - started)  # the delays cover a start-up twice over
+    outcomes: "collections.Counter[int]" = collections.Counter()
+    for attempt in range(100):
+        process = subprocess.Popen([*argv, "--", "sleep", "5"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE, text=True, cwd="/", env=installed.environment())
+        time.sleep(span * attempt / 100)  # Popen returns once the exec has succeeded
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=TIMEOUT)
+        for path, line in frames(stderr):
+            assert not path.startswith(package + "/"), "a traceback through pyinit's package:\n" + stderr
+            assert not (path == str(installed.pyinit) and line > blocking_line), "past the block:\n" + stderr
+        assert process.returncode != 0, "the SIGINT was lost: the command ran to its end"
+        outcomes[process.returncode] += 1
+    assert outcomes[128 + signal.SIGINT] > 0, outcomes  # some came after pyinit blocked them, and were forwarded
+
+
+@pytest.mark.parametrize("python", [sys.executable, python_with_os_unshare()], ids=["unshare-by-ctypes", "os.unshare"])
+def test_a_descriptor_limit_too_low_to_load_ctypes_is_named_as_such(python):
+    """RLIMIT_NOFILE of 4: stdin, stdout, stderr and the launcher's pidfd; nothing left to load `_ctypes` with.
+
+    Without os.unshare (before 3.12) the launcher needs it for unshare(2),
+    with it the init does for prctl(2): either way the one line says that
+    the call was never made, and why, not that the kernel refused it.
+    `-S`: with no site-packages to process, the interpreter starts with one
+    free descriptor.
+    """
+    if python is None:
+        pytest.skip("no CPython 3.12+ on this machine besides %s" % sys.version.split()[0])
+
+    def run(limit: int) -> subprocess.CompletedProcess:
+        return subprocess.run([python, "-S", "-m", "pyinit", "--unshare", "--", "true"], capture_output=True, text=True,
+                              cwd=REPO, env=clean_env(), timeout=TIMEOUT,
+                              preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit)))
+
+    assert run(64).returncode == 0  # the control: the limit alone makes the difference
+    result = run(4)
+    assert result.returncode == 125, result
+    assert_no_traceback(result.stderr)
+    (line,) = pyinit_lines(result.stderr)
+    call = "unshare" if python == sys.executable and not hasattr(os, "unshare") else "prctl"
+    assert "%s(2) was not called: loading _ctypes failed: Too many open files" % call in line, line
