@@ -20,11 +20,13 @@ import json
 import os
 import platform
 import select
+import shlex
 import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +38,8 @@ PY = sys.executable  # the interpreter the targets are judged on
 CLEAN_PY = "/usr/bin/python3"  # Debian's, without site-packages hooks: extra information
 HELPER = (PY, "-I", "-S", "-c")  # the child programs below: the same for every init
 APT_PACKAGES = ("tini", "dumb-init", "catatonit")  # Debian package name == program name
+INSTALLED = "installed"  # the judged table: pyinit as users install it (see installed_start_up)
+SOURCE_TREE = "source tree"  # the information table: `PY -m pyinit` from the repository
 
 # Settings per mode: (default, --quick).
 SETTINGS = {
@@ -48,6 +52,7 @@ SETTINGS = {
     "teardown_rounds": (40, 6),
     "group_size": (50, 50),
     "rt_copies": (10, 4),
+    "window_rounds": (30, 6),
 }
 
 
@@ -160,16 +165,22 @@ def readable(fd: int, timeout: float, what: str) -> None:
 
 
 class Run:
-    """A contender running in its namespace: the top process, and the init's host PID."""
+    """A contender running in its namespace: the top process, and the init's host PID.
+
+    A command that does not start with `unshare` is the init itself (pyinit
+    as a subreaper, a bare interpreter): no namespace, the top process is it.
+    """
 
     def __init__(self, argv: list, capture: bool = False, quiet: bool = False) -> None:
         self.argv = argv
-        self.what = " ".join(argv[len(UNSHARE):])[:60]  # for messages
+        in_namespace = tuple(argv[:len(UNSHARE)]) == UNSHARE
+        self.what = " ".join(argv[len(UNSHARE) if in_namespace else 0:])[:60]  # for messages
         self.proc = subprocess.Popen(argv, cwd=REPO, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL if quiet else None)
         self.top_fd = os.pidfd_open(self.proc.pid)
-        self.pid = wait_for(lambda: children(self.proc.pid)[:1], "the init of " + self.what)[0]
+        self.pid = (wait_for(lambda: children(self.proc.pid)[:1], "the init of " + self.what)[0] if in_namespace
+                    else self.proc.pid)
         # A pidfd, so a signal can never hit a recycled PID (1000 orphans a run go fast).
         self.init_fd = os.pidfd_open(self.pid)
 
@@ -275,7 +286,13 @@ def quantile(values: list, q: float) -> float:
 
 @dataclass
 class Row:
-    """One line of the table: a summary value per column, raw samples, and the verdict."""
+    """One line of a table: a summary value per column, raw samples, and the verdict.
+
+    `subject` is pyinit's column, the one the ratio and the target are about.
+    `table` says which table the row goes in: the judged rows are those of
+    pyinit installed as users install it; the rest are about pyinit run from
+    the source tree, on the benchmark's own interpreter.
+    """
 
     key: str
     label: str
@@ -288,6 +305,8 @@ class Row:
     target: str = ""
     passed: "bool | None" = None
     extra: dict = field(default_factory=dict)  # more raw data, for the JSON only
+    subject: str = "pyinit"
+    table: str = SOURCE_TREE
 
     def summarise(self, how=statistics.median) -> "Row":
         self.values = {name: how(values) for name, values in self.samples.items()}
@@ -296,7 +315,7 @@ class Row:
     def compare(self, reference: str, clean_reference: str = "") -> "Row":
         """Ratios pyinit / reference, and pyinit on the clean interpreter / its reference."""
         self.reference = reference
-        self.ratio = self.values["pyinit"] / self.values[reference]
+        self.ratio = self.values[self.subject] / self.values[reference]
         if "pyinit (clean py)" in self.values:
             self.clean_ratio = self.values["pyinit (clean py)"] / self.values[clean_reference or reference]
         return self
@@ -304,7 +323,10 @@ class Row:
     def versus(self, reference: str, limit: float, clean_reference: str = "") -> "Row":
         """Judge pyinit / reference <= limit; the clean-interpreter ratio is information."""
         self.compare(reference, clean_reference)
-        self.target = "<= %.2f x %s" % (limit, reference)
+        return self.judge(limit)
+
+    def judge(self, limit: float) -> "Row":
+        self.target = "<= %.2f x %s" % (limit, self.reference)
         self.passed = self.ratio <= limit
         return self
 
@@ -331,7 +353,7 @@ def start_up(s: dict) -> list:
         if r >= 0:
             wall.samples[name].append(elapsed * 1e3)
             cpu.samples[name].append(used * 1e3)
-    return [wall.summarise().versus("python", 1.15, "python (clean)"),
+    return [wall.summarise().compare("python", "python (clean)"),
             cpu.summarise().compare("python", "python (clean)")]
 
 
@@ -359,8 +381,6 @@ def launcher_start_up(s: dict) -> list:
     budget = row.values["python, no namespace"] + row.values["unshare"]
     row.ratio = row.values["pyinit --unshare"] / budget
     row.reference = "(python + unshare)"
-    row.target = "<= 1.15 x (python + unshare)"
-    row.passed = row.ratio <= 1.15
     return [row]
 
 
@@ -383,7 +403,7 @@ def idle_memory(s: dict) -> list:
             for name, run in runs.items():
                 row.samples[name].append(status_field(run.pid, "VmRSS") / 1024)
                 anon[name].append(status_field(run.pid, "RssAnon") / 1024)
-    return [row.summarise().versus("python", 1.10, "python (clean)")]
+    return [row.summarise().compare("python", "python (clean)")]
 
 
 def idle_wakeups(s: dict) -> list:
@@ -635,7 +655,232 @@ def sandbox_cost(s: dict) -> list:
     return [row]
 
 
+# ------------------------------------------------- pyinit as users install it (the judged rows)
+
+class Venv:
+    """A virtual environment made from Debian's python3, pyinit `pip install`ed into it: what users run.
+
+    Made once per run, in a temporary directory, with the venv's own pip,
+    from a copy of the source tree (pip builds in the tree it is given; the
+    repository may be a shared checkout). pip fetches setuptools from PyPI
+    to build the package. Removed when the run ends.
+    """
+
+    _made: "Venv | None" = None
+
+    def __init__(self) -> None:
+        self.top = Path(tempfile.mkdtemp(prefix="pyinit-bench-"))
+        self.root = self.top / "venv"
+        self.python = str(self.root / "bin" / "python")
+        self.pyinit = str(self.root / "bin" / "pyinit")
+        source = self.top / "source"
+        source.mkdir()
+        for name in ("pyproject.toml", "README.md", "LICENSE", "bin", "pyinit"):
+            copy = shutil.copytree if (REPO / name).is_dir() else shutil.copy2
+            copy(REPO / name, source / name, **({"ignore": shutil.ignore_patterns("__pycache__")}
+                                                 if (REPO / name).is_dir() else {}))
+        subprocess.run([CLEAN_PY, "-m", "venv", str(self.root)], check=True)
+        subprocess.run([self.python, "-m", "pip", "install", "-q", "--disable-pip-version-check", str(source)],
+                       check=True, stdout=subprocess.DEVNULL)
+
+    @classmethod
+    def made(cls) -> "Venv":
+        if cls._made is None:
+            if not os.path.exists(CLEAN_PY):
+                raise RuntimeError("no %s to make the users' virtual environment from" % CLEAN_PY)
+            cls._made = cls()
+        return cls._made
+
+    @classmethod
+    def remove(cls) -> None:
+        if cls._made is not None:
+            shutil.rmtree(cls._made.top, ignore_errors=True)
+            cls._made = None
+
+
+def timed_rounds(argvs: dict, rounds: int) -> "tuple[dict, dict]":
+    """Run every command of {name: argv} `rounds` times, taking turns; return wall and CPU samples (ms)."""
+    wall = {name: [] for name in argvs}
+    cpu = {name: [] for name in argvs}
+    for r, name in interleaved(list(argvs), rounds):
+        elapsed, used = time_command(argvs[name])
+        if r >= 0:
+            wall[name].append(elapsed * 1e3)
+            cpu[name].append(used * 1e3)
+    return wall, cpu
+
+
+def hyperfine_means(argvs: dict, runs: int) -> dict:
+    """{name: mean ms} from hyperfine over the same commands, run one after the other; {} without hyperfine."""
+    if shutil.which("hyperfine") is None:
+        return {}
+    with tempfile.NamedTemporaryFile(suffix=".json") as exported:
+        subprocess.run(["hyperfine", "-N", "--warmup", "3", "--runs", str(runs), "--export-json", exported.name,
+                        *[shlex.join(argv) for argv in argvs.values()]], check=True, cwd=REPO,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        results = json.load(exported)["results"]
+    return {name: result["mean"] * 1e3 for name, result in zip(argvs, results)}
+
+
+def installed_start_up(s: dict) -> list:
+    """The installed `pyinit -- true` beside the same venv's bare `python -c pass`, not PID 1 and as PID 1.
+
+    This is what users get: Debian's interpreter in a venv, the command pip
+    installed (bin/pyinit). The C inits run with what they need not to be
+    PID 1 (`tini -s`), for scale; `python -m pyinit` is shown too.
+    """
+    venv = Venv.made()
+    plain = {
+        "pyinit (venv)": [venv.pyinit, "--", "true"],
+        "python (venv)": [venv.python, "-c", "pass"],
+        "python -m pyinit (venv)": [venv.python, "-m", "pyinit", "--", "true"],
+        "tini": ["tini", "-s", "--", "true"],
+        "dumb-init": ["dumb-init", "true"],
+        "catatonit": ["catatonit", "--", "true"],
+    }
+    as_pid1 = {name: [*UNSHARE, *argv] for name, argv in plain.items() if name != "tini"}
+    as_pid1["tini"] = [*UNSHARE, "tini", "--", "true"]
+    argvs = {**{("plain", n): a for n, a in plain.items()}, **{("pid1", n): a for n, a in as_pid1.items()}}
+    wall, cpu = timed_rounds(argvs, s["startup_rounds"])
+    rows = []
+    for placement, label in (("plain", "not PID 1"), ("pid1", "as PID 1 (`unshare --fork --pid --mount-proc`)")):
+        row = Row("installed_startup_" + placement, "start-up `pyinit -- true`, %s, wall (ms)" % label, "{:.1f}",
+                  subject="pyinit (venv)", table=INSTALLED)
+        row.samples = {name: samples for (where, name), samples in wall.items() if where == placement}
+        row.extra["cpu_ms"] = {name: statistics.median(samples) for (where, name), samples in cpu.items()
+                               if where == placement}
+        rows.append(row.summarise().versus("python (venv)", 1.15))
+    pair = ("pyinit (venv)", "python (venv)")
+    for placement, commands, row in (("plain", plain, rows[0]), ("pid1", as_pid1, rows[1])):
+        means = hyperfine_means({name: commands[name] for name in pair}, max(10, s["startup_rounds"] // 2))
+        if means:
+            row.extra["hyperfine_mean_ms"] = means
+            row.extra["hyperfine_ratio"] = means[pair[0]] / means[pair[1]]
+    return rows
+
+
+def installed_launcher(s: dict) -> list:
+    """The installed `pyinit --unshare -- true` beside a bare start of the venv's python plus util-linux's unshare."""
+    venv = Venv.made()
+    argvs = {
+        "pyinit --unshare (venv)": [venv.pyinit, "--unshare", "--", "true"],
+        "python (venv)": [venv.python, "-c", "pass"],
+        "unshare": [*UNSHARE, "true"],
+        "unshare + pyinit (venv)": [*UNSHARE, venv.pyinit, "--", "true"],
+    }
+    wall, _ = timed_rounds(argvs, s["startup_rounds"])
+    row = Row("installed_launcher", "launcher `pyinit --unshare -- true`, wall (ms)", "{:.1f}",
+              subject="pyinit --unshare (venv)", table=INSTALLED)
+    row.samples = wall
+    row.summarise()
+    row.ratio = row.values[row.subject] / (row.values["python (venv)"] + row.values["unshare"])
+    row.reference = "(python + unshare)"
+    return [row.judge(1.15)]
+
+
+def private_memory(pid: int) -> float:
+    """USS in MiB: the pages only this process maps (Private_* of /proc/PID/smaps_rollup)."""
+    total = 0
+    for line in read_text("/proc/%d/smaps_rollup" % pid).splitlines():
+        name, _, value = line.partition(":")
+        if name in ("Private_Clean", "Private_Dirty", "Private_Hugetlb"):
+            total += int(value.split()[0])
+    return total / 1024
+
+
+def installed_memory(s: dict) -> list:
+    """Idle VmRSS and USS of the installed pyinit over `sleep 1000`, as PID 1 and not, beside the bare idle venv python."""
+    venv = Venv.made()
+    idle_python = [venv.python, "-c", IDLE_PYTHON]
+    argvs = {
+        ("pid1", "pyinit (venv)"): [*UNSHARE, venv.pyinit, "--", "sleep", "1000"],
+        ("pid1", "python (venv)"): [*UNSHARE, *idle_python],
+        ("plain", "pyinit (venv)"): [venv.pyinit, "--", "sleep", "1000"],
+        ("plain", "python (venv)"): idle_python,
+        **{("pid1", c.name): c.argv("sleep", "1000") for c in inits() if c.name in APT_PACKAGES},
+    }
+    rss = {key: [] for key in argvs}
+    uss = {key: [] for key in argvs}
+    bare = tuple(key for key in argvs if key[1] == "python (venv)")
+    for _ in range(s["memory_rounds"]):  # all at once: idle processes do not disturb each other
+        with running(argvs, quiet=bare) as runs:
+            for key, run in runs.items():
+                wait_idle(run.pid, child="" if key in bare else "sleep")
+            for key, run in runs.items():
+                rss[key].append(status_field(run.pid, "VmRSS") / 1024)
+                uss[key].append(private_memory(run.pid))
+    rows = []
+    for placement, label in (("pid1", "as PID 1"), ("plain", "not PID 1")):
+        row = Row("installed_memory_" + placement, "idle resident memory, %s, VmRSS (MiB)" % label, "{:.2f}",
+                  subject="pyinit (venv)", table=INSTALLED)
+        row.samples = {name: samples for (where, name), samples in rss.items() if where == placement}
+        rows.append(row.summarise().versus("python (venv)", 1.05))
+    row = Row("installed_uss", "idle private memory (USS), as PID 1 (MiB)", "{:.2f}",
+              subject="pyinit (venv)", table=INSTALLED)
+    row.samples = {name: samples for (where, name), samples in uss.items() if where == "pid1"}
+    row.summarise().compare("python (venv)")
+    row.extra["ratio_to_tini"] = row.values[row.subject] / row.values["tini"]
+    return rows + [row]
+
+
+def signal_window(trace: str) -> "float | None":
+    """Milliseconds from the traced command's exec to its first rt_sigprocmask that blocks SIGTERM, from
+    `strace -f -ttt` output; None if it never blocks."""
+    start = pid = None
+    for line in trace.splitlines():
+        fields = line.split(None, 2)
+        if len(fields) < 3:
+            continue
+        if start is None and fields[2].startswith("execve("):
+            pid, start = fields[0], float(fields[1])
+        elif fields[0] == pid and fields[2].startswith("rt_sigprocmask(SIG_"):
+            how, _, rest = fields[2][len("rt_sigprocmask("):].partition(", ")
+            new_set = rest[:rest.index("]") + 1]
+            blocks_term = new_set.startswith("~[") != (" TERM" in new_set.replace("[", " "))
+            if how in ("SIG_BLOCK", "SIG_SETMASK") and blocks_term:
+                return (float(fields[1]) - start) * 1e3
+    return None
+
+
+def start_up_window(s: dict) -> list:
+    """How long after exec each init still takes signals the default way: exec to its first block of SIGTERM.
+
+    Measured with `strace -f --seccomp-bpf -ttt -e trace=execve,rt_sigprocmask`:
+    only those two system calls stop the process (seccomp filters the rest
+    in the kernel), and the timestamps are strace's, taken at each call's
+    entry. The trace adds the same few stops to every init's exec and block.
+    """
+    if shutil.which("strace") is None:
+        raise RuntimeError("strace is needed for the start-up window (apt-get install strace)")
+    venv = Venv.made()
+    argvs = {
+        "pyinit (venv)": [venv.pyinit, "--", "true"],
+        "python -m pyinit (venv)": [venv.python, "-m", "pyinit", "--", "true"],
+        "tini": ["tini", "-s", "--", "true"],
+        "dumb-init": ["dumb-init", "true"],
+        "catatonit": ["catatonit", "--", "true"],
+    }
+    row = Row("installed_window", "start-up window: exec to signals blocked, under strace (ms)", "{:.2f}",
+              subject="pyinit (venv)", table=INSTALLED)
+    row.samples = {name: [] for name in argvs}
+    with tempfile.TemporaryDirectory() as scratch:
+        output = os.path.join(scratch, "trace")
+        for r, name in interleaved(list(argvs), s["window_rounds"]):
+            subprocess.run(["strace", "-f", "--seccomp-bpf", "-ttt", "-e", "trace=execve,rt_sigprocmask",
+                            "-o", output, *argvs[name]], check=True, stdout=subprocess.DEVNULL)
+            window = signal_window(read_text(output))
+            if window is None:
+                raise RuntimeError("%s never blocked SIGTERM under strace" % name)
+            if r >= 0:
+                row.samples[name].append(window)
+    return [row.summarise().compare("tini")]
+
+
 MEASUREMENTS = {
+    "installed_startup": installed_start_up,
+    "installed_launcher": installed_launcher,
+    "installed_memory": installed_memory,
+    "window": start_up_window,
     "startup": start_up,
     "launcher": launcher_start_up,
     "memory": idle_memory,
@@ -651,14 +896,16 @@ MEASUREMENTS = {
 # ------------------------------------------------------------------- report
 
 def columns(rows: list) -> list:
-    order = ["tini", "dumb-init", "catatonit", "pyinit", "python", "pyinit (clean py)", "python (clean)"]
+    order = ["tini", "dumb-init", "catatonit", "pyinit", "python", "pyinit (clean py)", "python (clean)",
+             "pyinit (venv)", "python (venv)", "python -m pyinit (venv)", "pyinit --unshare (venv)"]
     seen = {name for row in rows for name in row.values}
     return [name for name in order if name in seen] + sorted(seen - set(order))
 
 
 def markdown_table(rows: list) -> str:
     cols = columns(rows)
-    header = ["measurement", *cols, "pyinit ratio", "target", "result", "clean-py ratio"]
+    clean = any(row.clean_ratio is not None for row in rows)
+    header = ["measurement", *cols, "pyinit ratio", "target", "result", *(["clean-py ratio"] if clean else [])]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [row.label]
@@ -666,7 +913,8 @@ def markdown_table(rows: list) -> str:
         cells.append("%.2f x %s" % (row.ratio, row.reference) if row.ratio is not None else "")
         cells.append(row.target)
         cells.append({True: "PASS", False: "**FAIL**", None: ""}[row.passed])
-        cells.append("%.2f" % row.clean_ratio if row.clean_ratio is not None else "")
+        if clean:
+            cells.append("%.2f" % row.clean_ratio if row.clean_ratio is not None else "")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -699,12 +947,27 @@ def machine_info(mode: str) -> dict:
 def report(rows: list, info: dict) -> str:
     lines = ["# pyinit benchmark", ""]
     lines += ["- %s: %s" % (key, value) for key, value in info.items()]
-    lines += ["", markdown_table(rows), ""]
-    lines.append("Values are medians over interleaved rounds (p90 where the row says so). "
-                 "Ratios divide pyinit's value by the reference column of this same run; "
-                 "the target is judged on pyinit under `%s`. The clean-py ratio is pyinit under "
-                 "`%s` over the same reference (for start-up and memory: the clean bare interpreter), "
-                 "shown for information." % (PY, CLEAN_PY))
+    installed = [row for row in rows if row.table == INSTALLED]
+    if installed:
+        lines += ["", "## pyinit as users install it (judged)", "", markdown_table(installed), ""]
+        lines.append("`(venv)`: a virtual environment made from `%s`, pyinit `pip install`ed into it; "
+                     "`pyinit (venv)` is the command pip installed. Ratios divide pyinit's median by the "
+                     "reference column's, from this same run." % CLEAN_PY)
+        for row in installed:
+            if "hyperfine_ratio" in row.extra:
+                means = row.extra["hyperfine_mean_ms"]
+                lines.append("- hyperfine, %s: %s; ratio %.2f." % (row.label, ", ".join(
+                    "%s %.1f ms" % (name, mean) for name, mean in means.items()), row.extra["hyperfine_ratio"]))
+            if "ratio_to_tini" in row.extra:
+                lines.append("- %s: pyinit %.2f x tini." % (row.label, row.extra["ratio_to_tini"]))
+    others = [row for row in rows if row.table != INSTALLED]
+    if others:
+        lines += ["", "## pyinit from the source tree, `%s -m pyinit`" % PY, "", markdown_table(others), ""]
+        lines.append("Values are medians over interleaved rounds (p90 where the row says so). "
+                     "Ratios divide pyinit's value by the reference column of this same run; "
+                     "targets are judged on pyinit under `%s`; start-up and memory here are information "
+                     "(the judged ones are above). The clean-py ratio is pyinit under `%s` over the same "
+                     "reference (for start-up and memory: the clean bare interpreter)." % (PY, CLEAN_PY))
     for row in rows:
         if "per_signal" in row.extra:
             lines += ["", "Real-time signals, %d copies of each of %d sent: %s." % (
@@ -726,7 +989,8 @@ def to_json(rows: list, info: dict) -> dict:
         entry = {
             "label": row.label, "values": row.values, "samples": row.samples,
             "ratio": row.ratio, "reference": row.reference, "target": row.target,
-            "passed": row.passed, "clean_ratio": row.clean_ratio, **row.extra,
+            "passed": row.passed, "clean_ratio": row.clean_ratio, "subject": row.subject, "table": row.table,
+            **row.extra,
         }
         out["rows"][row.key] = entry
     return out
@@ -790,15 +1054,18 @@ def main() -> int:
     settings = {key: pair[args.quick] for key, pair in SETTINGS.items()}
     started = time.monotonic()
     rows = []
-    for name in chosen:
-        print("%s ..." % name, file=sys.stderr, flush=True)
-        step = time.monotonic()
-        fresh_bytecode()  # others may edit pyinit/ while this runs
-        try:
-            rows += MEASUREMENTS[name](settings)
-        except (RuntimeError, ValueError) as failure:
-            sys.exit("bench.py: %s: %s" % (name, failure))
-        print("%s done in %.0f s" % (name, time.monotonic() - step), file=sys.stderr, flush=True)
+    try:
+        for name in chosen:
+            print("%s ..." % name, file=sys.stderr, flush=True)
+            step = time.monotonic()
+            fresh_bytecode()  # others may edit pyinit/ while this runs
+            try:
+                rows += MEASUREMENTS[name](settings)
+            except (RuntimeError, ValueError, subprocess.CalledProcessError) as failure:
+                sys.exit("bench.py: %s: %s" % (name, failure))
+            print("%s done in %.0f s" % (name, time.monotonic() - step), file=sys.stderr, flush=True)
+    finally:
+        Venv.remove()
     info = machine_info(mode)
     info["runtime"] = "%.0f s" % (time.monotonic() - started)
     info["settings"] = settings
