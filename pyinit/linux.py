@@ -14,6 +14,7 @@ This module imports nothing of pyinit's.
 
 import errno
 import os
+import sys
 
 TYPE_CHECKING = False  # mypy reads the block below; at run time `typing` would cost start-up
 if TYPE_CHECKING:
@@ -72,17 +73,22 @@ def _load() -> None:
     _Function, _libc, _ctypes = Function, handle, module
 
 
-def _call(function_name: str, *args: object) -> int:
-    """Call a libc function; raise OSError on -1, return the result otherwise.
-
-    An int goes to C as an int, an UnsignedLong as an unsigned long, bytes
-    as a char pointer, None as NULL.
-    """
+def _loaded_for(function_name: str) -> None:
+    """Load `_ctypes` if it is not yet; a failure names the function that will not be called."""
     if _ctypes is None:
         try:
             _load()
         except (ImportError, OSError) as failure:
             raise LoadError(function_name, failure) from None
+
+
+def _call(function_name: str, *args: object) -> int:
+    """Call a libc function; raise OSError on -1, return the result otherwise.
+
+    An int goes to C as an int, an UnsignedLong as an unsigned long, bytes
+    as a char pointer, None as NULL, a byref() as the pointer it is.
+    """
+    _loaded_for(function_name)
     c_args = [_ULong(arg) if isinstance(arg, UnsignedLong) else arg for arg in args]
     result: int = _Function(_ctypes.dlsym(_libc, function_name))(*c_args)
     if result == -1:
@@ -203,16 +209,15 @@ def ptrace(request: int, pid: int, data: int = 0) -> None:
 
     glibc declares ptrace variadic, so `addr` and `data` go as unsigned longs.
     """
-    ulong = _c().c_ulong
-    _call("ptrace", request, pid, ulong(0), ulong(data))
+    _call("ptrace", request, pid, UnsignedLong(0), UnsignedLong(data))
 
 
 def ptrace_event_message(pid: int) -> int:
     """PTRACE_GETEVENTMSG: at a PTRACE_EVENT_EXIT stop, the wait status the tracee is exiting with."""
-    ctypes = _c()
-    message = ctypes.c_ulong(0)
-    _call("ptrace", PTRACE_GETEVENTMSG, pid, ctypes.c_ulong(0), ctypes.byref(message))
-    return message.value
+    _loaded_for("ptrace")
+    message = _ULong(0)
+    _call("ptrace", PTRACE_GETEVENTMSG, pid, UnsignedLong(0), _ctypes.byref(message))
+    return int(message.value)
 
 
 def get_window_size(fd: int) -> bytes:
@@ -247,11 +252,11 @@ def signalfd(signal_numbers: "frozenset[int]") -> int:
     so they can be waited for in select(2) beside other descriptors, which
     Python's signal module cannot do without running handlers.
     """
-    ctypes = _c()
-    mask = (ctypes.c_uint64 * 16)()  # glibc's sigset_t: 1024 bits, of which the kernel reads 64
+    words = [0] * 16  # glibc's sigset_t: 1024 bits in 64-bit words, of which the kernel reads 64
     for signo in signal_numbers:
-        mask[(signo - 1) // 64] |= 1 << ((signo - 1) % 64)
-    return _call("signalfd", -1, ctypes.byref(mask), _SFD_NONBLOCK | _SFD_CLOEXEC)
+        words[(signo - 1) // 64] |= 1 << ((signo - 1) % 64)
+    mask = b"".join(word.to_bytes(8, sys.byteorder) for word in words)  # bytes go to C as a pointer
+    return _call("signalfd", -1, mask, _SFD_NONBLOCK | _SFD_CLOEXEC)
 
 
 def read_signalfd(fd: int) -> "list[tuple[int, int, int]]":
