@@ -161,9 +161,10 @@ def test_a_command_that_cleans_up_has_no_leftovers():
 def test_send_signal_takes_numbers_enums_and_names():
     with Sandbox(program("recorder", "rec")) as box:
         box.wait_for_output("rec ready")
-        for sig in (signal.SIGUSR1.value, signal.SIGUSR2, "RTMIN+2", "HUP", "SIGTERM"):
-            box.send_signal(sig)
-            time.sleep(0.05)  # one at a time: the recorder takes pending signals lowest first
+        for sig, signo in ((signal.SIGUSR1.value, signal.SIGUSR1), (signal.SIGUSR2, signal.SIGUSR2),
+                           ("RTMIN+2", signal.SIGRTMIN + 2), ("HUP", signal.SIGHUP), ("SIGTERM", signal.SIGTERM)):
+            box.send_signal(sig)  # one at a time: the recorder would take pending signals lowest first
+            box.wait_for_output(r"rec %d 1\n" % signo, timeout=TIMEOUT)
         result = box.wait(TIMEOUT)
     received = [line.split()[1:] for line in result.stdout.splitlines()[1:]]
     expected = [signal.SIGUSR1, signal.SIGUSR2, signal.SIGRTMIN + 2, signal.SIGHUP, signal.SIGTERM]
