@@ -54,7 +54,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: "pytest.CallInfo[None]") 
     if not boxes:
         return
     report = outcome.get_result()
-    if report.failed and report.when == "call":
+    if report.failed and report.when in ("setup", "call"):  # a fixture's readiness wait fails in setup
         for number, box in enumerate(boxes, 1):
             for title, text in _sections(box):
                 report.sections.append(("pyinit sandbox %d (%s): %s" % (number, box.label, title), text))
@@ -64,7 +64,12 @@ def _sections(box: "Sandbox") -> "list[tuple[str, str]]":
     """The process tree now, the output tail, and the exit report (once pyinit has written it)."""
     import json
 
-    result = box.result
+    from pyinit.sandbox import TimeoutExpired
+
+    try:
+        result = box.wait(0)  # at once, if pyinit has ended already
+    except TimeoutExpired:
+        result = None
     tree = box.tree()
     if result is not None and result.leftovers:
         tree += "\nleft running when the command exited:\n" + "\n".join(str(p) for p in result.leftovers)

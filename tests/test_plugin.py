@@ -99,6 +99,28 @@ def test_a_failing_test_reports_each_sandbox_and_leaks_nothing(pytester):
     assert leaked(marker) == []
 
 
+def test_a_fixture_that_fails_in_setup_reports_its_sandbox_with_the_exit_report(pytester):
+    pytester.makepyfile(test_setup="""
+import pytest
+
+@pytest.fixture
+def service(sandbox):
+    box = sandbox(["sh", "-c", "echo starting; exit 3"])
+    box.wait_for_output("ready")
+    return box
+
+def test_never_runs(service):
+    pass
+""")
+    result, marker = run_inner(pytester)
+    result.assert_outcomes(errors=1)
+    output = result.stdout.str()
+    assert "CommandExited" in output and "exited with code 3 while waiting for output matching 'ready'" in output
+    report = output.split("pyinit sandbox 1 (sh -c echo starting; exit 3): exit report")[1]
+    assert '"exit_code": 3' in report and '"signal": null' in report
+    assert leaked(marker) == []
+
+
 def test_the_plugin_registers_once_through_p_and_pytest_plugins(pytester):
     """The entry point's name is the module's: `-p` plus a conftest's pytest_plugins load it once."""
     pytester.makeconftest('pytest_plugins = ["pyinit.pytest_plugin"]')
