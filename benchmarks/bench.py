@@ -53,6 +53,8 @@ SETTINGS = {
     "group_size": (50, 50),
     "rt_copies": (10, 4),
     "window_rounds": (30, 6),
+    "storm_rounds": (3, 1),
+    "storm_seconds": (10.0, 10.0),
 }
 
 
@@ -876,6 +878,96 @@ def start_up_window(s: dict) -> list:
     return [row.summarise().compare("tini")]
 
 
+# The child: FORKERS shell loops that make orphans as fast as a shell can (each
+# subshell starts eight `:` jobs and exits, leaving them to PID 1) for SECONDS,
+# then the whole group is killed.
+STORM = ("for i in {forkers}; do (while :; do ( : & : & : & : & : & : & : & : & ); done) & done; "
+         "echo R; sleep {seconds}; kill 0")
+PIDS_CGROUP = "/sys/fs/cgroup/pids"  # cgroup v1 controllers, as mounted on the development machine
+CPU_CGROUP = "/sys/fs/cgroup/cpu"
+STORM_CAP = 12000
+
+
+def fork_storm(s: dict) -> list:
+    """A fork storm of 1 and of 2 forking loops for 10 s, each init in a pids cgroup capped at 12,000.
+
+    Each run gets fresh cgroups: pids (cgroup v1), capped at STORM_CAP tasks,
+    whose pids.current counts every task, zombies included (a task is
+    uncharged when it is reaped), sampled every millisecond: its peak is the
+    backlog plus the storm's own few live processes; pids.events counts the
+    forks the cap refused. And cpu, as every container runtime gives a
+    container: without one, on a host with kernel.sched_autogroup_enabled,
+    a child that leads a session of its own (pyinit's default, dumb-init's)
+    gets a scheduling autogroup of its own, and the init then competes for
+    the CPU with everything else on the host instead of with the storm: tini
+    whose child calls setsid piles up zombies the same way (README, Benchmark).
+    """
+    for controller in (PIDS_CGROUP, CPU_CGROUP):
+        if not os.path.isdir(controller):
+            raise RuntimeError("no cgroup v1 %s (the fork storm needs it)" % controller)
+    contenders = {c.name: c for c in inits() if c.name in ("tini", "pyinit", "pyinit (clean py)")}
+    rows = []
+    for forkers in (1, 2):
+        peak = Row("storm%d_peak" % forkers, "fork storm, %d loop(s) 10 s: peak tasks (zombies + storm), median run" % forkers,
+                   "{:.0f}")
+        hits = Row("storm%d_cap" % forkers, "fork storm, %d loop(s): runs that hit the 12,000 cap" % forkers, "{:.0f}")
+        cpu = Row("storm%d_cpu" % forkers, "fork storm, %d loop(s): init CPU (ms)" % forkers, "{:.0f}")
+        for row in (peak, hits, cpu):
+            row.samples = {name: [] for name in contenders}
+        command = ("sh", "-c", STORM.format(forkers=" ".join("x" * forkers), seconds=s["storm_seconds"]))
+        for r, name in interleaved(list(contenders), s["storm_rounds"], warmup=0):
+            top, refused, used = storm_run(contenders[name].argv(*command), s["storm_seconds"])
+            peak.samples[name].append(top)
+            hits.samples[name].append(1 if refused else 0)
+            cpu.samples[name].append(used * 1e3)
+        peak.summarise().versus("tini", 2.0)
+        hits.summarise(sum)
+        hits.target = "<= tini's"
+        hits.passed = hits.values["pyinit"] <= hits.values["tini"]
+        rows += [peak, hits, cpu.summarise().compare("tini")]
+    return rows
+
+
+def storm_run(argv: list, seconds: float) -> "tuple[int, int, float]":
+    """One storm in fresh cgroups: (peak pids.current, forks refused by the cap, init CPU seconds)."""
+    name = "pyinit-bench-%d" % os.getpid()
+    pids, cpu = os.path.join(PIDS_CGROUP, name), os.path.join(CPU_CGROUP, name)
+    for path in (pids, cpu):
+        os.makedirs(path, exist_ok=True)
+    with open(os.path.join(pids, "pids.max"), "w") as limit:
+        limit.write(str(STORM_CAP))
+    join = 'echo $$ > %s/cgroup.procs; echo $$ > %s/cgroup.procs; exec "$@"' % (pids, cpu)
+    with open(os.path.join(pids, "pids.events")) as events:
+        refused_before = int(events.read().split()[1])
+    top = used = 0
+    try:
+        with running({"storm": ["sh", "-c", join, "sh", *argv]}, capture=True) as runs:
+            run = runs["storm"]
+            run.ready()
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                top = max(top, int(read_text(os.path.join(pids, "pids.current"))))
+                used = cpu_seconds(run.pid) or used
+                time.sleep(0.001)
+            run.wait_exit(timeout=60)
+        with open(os.path.join(pids, "pids.events")) as events:
+            refused = int(events.read().split()[1]) - refused_before
+    finally:
+        wait_for(lambda: not read_text(os.path.join(pids, "cgroup.procs")), "the storm's cgroup to empty")
+        for path in (pids, cpu):
+            os.rmdir(path)
+    return top, refused, used
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of `pid`, 0 once it is gone."""
+    try:
+        fields = read_text("/proc/%d/stat" % pid).rpartition(")")[2].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 MEASUREMENTS = {
     "installed_startup": installed_start_up,
     "installed_launcher": installed_launcher,
@@ -890,6 +982,7 @@ MEASUREMENTS = {
     "teardown": teardown,
     "realtime": realtime_signals,
     "sandbox": sandbox_cost,
+    "storm": fork_storm,
 }
 
 

@@ -26,6 +26,7 @@ _SI_USER = 0  # si_code of kill(2), and of the signal the kernel raises for a fa
 _SI_KERNEL = 0x80  # si_code of what the terminal sends its foreground group
 _TO_FOREGROUND = frozenset({api.SIGINT, api.SIGQUIT, api.SIGTSTP, api.SIGWINCH})  # what a terminal sends its foreground group
 _TERMINAL_ACCESS = frozenset({api.SIGTTIN, api.SIGTTOU})  # a background process touching the terminal
+_WAIT_FLAGS = os.WNOHANG | os.WUNTRACED  # reap without blocking; report stops too (the child's, to stop with it)
 _WRITE_ERRORS = frozenset({api.SIGPIPE, api.SIGXFSZ})  # what a failed write(2) raises
 _SUSPEND = (api.SIGTSTP, api.SIGTTIN, api.SIGTTOU)  # stop a process only if its group is not orphaned
 # Placements where the child leads a session of its own: its process group is
@@ -127,6 +128,7 @@ def run(config: Config, inherited_ignored: "frozenset[int] | None" = None,
             log.error("internal error while draining: %r", failure)
     if config.exit_report:
         report.write(config.exit_report, code)
+    log.flush()
     return code
 
 
@@ -241,28 +243,36 @@ def reap(child: "Child | None", policy: "shutdown.Policy | None", warn_reaped: b
     goes into `child.status` before anything else is done with it, and its
     stops into `child.stopped` (WUNTRACED), so that pyinit can stop along
     with it. Every other process is counted, and logged under -w.
+    In a fork storm this runs thousands of times a second: what can be
+    decided once per call is, so that a zombie costs one waitpid(2) and a
+    few comparisons.
     """
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG | os.WUNTRACED)
-        except ChildProcessError:
-            return False
-        if pid == 0:
-            return True
-        if child is not None and pid == child.pid:
-            if os.WIFSTOPPED(status):
-                child.stopped = status
-                log.info("child %d is stopped: %s", pid, _describe(status))
+    main = child.pid if child is not None else 0
+    logged = warn_reaped or log.level >= log.INFO
+    reaped = 0
+    try:
+        while True:
+            pid, status = os.waitpid(-1, _WAIT_FLAGS)
+            if pid == 0:
+                return True
+            if pid == main and child is not None:
+                if os.WIFSTOPPED(status):
+                    child.stopped = status
+                    log.info("child %d is stopped: %s", pid, _describe(status))
+                else:
+                    child.status = status
+                    log.info("child %d exited: %s", pid, _describe(status))
+            elif os.WIFSTOPPED(status):
+                log.debug("process %d is stopped: %s", pid, _describe(status))
             else:
-                child.status = status
-                log.info("child %d exited: %s", pid, _describe(status))
-        elif os.WIFSTOPPED(status):
-            log.debug("process %d is stopped: %s", pid, _describe(status))
-        else:
-            if policy is not None:
-                policy.report.zombies_reaped += 1
-            if warn_reaped or log.level >= log.INFO:  # the one log call hot enough to guard
-                (log.warning if warn_reaped else log.info)("reaped zombie %d: %s", pid, _describe(status))
+                reaped += 1
+                if logged:
+                    (log.warning if warn_reaped else log.info)("reaped zombie %d: %s", pid, _describe(status))
+    except ChildProcessError:
+        return False
+    finally:
+        if policy is not None:
+            policy.report.zombies_reaped += reaped
 
 
 def _drain(policy: shutdown.Policy, warn_reaped: bool) -> None:
