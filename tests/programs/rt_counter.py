@@ -24,6 +24,8 @@ os.posix_spawnp("setsid", ["setsid", "dash", "-c", ORPHAN_MAKER], os.environ)
 os.write(1, b"ready\n")
 counts: "dict[int, int]" = {}
 total = 0
+# The counting loop is benchmarks/bench.py's RT_COUNTER's: that one must stay a
+# standalone string the benchmark runs with `python -I -S -c`.
 while total < expected:
     info = signal.sigtimedwait(realtime, 10.0)
     if info is None:
