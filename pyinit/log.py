@@ -18,9 +18,9 @@ opened on first use:
 - a socket (journald's stream, say): the socket's send() with MSG_DONTWAIT;
 - a regular file or block device: fd 2 itself, which does not wait for a
   reader;
-- anything else, or where /proc cannot reopen it: fd 2, written only when
-  poll says it has room (which another writer could take first: the best
-  there is).
+- anything else, or where it cannot be reopened (no /proc, no descriptor
+  left): fd 2, written only when poll says it has room (which another
+  writer could take first: the best there is).
 
 Each line is one write of at most PIPE_BUF bytes, so a line is never split
 or mixed with another writer's on a pipe, nor held in a buffer when the init
@@ -59,26 +59,33 @@ _dropped = 0  # lines lost to a full stderr since the last one written
 
 def _choose_writer() -> "Callable[[bytes], int]":
     """How to write to stderr without blocking (see the module's docstring)."""
-    import stat
-
-    mode = os.fstat(2).st_mode
-    if stat.S_ISREG(mode) or stat.S_ISBLK(mode):
-        return lambda data: os.write(2, data)
-    if stat.S_ISSOCK(mode):
-        import socket
-
-        stream = socket.socket(fileno=os.dup(2))  # dup: closing this object must not close fd 2
-        return lambda data: stream.send(data, socket.MSG_DONTWAIT)
     try:
+        import stat
+
+        mode = os.fstat(2).st_mode
+        if stat.S_ISREG(mode) or stat.S_ISBLK(mode):
+            return _write_stderr
+        if stat.S_ISSOCK(mode):
+            import socket
+
+            stream = socket.socket(fileno=os.dup(2))  # dup: closing this object must not close fd 2
+            return lambda data: stream.send(data, socket.MSG_DONTWAIT)
         fd = os.open("/proc/self/fd/2", os.O_WRONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    except OSError:
+        return lambda data: os.write(fd, data)
+    except Exception:  # no /proc, or no descriptor left (RLIMIT_NOFILE) to reopen it or load a module with
         return _write_when_ready
-    return lambda data: os.write(fd, data)
+
+
+def _write_stderr(data: bytes) -> int:
+    return os.write(2, data)
 
 
 def _write_when_ready(data: bytes) -> int:
-    import select
-
+    """fd 2 itself, written only when poll says there is room (where the module can be loaded)."""
+    try:
+        import select
+    except Exception:  # an extension module: loading it needs a descriptor (OSError), or it is missing
+        return os.write(2, data)
     if not select.select([], [2], [], 0)[1]:
         raise BlockingIOError(errno.EAGAIN, "stderr is full")
     return os.write(2, data)
