@@ -45,6 +45,7 @@ DEBUG = 3  # -vv: the plumbing (subreaper, working directory, masks)
 LINE_LIMIT = 4096  # PIPE_BUF: a write no longer than this to a pipe is all or nothing
 
 level = WARNING
+line_end = "\n"  # "\r\n" while the launcher holds the user's terminal raw (no output processing)
 
 
 def set_level(new_level: int) -> None:
@@ -92,9 +93,9 @@ def _write_when_ready(data: bytes) -> int:
 
 
 def _line(message: str) -> bytes:
-    data = ("pyinit: " + message + "\n").encode(errors="backslashreplace")
+    data = ("pyinit: " + message + line_end).encode(errors="backslashreplace")
     if len(data) > LINE_LIMIT:
-        data = data[:LINE_LIMIT - 4] + b"...\n"
+        data = data[:LINE_LIMIT - 3 - len(line_end)] + b"..." + line_end.encode()
     return data
 
 

@@ -62,11 +62,14 @@ def launch(config: Config) -> int:
     os.close(launcher_pidfd)
     log.info("started the init as PID %d (PID 1 of its namespace)", init_pid)
     if pty is not None:
-        return pty.relay(init_pid, parent, config.pdeathsig)
-    # The init rewrites, remaps, reaps and keeps the shutdown timers; the
-    # launcher relays each signal to it as it came, and exits with its code.
-    # To the init alone: until it has called setsid() it leads no group.
-    return init.supervise(init.Child(init_pid, group=False), pdeathsig=config.pdeathsig, parent=parent)
+        code = pty.relay(init_pid, parent, config.pdeathsig)
+    else:
+        # The init rewrites, remaps, reaps and keeps the shutdown timers; the
+        # launcher relays each signal to it as it came, and exits with its code.
+        # To the init alone: until it has called setsid() it leads no group.
+        code = init.supervise(init.Child(init_pid, group=False), pdeathsig=config.pdeathsig, parent=parent)
+    log.flush()  # the launcher's own dropped lines, announced before it exits as the init's are
+    return code
 
 
 def _open_pty(wanted: "bool | None") -> "relay.Pty | None":

@@ -393,6 +393,8 @@ class Pty:
             log.warning("cannot put the terminal in raw mode: %s", failure.args[-1])
             return
         self.saved_modes = modes
+        if os.isatty(2):  # raw mode turns ONLCR off: our own lines on that terminal must not staircase
+            log.line_end = "\r\n"
 
     def _leave_raw(self) -> None:
         if self.saved_modes is None:
@@ -402,6 +404,7 @@ class Pty:
         except termios.error as failure:  # hung up: nothing left to restore
             log.debug("cannot restore the terminal's modes: %s", failure.args[-1])
         self.saved_modes = None
+        log.line_end = "\n"
 
     def _copy_window_size(self) -> None:
         if not self.user_is_terminal:

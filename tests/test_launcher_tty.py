@@ -158,6 +158,16 @@ def test_ctrl_c_ends_the_command_once(shell):
     assert "forwarded SIGINT" not in shell.screen, shell.screen
 
 
+def test_the_launchers_own_lines_start_at_the_left_margin_while_the_terminal_is_raw(shell):
+    """Raw mode turns the terminal's newline translation off: the launcher's `-v` lines end in CR LF."""
+    typed(shell, ["-v", "--", "sleep", "100"])
+    launcher, init, sleep = tree(shell, "sleep")
+    os.kill(launcher, signal.SIGUSR1)
+    ending = shell.expect(r"pyinit: received SIGUSR1 from PID %d(\r?\n)" % os.getpid()).group(1)
+    assert ending == "\r\n", shell.screen
+    assert shell.exit_code() == 128 + signal.SIGUSR1  # forwarded, it ended sleep
+
+
 def test_output_written_just_before_the_exit_is_not_lost(shell):
     """Thousands of lines, then a last word without a newline, then exit: all of it reaches the screen."""
     script = "import sys; sys.stdout.write(''.join('line %d\\n' % i for i in range(5000)) + 'the-end'); sys.exit(7)"
