@@ -57,9 +57,15 @@ def test_sigint_at_start_up_never_gives_a_traceback_through_pyinit_nor_is_lost(i
     where Python's SIGINT handler can raise KeyboardInterrupt in frames of
     its own (`<frozen ...>`), or kill the process before the handler is
     installed: that window is the interpreter's, and the benchmark measures
-    it. What may never happen: a frame in pyinit's package, or in the
-    command's script past the blocking statement, and a SIGINT lost (the
-    command, `sleep 5`, would then run to its end and exit 0).
+    it. The interpreter's start-up can even swallow the KeyboardInterrupt
+    itself: raised in a weakref callback of the import lock ("Exception
+    ignored in") or while it checks argv[0] for a zipimport ("Failed
+    checking if argv[0] is an import path entry"), it is printed and
+    cleared, and the SIGINT is gone before pyinit's first statement (seen 2
+    in 600 tries on a loaded machine). What may never happen: a frame in
+    pyinit's package, or in the command's script past the blocking
+    statement, and a SIGINT lost where the interpreter did not swallow it
+    (the command, `sleep 5`, would then run to its end and exit 0).
     """
     argv = [str(installed.pyinit)] if entry == "command" else [str(installed.python), "-m", "pyinit"]
     script = installed.pyinit.read_text().splitlines()
@@ -68,7 +74,7 @@ def test_sigint_at_start_up_never_gives_a_traceback_through_pyinit_nor_is_lost(i
     started = time.monotonic()
     assert installed.run([*argv, "--", "true"]).returncode == 0
     span = 2 * (time.monotonic() - started)  # the delays cover a start-up twice over
-    outcomes: "collections.Counter[int]" = collections.Counter()
+    outcomes: "collections.Counter[int | str]" = collections.Counter()
     for attempt in range(100):
         process = subprocess.Popen([*argv, "--", "sleep", "5"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.PIPE, text=True, cwd="/", env=installed.environment())
@@ -78,8 +84,9 @@ def test_sigint_at_start_up_never_gives_a_traceback_through_pyinit_nor_is_lost(i
         for path, line in frames(stderr):
             assert not path.startswith(package + "/"), "a traceback through pyinit's package:\n" + stderr
             assert not (path == str(installed.pyinit) and line > blocking_line), "past the block:\n" + stderr
-        assert process.returncode != 0, "the SIGINT was lost: the command ran to its end"
-        outcomes[process.returncode] += 1
+        swallowed = "KeyboardInterrupt" in stderr and all(path.startswith("<frozen ") for path, _ in frames(stderr))
+        assert process.returncode != 0 or swallowed, "the SIGINT was lost: the command ran to its end\n" + stderr
+        outcomes["swallowed by the interpreter" if swallowed and process.returncode == 0 else process.returncode] += 1
     assert outcomes[128 + signal.SIGINT] > 0, outcomes  # some came after pyinit blocked them, and were forwarded
 
 
