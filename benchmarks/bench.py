@@ -37,7 +37,7 @@ UNSHARE = ("unshare", "--fork", "--pid", "--mount-proc")
 PY = sys.executable  # the interpreter the targets are judged on
 CLEAN_PY = "/usr/bin/python3"  # Debian's, without site-packages hooks: extra information
 HELPER = (PY, "-I", "-S", "-c")  # the child programs below: the same for every init
-APT_PACKAGES = ("tini", "dumb-init", "catatonit")  # Debian package name == program name
+APT_PACKAGES = ("tini", "dumb-init", "catatonit", "strace")  # Debian package name == program name; strace: the start-up window
 INSTALLED = "installed"  # the judged table: pyinit as users install it (see installed_start_up)
 SOURCE_TREE = "source tree"  # the information table: `PY -m pyinit` from the repository
 
@@ -1092,7 +1092,7 @@ def to_json(rows: list, info: dict) -> dict:
 # -------------------------------------------------------------------- setup
 
 def ensure_inits() -> None:
-    """apt-get install whichever of tini, dumb-init, catatonit is missing."""
+    """apt-get install whichever of tini, dumb-init, catatonit and strace is missing."""
     missing = [name for name in APT_PACKAGES if shutil.which(name) is None]
     if not missing:
         return
