@@ -317,9 +317,9 @@ class Row:
     def compare(self, reference: str, clean_reference: str = "") -> "Row":
         """Ratios pyinit / reference, and pyinit on the clean interpreter / its reference."""
         self.reference = reference
-        self.ratio = self.values[self.subject] / self.values[reference]
+        self.ratio = _ratio(self.values[self.subject], self.values[reference])
         if "pyinit (clean py)" in self.values:
-            self.clean_ratio = self.values["pyinit (clean py)"] / self.values[clean_reference or reference]
+            self.clean_ratio = _ratio(self.values["pyinit (clean py)"], self.values[clean_reference or reference])
         return self
 
     def versus(self, reference: str, limit: float, clean_reference: str = "") -> "Row":
@@ -329,8 +329,13 @@ class Row:
 
     def judge(self, limit: float) -> "Row":
         self.target = "<= %.2f x %s" % (limit, self.reference)
-        self.passed = self.ratio <= limit
+        self.passed = self.ratio is not None and self.ratio <= limit
         return self
+
+
+def _ratio(value: float, reference: float) -> "float | None":
+    """value / reference; None where the reference measured 0 (a CPU time below one clock tick, say)."""
+    return value / reference if reference else None
 
 
 # -------------------------------------------------------------- measurements
