@@ -13,6 +13,7 @@ container image can set without touching its ENTRYPOINT; flags override it.
 """
 
 import os
+import sys
 
 TYPE_CHECKING = False  # mypy reads the block below; at run time `typing` would cost start-up
 if TYPE_CHECKING:
@@ -351,3 +352,14 @@ def main(argv: "list[str]") -> int:
     except Exception as failure:  # a bug of ours: one line, never a traceback
         log.error("internal error: %r", failure)
         return EXIT_USAGE
+
+
+def run() -> None:
+    """The `pyinit` command and `python -m pyinit`: exit with main()'s code at once, skipping interpreter finalisation.
+
+    pyinit holds no buffered output and no resources that need closing, and
+    when it is PID 1 its exit is what tears the namespace down: there is no
+    reason to spend milliseconds on garbage collection first. It lives here,
+    not in __main__.py, so that bin/pyinit imports one module fewer.
+    """
+    os._exit(main(sys.argv[1:]))
