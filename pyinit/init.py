@@ -16,10 +16,13 @@ included, ends with the exit code made from it.
 
 import os
 
-from pyinit import linux, log, shutdown, signals, terminal
+from pyinit import log, signals, terminal
 from pyinit.config import Config
-from pyinit.report import Report
 from pyinit.spawn import SpawnError, spawn
+
+TYPE_CHECKING = False  # mypy reads the block below; at run time the import waits for a policy (see _shutdown_policy)
+if TYPE_CHECKING:
+    from pyinit import shutdown
 
 api = signals.api
 _SI_USER = 0  # si_code of kill(2), and of the signal the kernel raises for a failed write
@@ -97,13 +100,11 @@ def run(config: Config, inherited_ignored: "frozenset[int] | None" = None,
     """
     if inherited_ignored is None:
         inherited_ignored = block_signals()
-    report = Report(config.command)
     parent = os.getppid()
-    drain = config.drain
-    if os.getpid() != 1:
+    subreaper = os.getpid() != 1
+    if subreaper:
         _become_subreaper()
-        if drain is None:  # nobody else would stop what we adopted
-            drain = shutdown.SUBREAPER_DRAIN
+    policy = _shutdown_policy(config, subreaper)
     placement = terminal.prepare(config.single_child, launcher)
     try:
         pid = spawn(list(config.command), placement, inherited_ignored)
@@ -116,20 +117,43 @@ def run(config: Config, inherited_ignored: "frozenset[int] | None" = None,
         _leave_working_directory()
         child = Child(pid, group=not placement.shares_group and not config.single_child, placement=placement,
                       rewrite=_rewrite_table(config.rewrite, placement), remap_exit=config.remap_exit)
-        policy = shutdown.Policy(config.grace, config.term_delay, drain, report)
-        report.child_pid = pid
+        if policy is not None:
+            policy.report.child_pid = pid
         code = supervise(child, policy, config.warn_reaped, config.pdeathsig, parent)
-        report.child_status = child.status
-        report.mark("child_exit")
+        if policy is not None:
+            policy.report.child_status = child.status
+            policy.report.mark("child_exit")
         try:
             terminal.take_back_foreground(placement, pid)
-            _drain(policy, config.warn_reaped)
+            if policy is not None:
+                _drain(policy, config.warn_reaped)
         except Exception as failure:  # the child's status is known: nothing may change the exit code now
             log.error("internal error while draining: %r", failure)
-    if config.exit_report:
-        report.write(config.exit_report, code)
+    if policy is not None and config.exit_report:
+        policy.report.write(config.exit_report, code)
     log.flush()
     return code
+
+
+def _shutdown_policy(config: Config, subreaper: bool) -> "shutdown.Policy | None":
+    """The timers and the exit report; None where none is on, PID 1's default.
+
+    Then the loop runs without a policy, and shutdown.py and report.py are
+    not even imported: every module costs start-up time and memory. Where
+    one is needed it is imported here, before the child starts, so that no
+    import (which opens files, and fails when descriptors have run out) can
+    stand between the running child and the loop.
+    """
+    if not (subreaper or config.exit_report or config.grace is not None or config.drain is not None
+            or config.term_delay):
+        return None
+    from pyinit import shutdown
+    from pyinit.report import Report
+
+    drain = config.drain
+    if drain is None and subreaper:  # nobody else would stop what we adopted
+        drain = shutdown.SUBREAPER_DRAIN
+    return shutdown.Policy(config.grace, config.term_delay, drain, Report(config.command))
 
 
 def _rewrite_table(rewrite: "dict[int, int]", placement: terminal.Placement) -> "dict[int, int]":
@@ -224,8 +248,10 @@ def _pass_on(target: int, child: Child, policy: "shutdown.Policy | None") -> Non
         policy.forwarded(target)
 
 
-def _kill_after_grace(child: Child, policy: shutdown.Policy) -> None:
+def _kill_after_grace(child: Child, policy: "shutdown.Policy") -> None:
     """The grace period is over and the child still runs: SIGKILL it, or its whole group."""
+    from pyinit import shutdown  # imported with the policy (_shutdown_policy)
+
     log.warning("the child did not exit within the %g s grace period: sending SIGKILL", policy.grace)
     processes = shutdown.count_group(child.pid) if child.group else 1
     try:
@@ -275,8 +301,10 @@ def reap(child: "Child | None", policy: "shutdown.Policy | None", warn_reaped: b
             policy.report.zombies_reaped += reaped
 
 
-def _drain(policy: shutdown.Policy, warn_reaped: bool) -> None:
+def _drain(policy: "shutdown.Policy", warn_reaped: bool) -> None:
     """After the child's exit: SIGTERM what is left, reap it as it goes, SIGKILL what outlives the drain."""
+    from pyinit import shutdown  # imported with the policy (_shutdown_policy)
+
     if policy.drain_seconds is None or not shutdown.signal_leftovers(api.SIGTERM):
         return
     log.info("draining: SIGTERM sent to what the child left, %g s before SIGKILL", policy.drain_seconds)
@@ -337,6 +365,8 @@ def _describe(status: int) -> str:
 def _become_subreaper() -> None:
     """Not PID 1: ask for the orphans of our descendants, which would otherwise go to the real init."""
     try:
+        from pyinit import linux  # not on PID 1's path, nor is the _ctypes it loads (linux.py)
+
         linux.set_child_subreaper()
     except OSError as failure:
         log.warning("cannot become a child subreaper (%s): orphans will not be reaped by pyinit", failure.strerror)
@@ -360,6 +390,8 @@ def arm_parent_death_signal(signo: int, parent: int) -> bool:
     namespace the parent is outside and getppid() is 0; nothing to compare.
     """
     try:
+        from pyinit import linux  # an import that fails (no descriptor left) is an OSError too
+
         linux.set_parent_death_signal(signo)
     except OSError as failure:
         log.warning("cannot set the parent-death signal: %s", failure.strerror)

@@ -41,7 +41,7 @@ the queue at once, so they neither stop pyinit nor reach the child.
 
 import os
 
-from pyinit import linux, log, signals
+from pyinit import log, signals
 
 TERMINAL_FD = 0
 
@@ -129,6 +129,8 @@ def prepare(single_child: bool, link: "LauncherLink | None" = None) -> Placement
         return Placement(SAME_GROUP)
     if os.getsid(0) != os.getpid():
         return Placement(FOREGROUND_GROUP)
+    from pyinit import linux  # here, with a terminal to hand over, and not before: its import costs start-up
+
     try:
         linux.release_controlling_terminal(TERMINAL_FD)
     except OSError as failure:
@@ -172,6 +174,8 @@ def take_in_child(placement: Placement) -> None:
             return
         os.setsid()
         if placement.kind == NEW_SESSION_WITH_TERMINAL:
+            from pyinit import linux  # prepare() imported it, before the fork
+
             linux.set_controlling_terminal(TERMINAL_FD)
     except OSError as failure:
         log.warning("cannot hand the terminal to the child (%s): it runs without job control", failure.strerror)
