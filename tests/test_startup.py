@@ -31,7 +31,9 @@ def test_the_installed_command_imports_only_pyinit_beyond_the_bare_interpreter(i
     """No `re`, `ctypes`, `typing`, `enum`, `signal`, `warnings`... in pyinit or in its child before exec.
 
     Beyond pyinit's own modules only `errno`, and when pyinit is not PID 1
-    the C module `_ctypes`, for the prctl(2) that makes it a subreaper.
+    the C module `_ctypes`, for the prctl(2) that makes it a subreaper. As
+    PID 1 with no option, neither the shutdown timers, the exit report nor
+    the syscall wrappers are loaded.
     """
     prefix = UNSHARE if placement == "pid1" else []
     bare = installed.run([*prefix, str(installed.python), "-X", "importtime", "-c", "pass"])
@@ -40,6 +42,8 @@ def test_the_installed_command_imports_only_pyinit_beyond_the_bare_interpreter(i
     extra = imported(run.stderr) - imported(bare.stderr)
     ours = {name for name in extra if name == "pyinit" or name.startswith("pyinit.")}
     assert {"pyinit.cli", "pyinit.init", "pyinit.spawn"} <= ours and "pyinit.__main__" not in ours
+    if placement == "pid1":  # no timer, no exit report, no subreaper: what only they need is not loaded
+        assert not ours & {"pyinit.shutdown", "pyinit.report", "pyinit.linux"}, ours
     assert extra - ours == ({"errno", "_ctypes"} if placement == "subreaper" else {"errno"})
 
 
