@@ -949,10 +949,12 @@ def storm_run(argv: list, seconds: float) -> "tuple[int, int, float]":
         with running({"storm": ["sh", "-c", join, "sh", *argv]}, capture=True) as runs:
             run = runs["storm"]
             run.ready()
+            # The top process is the sh that joins the cgroups and execs unshare: the init is its child.
+            init = children(run.pid)[0]
             deadline = time.monotonic() + seconds
             while time.monotonic() < deadline:
                 top = max(top, int(read_text(os.path.join(pids, "pids.current"))))
-                used = cpu_seconds(run.pid) or used
+                used = cpu_seconds(init) or used
                 time.sleep(0.001)
             run.wait_exit(timeout=60)
         with open(os.path.join(pids, "pids.events")) as events:
