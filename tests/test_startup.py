@@ -86,7 +86,10 @@ def test_sigint_at_start_up_never_gives_a_traceback_through_pyinit_nor_is_lost(i
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=TIMEOUT)
         for path, line in frames(stderr):
-            assert not path.startswith(package + "/"), "a traceback through pyinit's package:\n" + stderr
+            # `python -m pyinit` has runpy run the package's __init__.py (import-free, lazy exports
+            # only) before __main__.py can block anything: that file is the interpreter's window too.
+            before_the_entry = entry != "command" and path == package + "/__init__.py"
+            assert before_the_entry or not path.startswith(package + "/"), "a traceback through pyinit's package:\n" + stderr
             assert not (path == str(installed.pyinit) and line > blocking_line), "past the block:\n" + stderr
         swallowed = "KeyboardInterrupt" in stderr and all(path.startswith("<frozen ") for path, _ in frames(stderr))
         assert process.returncode != 0 or swallowed, "the SIGINT was lost: the command ran to its end\n" + stderr
