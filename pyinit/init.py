@@ -25,12 +25,10 @@ if TYPE_CHECKING:
     from pyinit import shutdown
 
 api = signals.api
-_SI_USER = 0  # si_code of kill(2), and of the signal the kernel raises for a failed write
 _SI_KERNEL = 0x80  # si_code of what the terminal sends its foreground group
 _TO_FOREGROUND = frozenset({api.SIGINT, api.SIGQUIT, api.SIGTSTP, api.SIGWINCH})  # what a terminal sends its foreground group
 _TERMINAL_ACCESS = frozenset({api.SIGTTIN, api.SIGTTOU})  # a background process touching the terminal
 _WAIT_FLAGS = os.WNOHANG | os.WUNTRACED  # reap without blocking; report stops too (the child's, to stop with it)
-_WRITE_ERRORS = frozenset({api.SIGPIPE, api.SIGXFSZ})  # what a failed write(2) raises
 _SUSPEND = (api.SIGTSTP, api.SIGTTIN, api.SIGTTOU)  # stop a process only if its group is not orphaned
 # Placements where the child leads a session of its own: its process group is
 # orphaned (no member has a parent in another group of the same session).
@@ -182,7 +180,6 @@ def supervise(child: Child, policy: "shutdown.Policy | None" = None, warn_reaped
     """
     if pdeathsig and not arm_parent_death_signal(pdeathsig, parent):
         _receive(pdeathsig, 0, child, policy)  # as the kernel would have sent it
-    me = os.getpid()
     while child.status is None:
         timeout = policy.timeout() if policy else None
         if timeout is None:
@@ -200,7 +197,7 @@ def supervise(child: Child, policy: "shutdown.Policy | None" = None, warn_reaped
                 reap(child, policy, warn_reaped)
                 if child.stopped and child.status is None:
                     _stop_with_child(child)
-            elif info.si_signo in _WRITE_ERRORS and info.si_pid == me and info.si_code == _SI_USER:
+            elif signals.raised_by_own_write(info.si_signo, info.si_code, info.si_pid):
                 # Our own write to a broken or full stderr raised it: about
                 # pyinit, not for the child. Not logged: that write could
                 # raise another.

@@ -58,12 +58,10 @@ import time
 from pyinit import init, linux, log, signals, terminal
 
 api = signals.api
-_SI_USER = 0
 _CHUNK = 1 << 14  # bytes read at a time
 _BACKLOG = 1 << 16  # stop reading a side while this much waits to be written to the other
 _DRAIN_SECONDS = 2.0  # bound on collecting what the pty still holds once the init has exited
 _STOP_SIGNALS = frozenset({api.SIGTSTP, api.SIGTTIN, api.SIGTTOU, api.SIGSTOP})
-_WRITE_ERRORS = frozenset({api.SIGPIPE, api.SIGXFSZ})
 _END_OF_FILE = b"\x04"  # VEOF of a fresh pty: how end of a piped input is told to the command
 
 
@@ -194,7 +192,7 @@ class Pty:
         elif signo == api.SIGCONT:
             log.info("continued")
             self._resume()
-        elif signo in _WRITE_ERRORS and sender == os.getpid() and code == _SI_USER:
+        elif signals.raised_by_own_write(signo, code, sender):
             pass  # our own write to a closed stream raised it; the write's error says the rest
         else:
             log.info("received %s from PID %d", signals.name(signo), sender)

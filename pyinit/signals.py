@@ -6,6 +6,8 @@ much as the rest of pyinit's start-up together (measured by the benchmark).
 The functions used here take and return plain ints in both modules.
 """
 
+import os
+
 try:
     import _signal as api
 except ImportError:  # an interpreter without CPython's C module
@@ -30,6 +32,19 @@ FORWARDED: frozenset = WAITED - {SIGCHLD}
 # Python ignores these itself at start-up, so their inherited disposition
 # cannot be known; the child gets the default, as subprocess gives it too.
 _SET_BY_PYTHON = frozenset({api.SIGPIPE, api.SIGXFSZ})
+
+_SI_USER = 0  # si_code of kill(2), and of the signal the kernel raises for a failed write
+_WRITE_ERRORS = frozenset({api.SIGPIPE, api.SIGXFSZ})  # what a failed write(2) raises
+
+
+def raised_by_own_write(signo: int, code: int, sender: int) -> bool:
+    """Whether our own write to a broken or full stream raised this signal: about us, not for the child.
+
+    The signal number is compared first: getpid(2) is only asked for the
+    rare SIGPIPE or SIGXFSZ, never on the forwarding path.
+    """
+    return signo in _WRITE_ERRORS and code == _SI_USER and sender == os.getpid()
+
 
 # Standard names that duplicate another; parsed, never printed.
 _ALIASES = {"SIGCLD", "SIGIOT", "SIGPOLL"}
