@@ -95,7 +95,16 @@ class Policy:
 
 
 def descendants() -> "list[int]":
-    """Every process below pyinit; empty when /proc is not our own namespace's (see proc.py)."""
+    """Every process below pyinit; empty when /proc is not our own namespace's (see proc.py).
+
+    A process with no child at all has nothing below it: the kernel says so
+    (waitid's ECHILD, asked with WNOWAIT so that nothing is reaped here) with
+    no /proc to read, which is the common end of a drain.
+    """
+    try:
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WSTOPPED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return []
     return proc.descendants(os.getpid()) if proc.is_own_namespace() else []
 
 

@@ -1,4 +1,4 @@
-"""Starting the child: everything between fork and exec, and exec failures.
+"""Starting the child: posix_spawn, or fork and exec, and what to do when exec fails.
 
 The child starts with the signal state a careful caller would give it,
 whatever the init did to itself: an empty mask (the init blocks everything,
@@ -7,7 +7,7 @@ forwarding that is pyinit's job), and every disposition back to the default
 but the signals pyinit's caller left ignored (nohup's SIGHUP), which stay
 ignored as exec(2) would keep them. SIGPIPE and SIGXFSZ, which Python
 ignores at start-up, go back to the default, as subprocess does.
-Dispositions are set before the mask is cleared, so a signal that arrived
+Where the child is forked (below), dispositions are set before the mask is cleared, so a signal that arrived
 in between meets its final disposition, not a Python handler that would run
 in the child before exec. Only those that differ from what the child is to
 have are set: which ones is read before the fork from the signal module's
@@ -30,15 +30,28 @@ stay pending, and `docker stop` would end in SIGKILL. A command that is
 meant to start with signals blocked can still have it, by its own wrapper
 after pyinit: `pyinit -- env --block-signal=INT COMMAND`.
 
-An exec failure happens in the child, after fork; it travels back to the
-parent through a close-on-exec pipe: end-of-file means exec succeeded, a
-message means it did not. The parent therefore knows before it returns,
-and can exit with 127 or 126 like `env` and `timeout` do.
+Where no terminal is handed over (no terminal at all, the container's
+case, or -c) and every disposition the child needs is the default or an
+inherited SIG_IGN, the child is started with posix_spawn(3): glibc clones
+it sharing the parent's memory (CLONE_VM | CLONE_VFORK), so no page table
+is copied and no Python runs in the child, and the call returns once the
+exec has succeeded or with its errno. A fork of the interpreter costs about
+1 ms more before the exec (the benchmark's start-up rows). Its attributes
+give the same state: a new session (setsid), an empty mask (setsigmask),
+and SIG_DFL for the signals Python itself changed (setsigdef); glibc sets
+every handled signal back to the default on its own. One difference stays:
+glibc (2.36) starts the child with its two reserved signals, 32 and 33,
+ignored, and does not let a caller ask otherwise. pyinit never forwards
+them (no glibc program can block or wait for them), and the C libraries
+that use them (glibc's threads, musl) install their handlers with
+sigaction(2) when they first need them, which overrides SIG_IGN.
+Everything else (a terminal to hand over, a SIG_IGN the caller gave to
+SIGCHLD, which the init had to take back) goes through fork and exec.
 
-Not posix_spawn(3), though it would start the child about 1.5 ms sooner (no
-page tables copied, no Python run in the child): glibc's (2.36) leaves its
-two internal signals, 32 and 33, ignored in every child it starts, and the
-child's signal state must be the clean one described above.
+An exec failure then happens in the child, after fork; it travels back to
+the parent through a close-on-exec pipe: end-of-file means exec succeeded,
+a message means it did not. Either way the parent knows before `spawn`
+returns, and can exit with 127 or 126 like `env` and `timeout` do.
 """
 
 import errno
@@ -46,6 +59,10 @@ import os
 
 from pyinit import proc, signals, terminal
 from pyinit.config import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, EXIT_USAGE
+
+TYPE_CHECKING = False  # mypy reads the block below; at run time `typing` would cost start-up
+if TYPE_CHECKING:
+    from typing import Callable
 
 
 class SpawnError(Exception):
@@ -57,7 +74,7 @@ class SpawnError(Exception):
 
 
 def spawn(argv: "list[str]", placement: terminal.Placement, ignored: "frozenset[int]") -> int:
-    """Fork and exec `argv`; return the child's PID or raise SpawnError.
+    """Start `argv`; return the child's PID once it has exec'd, or raise SpawnError.
 
     `placement` is one of terminal.py's: but for SAME_GROUP the child leads a
     new process group, so a signal to the group reaches it and everything it
@@ -69,6 +86,34 @@ def spawn(argv: "list[str]", placement: terminal.Placement, ignored: "frozenset[
         raise SpawnError(EXIT_NOT_FOUND, "the command name is empty")
     environment = _original_environment()
     dispositions = _dispositions_to_set(ignored)
+    if placement.kind in _SPAWNABLE and all(disposition == signals.api.SIG_DFL for _, disposition in dispositions):
+        return _posix_spawn(argv, placement.kind == terminal.NEW_SESSION, [signo for signo, _ in dispositions],
+                            environment)
+    return _fork_and_exec(argv, placement, dispositions, environment)
+
+
+# Placements that need nothing done between fork and exec but what posix_spawn's attributes do.
+_SPAWNABLE = frozenset({terminal.NEW_SESSION, terminal.SAME_GROUP})
+# What posix_spawn fails with when the process could not be made at all (clone(2)'s errors).
+_NO_PROCESS = frozenset({errno.EAGAIN, errno.ENOMEM, errno.ENOSPC})
+
+
+def _posix_spawn(argv: "list[str]", new_session: bool, to_default: "list[int]", environment: dict) -> int:
+    """The child by posix_spawn(3): a new session or not, an empty mask, `to_default` back to SIG_DFL."""
+    def start(path: str, args: "list[str]") -> int:
+        return os.posix_spawn(path, args, environment, setsid=new_session, setsigmask=(), setsigdef=to_default)
+
+    try:
+        return _execvp(start, argv, environment)
+    except OSError as failure:
+        if failure.errno in _NO_PROCESS:
+            raise SpawnError(EXIT_USAGE, "cannot start '%s': posix_spawn: %s" % (argv[0], failure.strerror)) from None
+        raise _exec_failure(argv[0], failure.errno or errno.EINVAL, failure.strerror or str(failure)) from None
+
+
+def _fork_and_exec(argv: "list[str]", placement: terminal.Placement, dispositions: "list[tuple[int, int]]",
+                   environment: dict) -> int:
+    """The child by fork(2), which takes its place towards the terminal and sets its dispositions before exec."""
     report_read, report_write = _call("pipe", argv[0], os.pipe2, os.O_CLOEXEC)
     try:
         pid = _call("fork", argv[0], os.fork)
@@ -86,11 +131,16 @@ def spawn(argv: "list[str]", placement: terminal.Placement, ignored: "frozenset[
         return pid
     os.waitpid(pid, 0)
     code_text, _, message = report.decode(errors="replace").partition(" ")
-    if int(code_text) != errno.ENOENT:
-        raise SpawnError(EXIT_CANNOT_EXECUTE, "cannot run '%s': %s" % (argv[0], message))
-    if "/" not in argv[0]:
+    raise _exec_failure(argv[0], int(code_text), message)
+
+
+def _exec_failure(command: str, code: int, message: str) -> SpawnError:
+    """What exec's errno `code` means for the exit code: 127 for a command that is not there, 126 for one that cannot run."""
+    if code != errno.ENOENT:
+        return SpawnError(EXIT_CANNOT_EXECUTE, "cannot run '%s': %s" % (command, message))
+    if "/" not in command:
         message = "no such command in PATH"
-    raise SpawnError(EXIT_NOT_FOUND, "cannot run '%s': %s" % (argv[0], message))
+    return SpawnError(EXIT_NOT_FOUND, "cannot run '%s': %s" % (command, message))
 
 
 def _call(syscall: str, command: str, function, *args):
@@ -116,13 +166,17 @@ def _dispositions_to_set(ignored: "frozenset[int]") -> "list[tuple[int, int]]":
 def _exec_child(argv: "list[str]", placement: terminal.Placement, dispositions: "list[tuple[int, int]]",
                 environment: dict, report_fd: int) -> None:
     """In the forked child: prepare, exec, and never return to the caller."""
+    def start(path: str, args: "list[str]") -> int:
+        os.execve(path, args, environment)
+        return 0  # not reached: execve returns only by raising
+
     try:
         try:
             terminal.take_in_child(placement)
             for signo, disposition in dispositions:
                 signals.api.signal(signo, disposition)
             signals.api.pthread_sigmask(signals.api.SIG_SETMASK, ())
-            _execvp(argv, environment)
+            _execvp(start, argv, environment)
         except BaseException as failure:  # anything at all: report it, then _exit
             code = getattr(failure, "errno", None) or errno.EINVAL
             message = getattr(failure, "strerror", None) or str(failure)
@@ -149,15 +203,17 @@ def _original_environment() -> dict:
     return environment
 
 
-def _execvp(argv: "list[str]", environment: dict) -> None:
-    """execvp(3) as the C library does it, which os.execvp does not quite.
+def _execvp(start: "Callable[[str, list[str]], int]", argv: "list[str]", environment: dict) -> int:
+    """execvp(3) as the C library does it, which os.execvp does not quite, with `start(path, argv)` as the exec.
 
+    `start` is execve(2) in a forked child, posix_spawn(3) in the init.
     A file that the kernel cannot execute (ENOEXEC: a script without `#!`)
     is run by /bin/sh, as execvp(3), and so env, tini and dumb-init, do.
     Searching PATH goes on past a file that may not be executed (EACCES),
     which is reported only if nothing later is found. A directory without
-    the file is passed over on a stat(2): each os.execve converts the whole
-    environment again, which made a failed try cost the child some 40 us.
+    the file is passed over on a stat(2), before any exec is tried: each try
+    converts the whole environment again, and under posix_spawn makes a
+    process.
     """
     name = argv[0]
     to_report: OSError = FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT))
@@ -165,10 +221,10 @@ def _execvp(argv: "list[str]", environment: dict) -> None:
         path = os.path.join(directory, name) if directory else name
         try:
             os.stat(path)
-            os.execve(path, argv, environment)
+            return start(path, argv)
         except OSError as failure:
             if failure.errno == errno.ENOEXEC:
-                os.execve("/bin/sh", ["/bin/sh", path, *argv[1:]], environment)
+                return start("/bin/sh", ["/bin/sh", path, *argv[1:]])
             if failure.errno not in (errno.EACCES, errno.ENOENT, errno.ENOTDIR):
                 raise
             if to_report.errno != errno.EACCES:

@@ -99,7 +99,7 @@ class Placement:
         return self.kind + (" on the launcher's pty" if self.link else "")
 
 
-# The kinds of placement, decided before the fork (see spawn.py).
+# The kinds of placement, decided before the child is started (see spawn.py).
 NEW_SESSION = "a new session"
 NEW_SESSION_WITH_TERMINAL = "a new session owning the terminal"
 FOREGROUND_GROUP = "a new process group, given the terminal"

@@ -145,6 +145,18 @@ def status(pid: int) -> "dict[str, str]":
         return dict(line.rstrip("\n").split(":\t", 1) for line in file if ":\t" in line)
 
 
+def signal_set(mask: str) -> "set[int]":
+    """The signals of a /proc/PID/status mask (SigBlk, SigIgn: hexadecimal, bit N-1 for signal N)."""
+    bits = int(mask, 16)
+    return {signo for signo in range(1, 65) if bits >> (signo - 1) & 1}
+
+
+# glibc's two reserved signals (its threads' cancellation and set*id calls): its posix_spawn(3)
+# (2.36) starts every child with them ignored, and pyinit starts the child with posix_spawn
+# wherever no terminal is handed over (spawn.py says why that is harmless).
+GLIBC_RESERVED = frozenset({32, 33})
+
+
 def waiting_for_signals(pid: int) -> bool:
     """Whether `pid` is asleep in sigwaitinfo(): pyinit's loop, with everything before it done.
 

@@ -22,7 +22,7 @@ import sys
 import pytest
 
 from support import (
-    SYSTEM_PYTHON, as_user, children, forwarder, pyinit_lines, report, start_recorder, stat, wait_for,
+    PLACEMENTS, SYSTEM_PYTHON, as_user, children, forwarder, pyinit_lines, report, start_recorder, stat, wait_for,
 )
 
 TERM, USR1 = signal.SIGTERM, signal.SIGUSR1
@@ -102,18 +102,29 @@ def test_pyinit_with_a_closed_or_broken_stderr(start, placement, how):
 
 # --- descriptors run out ------------------------------------------------------------------------
 
-# The interpreter without site (-S): this Python's site opens two files at once, pyinit's spawn a
-# pipe, so with one descriptor free the interpreter starts and pyinit is the one that runs out.
+# The interpreter without site (-S): this Python's site opens two files at once, so with one
+# descriptor free the interpreter starts, and what pyinit itself needs is what runs out.
 BARE_PYINIT = [sys.executable, "-S", "-m", "pyinit"]
 ONE_FREE_DESCRIPTOR = ["prlimit", "--nofile=6", "--", "sh", "-c", 'exec 3</dev/null 4</dev/null; exec "$@"', "sh"]
+# A caller that ignores SIGCHLD: the init must then fork the child to give it SIG_IGN (spawn.py).
+IGNORING_SIGCHLD = ["env", "--ignore-signal=CHLD"]
+
+
+@pytest.mark.parametrize("where", PLACEMENTS)
+def test_posix_spawn_needs_no_descriptor_to_start_the_child(start, where):
+    """RLIMIT_NOFILE reached, but for the one the interpreter's imports need: the child still starts and its status comes back."""
+    init = start(["--", "sh", "-c", "echo COMMAND RAN; exit 4"], where, wrapper=ONE_FREE_DESCRIPTOR, pyinit=BARE_PYINIT)
+    assert init.out.next() == "COMMAND RAN"
+    assert init.wait() == 4
+    assert init.stderr == ""
 
 
 @pytest.mark.parametrize("where", PLACES)
 def test_no_descriptor_left_to_start_the_child(start, where):
-    """RLIMIT_NOFILE reached before the child runs: one line that says so, 125, the command never run."""
+    """RLIMIT_NOFILE reached where a descriptor is needed first (the fork's pipe, the launcher's): one line, 125, the command never run."""
     placement, options = place(where)
-    init = start([*options, "--", "sh", "-c", "echo COMMAND RAN"], placement, wrapper=ONE_FREE_DESCRIPTOR,
-                 pyinit=BARE_PYINIT)
+    wrapper = ONE_FREE_DESCRIPTOR + ([] if where == "launcher" else IGNORING_SIGCHLD)
+    init = start([*options, "--", "sh", "-c", "echo COMMAND RAN"], placement, wrapper=wrapper, pyinit=BARE_PYINIT)
     assert init.wait() == 125
     assert init.out.buffer == b"" and os.read(init.out.fd, 100) == b""
     lines = pyinit_lines(init.stderr)
@@ -161,11 +172,11 @@ FORK_OR_EXIT_5 = [SYSTEM_PYTHON, "-I", "-S", "-c",
 
 
 @pytest.mark.parametrize("where, limit, outcome", [
-    ("subreaper", 1, "cannot start 'sh': fork"), ("pid1", 1, "cannot start 'sh': fork"),
-    ("launcher", 1, "cannot fork the init"), ("launcher", 2, "cannot start 'sh': fork"),
+    ("subreaper", 1, "cannot start 'sh': posix_spawn"), ("pid1", 1, "cannot start 'sh': posix_spawn"),
+    ("launcher", 1, "cannot fork the init"), ("launcher", 2, "cannot start 'sh': posix_spawn"),
 ])
 def test_no_process_left_to_start_the_child(start, world_readable_package, own_user, where, limit, outcome):
-    """RLIMIT_NPROC reached (root ignores it: run as a user of our own): one line naming the fork, 125."""
+    """RLIMIT_NPROC reached (root ignores it: run as a user of our own): one line naming the call that failed, 125."""
     top, env = world_readable_package
     placement, options = place(where)
     wrapper = [*as_user(own_user), "prlimit", "--nproc=%d" % limit, "--"]

@@ -126,6 +126,15 @@ def test_child_owns_the_terminal(placed, placement, mode):
     assert run.exit_code() == 0
 
 
+@pytest.mark.parametrize("placement", placements(SESSION_LEADER, PID1_SESSION_LEADER, OUTER_SHELL))
+def test_child_given_the_terminal_starts_with_a_clean_signal_state(placed, placement):
+    """Handed the terminal, the child is forked, not posix_spawn'ed: nothing blocked, nothing ignored at all."""
+    run = placed(["--", "grep", "^Sig[BI]", "/proc/self/status"], placement)
+    masks = dict(run.expect(r"Sig(Blk|Ign):\s+([0-9a-f]+)\r\n").groups() for _ in range(2))
+    assert masks == {"Blk": "0" * 16, "Ign": "0" * 16}
+    assert run.exit_code() == 0
+
+
 # ---------------------------------------------------------------- 1, 2. a shell under pyinit
 
 
