@@ -102,7 +102,7 @@ def run(config: Config, inherited_ignored: "frozenset[int] | None" = None,
     subreaper = os.getpid() != 1
     if subreaper:
         _become_subreaper()
-    policy = _shutdown_policy(config, subreaper)
+    policy = _shutdown_policy(config, subreaper) if _asks_for_policy(config) else None
     placement = terminal.prepare(config.single_child, launcher)
     try:
         pid = spawn(list(config.command), placement, inherited_ignored)
@@ -123,6 +123,8 @@ def run(config: Config, inherited_ignored: "frozenset[int] | None" = None,
             policy.report.mark("child_exit")
         try:
             terminal.take_back_foreground(placement, pid)
+            if policy is None and subreaper and reap(None, None, config.warn_reaped):
+                policy = _shutdown_policy(config, subreaper)  # the child left processes: a subreaper drains them
             if policy is not None:
                 _drain(policy, config.warn_reaped)
         except Exception as failure:  # the child's status is known: nothing may change the exit code now
@@ -133,18 +135,23 @@ def run(config: Config, inherited_ignored: "frozenset[int] | None" = None,
     return code
 
 
-def _shutdown_policy(config: Config, subreaper: bool) -> "shutdown.Policy | None":
-    """The timers and the exit report; None where none is on, PID 1's default.
+def _asks_for_policy(config: Config) -> bool:
+    """Whether an option asks for a timer or the exit report, so that the loop needs the policy from the start."""
+    return bool(config.exit_report or config.grace is not None or config.drain is not None or config.term_delay)
 
-    Then the loop runs without a policy, and shutdown.py and report.py are
-    not even imported: every module costs start-up time and memory. Where
-    one is needed it is imported here, before the child starts, so that no
+
+def _shutdown_policy(config: Config, subreaper: bool) -> "shutdown.Policy":
+    """The timers, the drain and the exit report.
+
+    Made before the child starts where an option asks for one, so that no
     import (which opens files, and fails when descriptors have run out) can
-    stand between the running child and the loop.
+    stand between the running child and the loop. Otherwise the loop runs
+    without one, and shutdown.py and report.py are not even imported (every
+    module costs start-up time and memory): as PID 1 nothing is drained,
+    since the kernel ends the namespace with us, and a subreaper makes it
+    only if the child left processes behind (a process with no child has
+    none below it), to drain them with its default.
     """
-    if not (subreaper or config.exit_report or config.grace is not None or config.drain is not None
-            or config.term_delay):
-        return None
     from pyinit import shutdown
     from pyinit.report import Report
 

@@ -413,6 +413,18 @@ def test_subreaper_leaves_nothing_behind_by_default(start, tmp_path):
     assert report["zombies_reaped"] == 4
 
 
+def test_subreaper_with_no_option_at_all_drains_too(start):
+    """No option at all: the drain's policy is made only once the child has exited and left processes (init.py), and drains alike."""
+    init, _, family = start_tree(start, "subreaper", [],
+                                 ["--code", "7", "--grandchild", "stubborn", "--orphan", "stubborn",
+                                  "--orphan", "slow:0.1", "--grandchild", "slow:0.1"])
+    code, elapsed = finish(init, family)
+    assert code == 7
+    within(elapsed, EARLY * 2, 2 + SLACK, "exit after the default drain")
+    assert sorted(line.split()[0] for line in rest(init)) == ["cleanup", "cleanup", "done", "done"]
+    assert pyinit_lines(init.stderr) == ["pyinit: drain over: SIGKILL sent to 2 process(es)"]
+
+
 SHORT_DRAIN = {
     "--drain": (["--drain", "0.5"], {}),
     "PYINIT_DRAIN": ([], {"PYINIT_DRAIN": "0.5"}),
