@@ -41,11 +41,12 @@ def launch(config: Config) -> int:
     ignored = init.block_signals()
     parent = os.getppid()
     try:
-        # Taken before the fork: inside the namespace getppid() is 0, and
-        # a pidfd is the only race-free way to watch the launcher from there.
-        launcher_pidfd = linux.pidfd_open(os.getpid())
+        # Made before the fork: inside the namespace getppid() is 0, and the
+        # end of this pipe is how the init learns that the launcher is gone
+        # (see _be_pid1). The launcher holds the write end until it exits.
+        launcher_alive, launcher_holds = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as failure:
-        log.error("cannot open a pidfd (%s): the launcher needs Linux 5.3 or later", failure.strerror)
+        log.error("cannot make a pipe for the init: %s", failure.strerror)
         return EXIT_USAGE
     try:
         pty = _open_pty(config.pty)
@@ -58,8 +59,9 @@ def launch(config: Config) -> int:
         log.error("cannot fork the init into the new namespace: %s", failure.strerror)
         return EXIT_USAGE
     if init_pid == 0:
-        os._exit(_be_pid1(config, launcher_pidfd, ignored, pty))
-    os.close(launcher_pidfd)
+        os.close(launcher_holds)
+        os._exit(_be_pid1(config, launcher_alive, ignored, pty))
+    os.close(launcher_alive)
     log.info("started the init as PID %d (PID 1 of its namespace)", init_pid)
     if pty is not None:
         code = pty.relay(init_pid, parent, config.pdeathsig)
@@ -136,14 +138,22 @@ def _map_to_root(uid: int, gid: int) -> None:
             raise NamespaceError("cannot write %s in the new user namespace: %s" % (path, failure.strerror)) from None
 
 
-def _be_pid1(config: Config, launcher_pidfd: int, ignored: "frozenset[int]", pty: "relay.Pty | None") -> int:
-    """In the fork's child, PID 1: bind our life to the launcher, set up, run the init."""
+def _be_pid1(config: Config, launcher_alive: int, ignored: "frozenset[int]", pty: "relay.Pty | None") -> int:
+    """In the fork's child, PID 1: bind our life to the launcher, set up, run the init.
+
+    The launcher may die before PR_SET_PDEATHSIG is armed, and then the
+    signal never comes. `launcher_alive` is the read end of a pipe whose
+    only write end the launcher holds: the kernel closes a dying process's
+    files before it re-parents its children (exit_files, then exit_notify),
+    so end-of-file after arming means the launcher is gone or going, and a
+    launcher still there when we read will send the signal when it goes.
+    """
     link = None
     try:
         linux.set_parent_death_signal(signals.SIGKILL)
-        if linux.pidfd_has_exited(launcher_pidfd):
+        if _launcher_gone(launcher_alive):
             return EXIT_USAGE  # the launcher died before the signal was armed: nobody is waiting
-        os.close(launcher_pidfd)
+        os.close(launcher_alive)
         # A session of our own: the user's terminal's signals (Ctrl-C) reach
         # the launcher, which relays them once, instead of reaching both of
         # us. With a pty, the pty is this session's controlling terminal.
@@ -161,6 +171,14 @@ def _be_pid1(config: Config, launcher_pidfd: int, ignored: "frozenset[int]", pty
         return EXIT_USAGE
     # The launcher, not the init, owns -p: its own parent is the one meant.
     return init.run(config.replace(pdeathsig=0), ignored, link)
+
+
+def _launcher_gone(launcher_alive: int) -> bool:
+    """End-of-file on the launcher's pipe (it never writes to it): every write end is closed."""
+    try:
+        return os.read(launcher_alive, 1) == b""
+    except BlockingIOError:
+        return False
 
 
 def _mount_private_proc(mount_proc: bool) -> None:

@@ -25,7 +25,7 @@ import time
 import pytest
 
 from support import (AS_NOBODY, NOBODY, PYINIT, REPO, SYSTEM_PYTHON, TIMEOUT, assert_no_traceback, children,
-                     clean_env, descendants, program, pyinit_lines, python_with_os_unshare, stat, status, wait_for)
+                     clean_env, descendants, leaked, program, pyinit_lines, python_with_os_unshare, stat, status, wait_for)
 
 MAX_PID_NS_LEVEL = 32  # the kernel's limit on PID namespace nesting
 
@@ -300,6 +300,27 @@ def test_sigkill_to_the_launcher_kills_the_whole_namespace(start):
     assert inside.wait() == -signal.SIGKILL
     wait_for(lambda: all(gone(pid, start_time) for pid, start_time in marks.items()),
              "every process of the namespace to die: %s" % tree)
+
+
+def test_sigkill_to_the_launcher_at_any_moment_of_its_start_up_leaves_nothing():
+    """SIGKILL to the launcher at 40 delays spread over its start-up, the init's set-up included: nothing is left.
+
+    The init arms its parent-death signal after the fork; a launcher that
+    dies before that is seen through the pipe it holds (namespace.py). A
+    lost race would leave the init, and the command it starts, running.
+    """
+    started = time.monotonic()
+    subprocess.run([*PYINIT, "--unshare", "--", "true"], env=clean_env(), check=True, timeout=TIMEOUT)
+    span = 1.5 * (time.monotonic() - started)
+    for attempt in range(40):
+        marker = "launcher-kill-%d-%d" % (os.getpid(), attempt)
+        launcher = subprocess.Popen([*PYINIT, "--unshare", "--", "sleep", "1000"], env=clean_env(LEAK_MARKER=marker),
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(span * attempt / 40)
+        launcher.kill()
+        assert launcher.wait(timeout=TIMEOUT) == -signal.SIGKILL
+        wait_for(lambda: not leaked(marker), "the namespace of a launcher killed after %.1f ms to die" %
+                 (span * attempt / 40 * 1e3))
 
 
 def test_init_killed_from_the_host_ends_the_launcher_with_137(start):
