@@ -125,7 +125,7 @@ def _fork_and_exec(argv: "list[str]", placement: terminal.Placement, disposition
         os.close(report_read)
         _exec_child(argv, placement, dispositions, environment, report_write)
     os.close(report_write)
-    report = _read_all(report_read)
+    report = proc.read_to_end(report_read)
     os.close(report_read)
     if not report:
         return pid
@@ -240,12 +240,3 @@ def _exec_path(environment: dict) -> "list[str]":
     """
     path = environment.get(b"PATH")
     return (os.defpath if path is None else os.fsdecode(path)).split(os.pathsep)
-
-
-def _read_all(fd: int) -> bytes:
-    chunks: "list[bytes]" = []
-    while True:
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
