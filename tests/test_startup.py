@@ -16,8 +16,7 @@ import time
 
 import pytest
 
-from support import (PLACEMENTS, REPO, TIMEOUT, UNSHARE, assert_no_traceback, clean_env, pyinit_lines,
-                     python_with_os_unshare)
+from support import PLACEMENTS, REPO, TIMEOUT, UNSHARE, assert_no_traceback, clean_env, pyinit_lines
 
 
 def imported(importtime_output: str) -> "set[str]":
@@ -100,28 +99,28 @@ def test_sigint_at_start_up_never_gives_a_traceback_through_pyinit_nor_is_lost(i
     assert outcomes[128 + signal.SIGINT] > 0, outcomes  # some came after pyinit blocked them, and were forwarded
 
 
-@pytest.mark.parametrize("python", [sys.executable, python_with_os_unshare()], ids=["unshare-by-ctypes", "os.unshare"])
-def test_a_descriptor_limit_too_low_to_load_ctypes_is_named_as_such(python):
-    """RLIMIT_NOFILE of 4: stdin, stdout, stderr and the launcher's pidfd; nothing left to load `_ctypes` with.
+@pytest.mark.skipif(hasattr(os, "unshare"), reason="this Python has os.unshare: the launcher loads no _ctypes")
+def test_a_descriptor_limit_too_low_to_load_ctypes_is_named_as_such():
+    """RLIMIT_NOFILE of 5: stdin, stdout, stderr and the two ends of the launcher's pipe; nothing left to load `_ctypes` with.
 
-    Without os.unshare (before 3.12) the launcher needs it for unshare(2),
-    with it the init does for prctl(2): either way the one line says that
-    the call was never made, and why, not that the kernel refused it.
-    `-S`: with no site-packages to process, the interpreter starts with one
-    free descriptor.
+    Without os.unshare (before 3.12) the launcher needs it for unshare(2):
+    the one line says that the call was never made, and why, not that the
+    kernel refused it. (With os.unshare the init loads it for prctl(2),
+    after the fork, with the descriptor of the pipe's end it closed: no
+    limit starves that load and lets the launcher's pipe be made. The
+    message comes from the same loader, linux.LoadError.) `-S`: with no
+    site-packages to process, the interpreter starts with one free
+    descriptor.
     """
-    if python is None:
-        pytest.skip("no CPython 3.12+ on this machine besides %s" % sys.version.split()[0])
-
     def run(limit: int) -> subprocess.CompletedProcess:
-        return subprocess.run([python, "-S", "-m", "pyinit", "--unshare", "--", "true"], capture_output=True, text=True,
-                              cwd=REPO, env=clean_env(), timeout=TIMEOUT,
+        return subprocess.run([sys.executable, "-S", "-m", "pyinit", "--unshare", "--", "true"], capture_output=True,
+                              text=True, cwd=REPO, env=clean_env(), timeout=TIMEOUT,
                               preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit)))
 
     assert run(64).returncode == 0  # the control: the limit alone makes the difference
-    result = run(4)
+    result = run(5)
     assert result.returncode == 125, result
     assert_no_traceback(result.stderr)
     (line,) = pyinit_lines(result.stderr)
-    call = "unshare" if python == sys.executable and not hasattr(os, "unshare") else "prctl"
+    call = "unshare"
     assert "%s(2) was not called: loading _ctypes failed: Too many open files" % call in line, line
