@@ -394,13 +394,16 @@ def test_pid1_without_drain_exits_at_once(start, tmp_path):
 # --- the subreaper leaves nothing behind ----------------------------------------------------------
 
 
-def test_subreaper_leaves_nothing_behind_by_default(start, tmp_path):
-    """Not PID 1, no option: descendants and adopted orphans get SIGTERM, and the stubborn ones SIGKILL 2 s later.
+@pytest.mark.parametrize("with_report", [True, False], ids=["exit-report", "no-option-at-all"])
+def test_subreaper_leaves_nothing_behind_by_default(start, tmp_path, with_report):
+    """Not PID 1, no drain option: descendants and adopted orphans get SIGTERM, and the stubborn ones SIGKILL 2 s later.
 
     Checked by PID right after pyinit's exit: none is left, not even a zombie.
+    With no option at all, the drain's policy is made only once the child
+    has exited and left processes behind (init.py); it drains alike.
     """
     path = tmp_path / "report.json"
-    init, _, family = start_tree(start, "subreaper", ["--exit-report", str(path)],
+    init, _, family = start_tree(start, "subreaper", ["--exit-report", str(path)] if with_report else [],
                                  ["--code", "7", "--grandchild", "stubborn", "--orphan", "stubborn",
                                   "--orphan", "slow:0.1", "--grandchild", "slow:0.1"])
     code, elapsed = finish(init, family)
@@ -408,21 +411,10 @@ def test_subreaper_leaves_nothing_behind_by_default(start, tmp_path):
     within(elapsed, EARLY * 2, 2 + SLACK, "exit after the default drain")
     assert sorted(line.split()[0] for line in rest(init)) == ["cleanup", "cleanup", "done", "done"]
     assert pyinit_lines(init.stderr) == ["pyinit: drain over: SIGKILL sent to 2 process(es)"]
-    report = load_report(path)
-    assert report["drain"] == {"seconds": 2.0, "killed": True, "processes": 2}
-    assert report["zombies_reaped"] == 4
-
-
-def test_subreaper_with_no_option_at_all_drains_too(start):
-    """No option at all: the drain's policy is made only once the child has exited and left processes (init.py), and drains alike."""
-    init, _, family = start_tree(start, "subreaper", [],
-                                 ["--code", "7", "--grandchild", "stubborn", "--orphan", "stubborn",
-                                  "--orphan", "slow:0.1", "--grandchild", "slow:0.1"])
-    code, elapsed = finish(init, family)
-    assert code == 7
-    within(elapsed, EARLY * 2, 2 + SLACK, "exit after the default drain")
-    assert sorted(line.split()[0] for line in rest(init)) == ["cleanup", "cleanup", "done", "done"]
-    assert pyinit_lines(init.stderr) == ["pyinit: drain over: SIGKILL sent to 2 process(es)"]
+    if with_report:
+        report = load_report(path)
+        assert report["drain"] == {"seconds": 2.0, "killed": True, "processes": 2}
+        assert report["zombies_reaped"] == 4
 
 
 SHORT_DRAIN = {
