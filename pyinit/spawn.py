@@ -235,8 +235,8 @@ def _execvp(start: "Callable[[str, list[str]], int]", argv: "list[str]", environ
 def _exec_path(environment: dict) -> "list[str]":
     """PATH's directories, as os.get_exec_path gives them for a bytes environment.
 
-    Not os.get_exec_path itself: it imports `warnings`, which would cost the
-    child a millisecond between fork and exec.
+    Not os.get_exec_path itself: it imports `warnings`, which costs about a
+    millisecond, before the exec of every child.
     """
     path = environment.get(b"PATH")
     return (os.defpath if path is None else os.fsdecode(path)).split(os.pathsep)
