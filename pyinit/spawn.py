@@ -7,16 +7,16 @@ forwarding that is pyinit's job), and every disposition back to the default
 but the signals pyinit's caller left ignored (nohup's SIGHUP), which stay
 ignored as exec(2) would keep them. SIGPIPE and SIGXFSZ, which Python
 ignores at start-up, go back to the default, as subprocess does. Only the
-dispositions that differ from what the child is to have are set: which
-ones is read before the child starts from the signal module's table (it holds every
-disposition, read at start-up and kept up to date by every change made
+dispositions that differ from what the child is to have are set: which ones
+is read before the child starts from the signal module's table (it holds
+every disposition, read at start-up and kept up to date by every change made
 through it), so a few sigaction(2) calls are made (SIGINT, SIGPIPE, SIGXFSZ)
-instead of one per signal: in a forked child every page of the parent's
-heap that a call touches is copied first, and the whole loop took it about
-0.3 ms before its exec. Where the child is forked (below), its dispositions
-are set before its mask is cleared, so a signal that arrived in between
-meets its final disposition, not a Python handler that would run in the
-child before exec.
+instead of one per signal: in a forked child every page of the parent's heap
+that a call touches is copied first, and the whole loop took it about 0.3 ms
+before its exec. Where the child is forked (below), its dispositions are set
+before its mask is cleared, so a signal that arrived in between meets its
+final disposition, not a Python handler that would run in the child before
+exec.
 
 The mask is empty even when pyinit's caller had signals blocked (dumb-init
 does the same; tini gives the child the caller's mask back). Decided so
