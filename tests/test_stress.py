@@ -13,6 +13,7 @@ orphans a second per loop, far more than Python's fork can.
 import json
 import os
 import signal
+import socket
 import time
 
 import pytest
@@ -167,9 +168,18 @@ def test_fork_storm_never_piles_up_zombies(start, cgroups):
 # --- pyinit's stderr full ---------------------------------------------------------------------------
 
 
-def full_pipe() -> "tuple[int, int]":
-    """A pipe whose buffer is already full: the next write to it would block."""
-    read_end, write_end = os.pipe()
+def full_stream(kind: str) -> "tuple[int, int]":
+    """(read end, write end) of a pipe, or of a Unix stream socket (journald's kind of stderr), already full.
+
+    The next write to the write end would block. pyinit writes a pipe through
+    a non-blocking descriptor of its own, and a socket with send(2) and
+    MSG_DONTWAIT (log.py): both are exercised.
+    """
+    if kind == "pipe":
+        read_end, write_end = os.pipe()
+    else:
+        reader, writer = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        read_end, write_end = reader.detach(), writer.detach()
     os.set_blocking(write_end, False)
     try:
         while True:
@@ -178,6 +188,9 @@ def full_pipe() -> "tuple[int, int]":
         pass
     os.set_blocking(write_end, True)
     return read_end, write_end
+
+
+STDERR_KINDS = pytest.mark.parametrize("stderr_kind", ["pipe", "socket"])
 
 
 def drain(fd: int) -> bytes:
@@ -194,13 +207,14 @@ def drain(fd: int) -> bytes:
     return b"".join(chunks)
 
 
-def test_full_stderr_never_blocks_the_loop(start, placement):
-    """stderr a pipe nobody reads, already full: with -w, 1,000 orphans are reaped all the same.
+@STDERR_KINDS
+def test_full_stderr_never_blocks_the_loop(start, placement, stderr_kind):
+    """stderr a pipe or socket nobody reads, already full: with -w, 1,000 orphans are reaped all the same.
 
     The lines that do not fit are dropped and counted, and once there is room
     again (here: at exit) pyinit says how many: all 1,000.
     """
-    read_end, write_end = full_pipe()
+    read_end, write_end = full_stream(stderr_kind)
     try:
         init = start(["-w", "--", *program("orphans", 1000, "--hold")], placement, stderr=write_end)
     finally:
@@ -216,9 +230,10 @@ def test_full_stderr_never_blocks_the_loop(start, placement):
     assert pyinit_lines("\n".join(lines)) == ["pyinit: 1000 log line(s) dropped: stderr was full"]
 
 
-def test_full_stderr_never_delays_a_signal(start, placement):
+@STDERR_KINDS
+def test_full_stderr_never_delays_a_signal(start, placement, stderr_kind):
     """With -v, every signal is logged: with stderr full, each still reaches the child at once."""
-    read_end, write_end = full_pipe()
+    read_end, write_end = full_stream(stderr_kind)
     try:
         init = start_recorder(start, placement, ["-v"], stderr=write_end)
     finally:
