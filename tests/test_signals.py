@@ -12,6 +12,7 @@ so a signal that had been forwarded would be reported before the marker.
 """
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ import pytest
 
 from support import (
     GLIBC_RESERVED,
+    PROGRAMS,
     PYINIT,
     REPO,
     TIMEOUT,
@@ -228,6 +230,25 @@ def test_child_starts_with_a_clean_signal_state(run, placement):
     assert int(fields["SigBlk"], 16) == 0, "signals blocked in the child: " + fields["SigBlk"]
     assert signal_set(fields["SigIgn"]) - GLIBC_RESERVED == set(), "signals ignored in the child: " + fields["SigIgn"]
     assert int(fields["SigPnd"], 16) == 0 and int(fields["ShdPnd"], 16) == 0
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc to build the threaded C program")
+def test_glibc_reserved_signals_left_ignored_by_posix_spawn_do_no_harm(run, placement, tmp_path):
+    """A threaded glibc program started by posix_spawn, with 32 and 33 ignored, still setuids and cancels.
+
+    glibc installs the handlers of its reserved signals with sigaction when
+    it first needs them (a second thread, a cancellation), which replaces the
+    SIG_IGN that posix_spawn left: the program ends with both caught, none
+    ignored, and its setuid(2), which must reach every thread, succeeded.
+    """
+    binary = tmp_path / "glibc_threads"
+    subprocess.run(["gcc", "-O", "-pthread", "-o", str(binary), str(PROGRAMS / "glibc_threads.c")], check=True)
+    result = run([str(binary)], placement)
+    assert result.returncode == 0, result
+    masks = {tuple(line.split()[:2]): signal_set(line.split()[2]) for line in result.stdout.splitlines()}
+    assert masks[("start", "SigIgn:")] == GLIBC_RESERVED  # as posix_spawn left them
+    assert not masks[("after", "SigIgn:")] & GLIBC_RESERVED
+    assert masks[("after", "SigCgt:")] >= GLIBC_RESERVED
 
 
 def test_a_caller_ignoring_sigchld_passes_it_on_exactly(run, placement):
