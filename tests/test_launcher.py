@@ -25,7 +25,8 @@ import time
 import pytest
 
 from support import (AS_NOBODY, NOBODY, PYINIT, REPO, SYSTEM_PYTHON, TIMEOUT, assert_no_traceback, children,
-                     clean_env, descendants, leaked, program, pyinit_lines, python_with_os_unshare, stat, status, wait_for)
+                     clean_env, descendants, leaked, program, pyinit_lines, python_with_os_unshare, stat, status,
+                     wait_for)
 
 MAX_PID_NS_LEVEL = 32  # the kernel's limit on PID namespace nesting
 
