@@ -136,7 +136,7 @@ def _fork_and_exec(argv: "list[str]", placement: terminal.Placement, disposition
 
 
 def _exec_failure(command: str, code: int, message: str) -> SpawnError:
-    """What exec's errno `code` means for the exit code: 127 for a command that is not there, 126 for one that cannot run."""
+    """What exec's errno `code` means: exit 127 for a command that is not there, 126 for one that cannot run."""
     if code != errno.ENOENT:
         return SpawnError(EXIT_CANNOT_EXECUTE, "cannot run '%s': %s" % (command, message))
     if "/" not in command:
