@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 import time
@@ -112,15 +113,28 @@ def _parse(argv: List[str]) -> argparse.Namespace:
         options.signo = signal_number(options.signal)
     except ValueError as problem:
         raise _Usage("--signal: %s" % problem) from None
-    for name in ("ready_timeout", "within"):
-        if not getattr(options, name) >= 0:
-            raise _Usage("--%s must be 0 or more seconds" % name.replace("_", "-"))
+    _check_ranges(options)
     if options.ready_output is not None:
         try:
             options.ready_regex = re.compile(options.ready_output)
         except re.error as problem:
             raise _Usage("--ready-output: not a regular expression: %s" % problem) from None
     return options
+
+
+# Whole-number options and what they may be: (attribute, lowest, highest, what it is).
+_RANGES = [("ready_port", 1, 65535, "a TCP port"), ("expect_exit", 0, 255, "an exit code")]
+
+
+def _check_ranges(options: argparse.Namespace) -> None:
+    for name, low, high, what in _RANGES:
+        value = getattr(options, name)
+        if value is not None and not low <= value <= high:
+            raise _Usage("--%s %d: not %s (%d to %d)" % (name.replace("_", "-"), value, what, low, high))
+    for name in ("ready_timeout", "within"):
+        seconds = getattr(options, name)
+        if not 0 <= seconds < math.inf:  # nan fails every comparison
+            raise _Usage("--%s %g: not a number of seconds (finite, 0 or more)" % (name.replace("_", "-"), seconds))
 
 
 def _wait_until_ready(box: Sandbox, options: argparse.Namespace) -> Optional[str]:
