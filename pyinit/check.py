@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import stat
 import re
 import sys
 import time
@@ -32,7 +34,10 @@ _END_TIMEOUT = 30.0
 
 
 class _Usage(Exception):
-    pass
+    """A usage error: the message, and whether to point at --help."""
+
+    def __init__(self, message: str, hint: bool = True) -> None:
+        super().__init__(message + (" (see pyinit-check --help)" if hint else ""))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -77,28 +82,45 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         options = _parse(list(sys.argv[1:] if argv is None else argv))
     except _Usage as problem:
-        print("pyinit-check: %s (see pyinit-check --help)" % problem, file=sys.stderr)
+        print("pyinit-check: %s" % problem, file=sys.stderr)
         return EXIT_USAGE
     started = time.time()
+    outcome = _check(options)
+    try:
+        _write_reports(options, time.time() - started, outcome)
+    except OSError as problem:
+        print("pyinit-check: cannot write the report: %s" % problem, file=sys.stderr)
+        return EXIT_USAGE
+    return outcome.status
+
+
+class _Outcome:
+    """How a run ended: the exit status, the verdicts, the command's Result once it has ended,
+    and the error that stopped the check (None when the checks were made)."""
+
+    def __init__(self, status: int, checks: List[Check], result: Optional[Result], error: Optional[str]) -> None:
+        self.status, self.checks, self.result, self.error = status, checks, result, error
+
+
+def _check(options: argparse.Namespace) -> _Outcome:
+    """Start the command, wait until it is ready, signal it, and print the verdicts (or why there are none)."""
     try:
         box = Sandbox(options.command).start()
     except (ValueError, SandboxError) as problem:
         print("pyinit-check: %s" % problem, file=sys.stderr)
-        return EXIT_USAGE
+        return _Outcome(EXIT_USAGE, [], None, str(problem))
     with box:
         not_ready = _wait_until_ready(box, options)
         if not_ready:
             print("pyinit-check: %s" % not_ready, file=sys.stderr)
-            _write_outputs(options, started, [], None, not_ready)
-            return EXIT_USAGE
+            return _Outcome(EXIT_USAGE, [], None, not_ready)
         checks, result, tree = _stop_and_check(box, options)
     for check in checks:
         print(check.line())
     failed = not all(check.passed for check in checks)
     if failed:
         print(describe(result, tree=tree))
-    _write_outputs(options, started, checks, result, None)
-    return EXIT_FAILED if failed else 0
+    return _Outcome(EXIT_FAILED if failed else 0, checks, result, None)
 
 
 def _parse(argv: List[str]) -> argparse.Namespace:
@@ -119,7 +141,48 @@ def _parse(argv: List[str]) -> argparse.Namespace:
             options.ready_regex = re.compile(options.ready_output)
         except re.error as problem:
             raise _Usage("--ready-output: not a regular expression: %s" % problem) from None
+    _open_reports(options)  # last: no other usage error can leave a file behind
     return options
+
+
+def _open_reports(options: argparse.Namespace) -> None:
+    """options.json_report and options.junit_report: open now, so that a path that cannot be
+    written is refused before the command runs, not found out after it."""
+    options.json_report = options.junit_report = None
+    try:
+        if options.json is not None:
+            options.json_report = _Report("--json", options.json)
+        if options.junit is not None:
+            options.junit_report = _Report("--junit", options.junit)
+    except _Usage:
+        if options.json_report is not None:
+            options.json_report.discard()
+        raise
+
+
+class _Report:
+    """A file that --json or --junit names, opened (not yet truncated) when the options are read."""
+
+    def __init__(self, flag: str, path: str) -> None:
+        self.path = path
+        self.created = not os.path.lexists(path)
+        try:
+            # No O_TRUNC: a run refused for another reason leaves an old report as it was.
+            self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except OSError as problem:
+            raise _Usage("cannot write %s %s: %s" % (flag, path, problem.strerror), hint=False) from None
+
+    def write(self, data: bytes) -> None:
+        with open(self.fd, "wb") as file:
+            if stat.S_ISREG(os.fstat(self.fd).st_mode):  # not /dev/stdout or a pipe: those cannot be truncated
+                file.truncate(0)
+            file.write(data)
+
+    def discard(self) -> None:
+        """Close it, and remove it if it is ours."""
+        os.close(self.fd)
+        if self.created:
+            os.unlink(self.path)
 
 
 # Whole-number options and what they may be: (attribute, lowest, highest, what it is).
@@ -180,15 +243,13 @@ def _stop_and_check(box: Sandbox, options: argparse.Namespace) -> "tuple[List[Ch
     return checks, result, tree
 
 
-def _write_outputs(options: argparse.Namespace, started: float, checks: List[Check], result: Optional[Result],
-                   error: Optional[str]) -> None:
-    if options.json:
-        with open(options.json, "w") as file:
-            json.dump(_as_json(options, checks, result, error), file, indent=1, sort_keys=True)
-            file.write("\n")
-    if options.junit:
-        with open(options.junit, "wb") as binary:
-            binary.write(_as_junit(options, time.time() - started, checks, result, error))
+def _write_reports(options: argparse.Namespace, seconds: float, outcome: _Outcome) -> None:
+    checks, result, error = outcome.checks, outcome.result, outcome.error
+    if options.json_report is not None:
+        text = json.dumps(_as_json(options, checks, result, error), indent=1, sort_keys=True) + "\n"
+        options.json_report.write(text.encode())
+    if options.junit_report is not None:
+        options.junit_report.write(_as_junit(options, seconds, checks, result, error))
 
 
 def _as_json(options: argparse.Namespace, checks: List[Check], result: Optional[Result],

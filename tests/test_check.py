@@ -157,6 +157,28 @@ def test_usage_errors_are_one_line_and_125(argv, message):
     assert message in done.stderr
 
 
+@pytest.mark.parametrize("flag", ["--junit", "--json"])
+@pytest.mark.parametrize("where, reason", [("a-directory", "Is a directory"), ("missing/out", "No such file or directory")])
+def test_a_report_that_cannot_be_written_is_refused_before_the_command_runs(flag, where, reason, tmp_path):
+    (tmp_path / "a-directory").mkdir()
+    ran = tmp_path / "ran"
+    done = check([*CHECK, flag, str(tmp_path / where), "--", "touch", str(ran)])
+    assert (done.returncode, done.stdout) == (125, ""), done
+    assert done.stderr == "pyinit-check: cannot write %s %s: %s\n" % (flag, tmp_path / where, reason)
+    assert not ran.exists()
+
+
+def test_a_refused_run_leaves_the_report_files_as_they_were(tmp_path):
+    """No new file is left behind, an old one keeps its contents, whichever usage error it is."""
+    (tmp_path / "old.json").write_text("old")
+    for argv in (["--json", "new.json", "--junit", "missing/out.xml"], ["--json", "old.json", "--junit", "."],
+                 ["--json", "new.json", "--signal", "NOPE"]):
+        done = check([*CHECK, *argv, "--", "true"], cwd=tmp_path)
+        assert done.returncode == 125, done
+        assert sorted(os.listdir(tmp_path)) == ["old.json"], (argv, done)
+        assert (tmp_path / "old.json").read_text() == "old"
+
+
 def test_help_exits_0():
     done = check([*CHECK, "--help"])
     assert done.returncode == 0 and "--ready-output REGEX" in done.stdout and "--no-leftovers" in done.stdout
