@@ -7,6 +7,7 @@ signal (SIGTERM by default) to the sandbox's PID 1 as `docker stop` does, and
 checks that the command exits within the time, with the expected code, and
 (with --no-leftovers) that nothing of it was left running when it exited.
 One verdict line per check; on failure the process tree and the output tail.
+`--json -` writes the JSON result to standard output, after those lines.
 
 Exit status: 0 when every check holds, 1 when one fails, 125 for a usage
 error and for a command that never became ready (the reason is printed).
@@ -63,7 +64,8 @@ def _parser() -> _Parser:
     parser.add_argument("--no-leftovers", action="store_true",
                         help="check that nothing of the command was left running when it exited")
     parser.add_argument("--junit", metavar="FILE", help="write the verdicts as JUnit XML")
-    parser.add_argument("--json", metavar="FILE", help="write the result as JSON")
+    parser.add_argument("--json", metavar="FILE",
+                        help="write the result as JSON (-: to standard output, after the verdicts)")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="the command and its arguments, after --")
     return parser
 
@@ -151,7 +153,7 @@ def _open_reports(options: argparse.Namespace) -> None:
     options.json_report = options.junit_report = None
     try:
         if options.json is not None:
-            options.json_report = _Report("--json", options.json)
+            options.json_report = _StandardOutput() if options.json == "-" else _Report("--json", options.json)
         if options.junit is not None:
             options.junit_report = _Report("--junit", options.junit)
     except _Usage:
@@ -183,6 +185,18 @@ class _Report:
         os.close(self.fd)
         if self.created:
             os.unlink(self.path)
+
+
+class _StandardOutput:
+    """`--json -`: the report goes to standard output, after the verdict lines."""
+
+    def write(self, data: bytes) -> None:
+        sys.stdout.flush()  # the verdicts first
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+
+    def discard(self) -> None:
+        pass
 
 
 # Whole-number options and what they may be: (attribute, lowest, highest, what it is).

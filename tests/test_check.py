@@ -119,6 +119,19 @@ def test_ready_by_path_and_a_chosen_signal(tmp_path):
     assert done.stdout.splitlines()[1] == "PASS  exit code 138 (killed by SIGUSR1), expected 138"
 
 
+def test_json_dash_is_standard_output_after_the_verdicts(tmp_path):
+    done = check([*CHECK, "--ready-output", "ready", "--expect-exit", "143", "--json", "-", "--",
+                  "sh", "-c", "echo ready; exec sleep 300"], cwd=tmp_path)
+    assert done.returncode == 0, done
+    verdicts, text = done.stdout.split("\n", 2)[:2], done.stdout.split("\n", 2)[2]
+    assert [line.split()[0] for line in verdicts] == ["PASS", "PASS"], done.stdout
+    assert (json.loads(text)["passed"], json.loads(text)["exit_code"]) == (True, 143)
+    never = check([*CHECK, "--ready-path", "never", "--ready-timeout", "0.2", "--json", "-", "--", "sleep", "300"],
+                  cwd=tmp_path)
+    assert never.returncode == 125 and json.loads(never.stdout)["error"].startswith("never ready: "), never
+    assert os.listdir(tmp_path) == []
+
+
 @pytest.mark.parametrize("options, command, reason", [
     (["--ready-output", "never", "--ready-timeout", "0.3"], ["sleep", "300"],
      "pyinit-check: never ready: no output matching 'never' on any within 0.3 s"),
@@ -158,7 +171,8 @@ def test_usage_errors_are_one_line_and_125(argv, message):
 
 
 @pytest.mark.parametrize("flag", ["--junit", "--json"])
-@pytest.mark.parametrize("where, reason", [("a-directory", "Is a directory"), ("missing/out", "No such file or directory")])
+@pytest.mark.parametrize("where, reason", [("a-directory", "Is a directory"),
+                                           ("missing/out", "No such file or directory")])
 def test_a_report_that_cannot_be_written_is_refused_before_the_command_runs(flag, where, reason, tmp_path):
     (tmp_path / "a-directory").mkdir()
     ran = tmp_path / "ran"
