@@ -415,7 +415,14 @@ def test_exit_report_in_a_bind_mounted_directory(container, reports):
     assert report["command"] == SERVICE
     assert report["child"]["exit_code"] == 0 and report["child"]["signal"] is None
     assert report["exit_code"] == 0
-    assert report["signals"] == {"received": {"SIGTERM": 1}, "forwarded": {"SIGTERM": 1}}
+    # `runc run` (a Go program) passes on every signal it gets, SIGURG included, which Go's runtime sends
+    # its own threads to preempt goroutines, most often on a loaded machine (upstream runc stopped
+    # forwarding it, opencontainers/runc#3368; Debian 12's runc 1.1.5 still does). Those SIGURGs are
+    # runc's, not the orchestrator's, and one may come after the service exited (received, not
+    # forwarded): leave them out. Apart from them pyinit got exactly the one SIGTERM and forwarded it.
+    signals = {way: {name: count for name, count in counts.items() if name != "SIGURG"}
+               for way, counts in report["signals"].items()}
+    assert signals == {"received": {"SIGTERM": 1}, "forwarded": {"SIGTERM": 1}}, report["signals"]
     timeline = report["timeline"]
     assert timeline["start"] <= timeline["first_terminating_signal"] <= timeline["child_exit"] <= timeline["exit"]
 
