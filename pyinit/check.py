@@ -302,7 +302,22 @@ def _as_junit(options: argparse.Namespace, seconds: float, checks: List[Check], 
         ET.SubElement(suite, "system-out").text = format_processes(result.leftovers)
     root = ET.Element("testsuites")
     root.append(suite)
+    for element in root.iter():
+        element.text = element.text and _xml_safe(element.text)
+        for key, value in element.attrib.items():
+            element.set(key, _xml_safe(value))
     return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+
+
+# What XML 1.0 forbids even as a &#...; reference: control characters but tab, newline and carriage
+# return (a service's colours are ESC sequences), lone surrogates (a command line that is not UTF-8,
+# as Python decodes it), U+FFFE and U+FFFF. ElementTree writes them as they are: no parser reads that.
+_XML_FORBIDDEN = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _xml_safe(text: str) -> str:
+    """`text` with each character XML forbids written as Python escapes it (ESC as \\x1b), visible in a CI's view."""
+    return _XML_FORBIDDEN.sub(lambda match: ascii(match.group())[1:-1], text)
 
 
 def run() -> None:

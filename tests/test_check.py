@@ -119,6 +119,20 @@ def test_ready_by_path_and_a_chosen_signal(tmp_path):
     assert done.stdout.splitlines()[1] == "PASS  exit code 138 (killed by SIGUSR1), expected 138"
 
 
+def test_junit_is_well_formed_whatever_the_command_prints(tmp_path):
+    """Colour escapes, NUL, form feed and bytes that are not UTF-8, in the output and in the command line:
+    characters XML 1.0 forbids are shown escaped, as Python writes them."""
+    script = r'printf "\033[31mred\033[0m \000\014\377 ready\n"; exec sleep 300'
+    done = check([*CHECK, "--ready-output", "ready", "--junit", str(tmp_path / "junit.xml"), "--",
+                  "sh", "-c", script, b"name-\xff\x0c"])
+    assert done.returncode == 1, done
+    suite, cases = junit(tmp_path / "junit.xml")
+    assert [failure for _, failure in cases] == [None, "exit code 143 (killed by SIGTERM), expected 0"]
+    assert cases[0][0].endswith(" name-\\udcff\\x0c stops within 10 s of SIGTERM"), cases[0][0]
+    # (the form feed ends a line for str.splitlines, which takes the output's tail)
+    assert "  \\x1b[31mred\\x1b[0m \\x00\n  \ufffd ready" in suite.find("testcase/failure").text
+
+
 def test_json_dash_is_standard_output_after_the_verdicts(tmp_path):
     done = check([*CHECK, "--ready-output", "ready", "--expect-exit", "143", "--json", "-", "--",
                   "sh", "-c", "echo ready; exec sleep 300"], cwd=tmp_path)
