@@ -26,7 +26,7 @@ import time
 from typing import List, NoReturn, Optional, Sequence
 
 from pyinit import signals
-from pyinit.sandbox import CommandExited, Result, Sandbox, SandboxError, TimeoutExpired, signal_number
+from pyinit.sandbox import CommandExited, Process, Result, Sandbox, SandboxError, TimeoutExpired, signal_number
 from pyinit.testing import describe, format_processes
 
 EXIT_FAILED = 1
@@ -113,9 +113,10 @@ def _check(options: argparse.Namespace) -> _Outcome:
         return _Outcome(EXIT_USAGE, [], None, str(problem))
     with box:
         not_ready = _wait_until_ready(box, options)
-        if not_ready:
-            print("pyinit-check: %s" % not_ready, file=sys.stderr)
-            return _Outcome(EXIT_USAGE, [], None, not_ready)
+        if not_ready is not None:
+            reason, exited = not_ready
+            print("pyinit-check: %s" % reason, file=sys.stderr)
+            return _Outcome(EXIT_USAGE, [], exited, reason)
         checks, result, tree = _stop_and_check(box, options)
     for check in checks:
         print(check.line())
@@ -214,8 +215,9 @@ def _check_ranges(options: argparse.Namespace) -> None:
             raise _Usage("--%s %g: not a number of seconds (finite, 0 or more)" % (name.replace("_", "-"), seconds))
 
 
-def _wait_until_ready(box: Sandbox, options: argparse.Namespace) -> Optional[str]:
-    """None once ready; else why it never was (with the tree and output tail)."""
+def _wait_until_ready(box: Sandbox, options: argparse.Namespace) -> "Optional[tuple[str, Optional[Result]]]":
+    """None once ready; else why it never was (with the tree or what it left, and the output tail),
+    and the command's Result when it has exited."""
     try:
         if options.ready_output is not None:
             box.wait_for_output(options.ready_regex, options.ready_timeout, stream="any")
@@ -223,12 +225,16 @@ def _wait_until_ready(box: Sandbox, options: argparse.Namespace) -> Optional[str
             box.wait_for_port(options.ready_port, timeout=options.ready_timeout)
         elif options.ready_path is not None:
             box.wait_for_path(options.ready_path, timeout=options.ready_timeout)
-    except (CommandExited, TimeoutExpired) as failure:
-        return "never ready: %s" % failure
+    except TimeoutExpired as failure:
+        return "never ready: %s" % failure, None
+    except CommandExited as failure:
+        result = box.wait(_END_TIMEOUT)
+        # The first line says what was awaited; describe() says the rest, what the command left among it.
+        return "never ready: %s\n%s" % (str(failure).splitlines()[0], describe(result)), result
     if box.wait_for_exit(0):
         result = box.wait(_END_TIMEOUT)
         return "never ready: the command exited (%s) before the signal could be sent\n%s" % (
-            result.exit_code, describe(result))
+            result.exit_code, describe(result)), result
     return None
 
 
@@ -276,10 +282,16 @@ def _as_json(options: argparse.Namespace, checks: List[Check], result: Optional[
         "exit_code": None if result is None else result.exit_code,
         "signal": None if result is None else result.signal,
         "stop_duration": None if result is None else result.stop_duration,
-        "leftovers": [] if result is None else [
-            {"pid": p.pid, "ppid": p.ppid, "state": p.state, "argv": p.argv} for p in result.leftovers],
+        "leftovers": _processes_json(None if result is None else result.leftovers),  # null: not known
         "report": None if result is None else result.report,
     }
+
+
+def _processes_json(processes: Optional[List[Process]]) -> Optional[List[dict]]:
+    """The JSON entries of processes (the leftovers); None, "unknown", stays None."""
+    if processes is None:
+        return None
+    return [{"pid": p.pid, "ppid": p.ppid, "name": p.name, "state": p.state, "argv": p.argv} for p in processes]
 
 
 def _as_junit(options: argparse.Namespace, seconds: float, checks: List[Check], result: Optional[Result],

@@ -160,6 +160,21 @@ def test_never_ready_is_125_with_the_reason(options, command, reason, tmp_path):
     assert suite.get("errors") == "1"
 
 
+def test_never_ready_json_carries_the_exit_and_the_leftovers_the_text_names(tmp_path):
+    """A daemon that forks and exits before it is ready: its exit code and what it left, in the text and the JSON."""
+    marker = uuid.uuid4().hex
+    done = check([*CHECK, "--ready-path", "never", "--json", str(tmp_path / "result.json"), "--",
+                  "sh", "-c", "sleep 300 & exit 3"], env=clean_env(LEAK_MARKER=marker), cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (125, ""), done
+    assert done.stderr.startswith("pyinit-check: never ready: 'sh -c sleep 300 & exit 3' exited with code 3 "), done
+    assert re.search(r"^left running when the command exited:\n  PID 3 ", done.stderr, re.M), done.stderr
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert (result["passed"], result["exit_code"], result["signal"]) == (False, 3, None)
+    assert [entry["pid"] for entry in result["leftovers"]] == [3]
+    assert result["report"] is not None and result["error"] == done.stderr[len("pyinit-check: "):].rstrip("\n")
+    assert leaked(marker) == []
+
+
 @pytest.mark.parametrize("argv, message", [
     ([], "no command given"),
     (["--"], "no command given"),
