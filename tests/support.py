@@ -706,3 +706,60 @@ class Venv:
         """Run `argv` with the venv's environment, from / (so `-m` cannot find a source tree)."""
         options.setdefault("timeout", TIMEOUT)
         return subprocess.run(argv, capture_output=True, text=True, cwd="/", env=self.environment(), **options)
+
+
+# --- Real services (tests/test_services.py) ------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (the kernel's pick for port 0)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+APP_LOADED = "app loaded in process"  # what the app modules below print on stderr once imported
+
+_APP_PROLOGUE = '''\
+import os, subprocess, sys, time
+
+# A helper process started when a worker loads the app, and never stopped (the bug of a broken set-up).
+HELPER = subprocess.Popen(["sleep", "300"]) if %(helper)r else None
+SLOW_STARTED = %(slow_started)r  # created when a request for /slow begins
+'''
+
+_APP_EPILOGUE = '''\
+print("%(loaded)s %%d" %% os.getpid(), file=sys.stderr, flush=True)
+'''
+
+_WSGI_APP = '''\
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/slow":  # a request that takes five minutes
+        open(SLOW_STARTED, "w").close()
+        time.sleep(300)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"hello\\n"]
+'''
+
+_ASGI_APP = '''\
+async def app(scope, receive, send):
+    if scope["type"] != "http":  # lifespan: the defaults
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"hello\\n"})
+'''
+
+
+def write_app(directory: Path, kind: str, helper: bool = False) -> str:
+    """A tiny web app module in `directory`, of `kind` "wsgi" (gunicorn) or "asgi" (uvicorn); its
+    `module:app` name. Each process that imports it prints `APP_LOADED PID` on stderr, last, so a
+    worker that said so has its signal handlers (both servers install them before loading the app).
+    `helper`: it also starts a `sleep 300` of its own that nothing ever stops. The WSGI app answers
+    /slow after 300 s, creating `directory`/slow-started when such a request begins."""
+    fields = {"helper": helper, "slow_started": str(Path(directory) / "slow-started"), "loaded": APP_LOADED}
+    body = {"wsgi": _WSGI_APP, "asgi": _ASGI_APP}[kind]
+    name = "%s_app%s" % (kind, "_with_helper" if helper else "")
+    (Path(directory) / (name + ".py")).write_text(_APP_PROLOGUE % fields + "\n" + body + "\n" + _APP_EPILOGUE % fields)
+    return name + ":app"
