@@ -45,6 +45,9 @@ options:
   --drain SECONDS        when the child exits, SIGTERM what it left behind
                          and SIGKILL what is left after SECONDS (default:
                          off as PID 1, 2 seconds otherwise)
+  --settle SECONDS       when the child exits, wait up to SECONDS for the
+                         rest to exit on their own (reaping them), before
+                         the exit report and the drain (default 0)
   --term-delay SECONDS   hold a received SIGTERM this long before forwarding
                          it; a second SIGTERM or a SIGINT forwards at once
                          (SECONDS: 0 to 1000000000, decimals allowed)
@@ -76,8 +79,9 @@ environment (flags win over these):
   PYINIT_PDEATHSIG=SIG   like -p
   PYINIT_PTY=1|0         like --pty, --no-pty
   PYINIT_WARN_REAPED=1   like -w
-  PYINIT_GRACE, PYINIT_DRAIN, PYINIT_TERM_DELAY, PYINIT_EXIT_REPORT
-                         like --grace, --drain, --term-delay, --exit-report
+  PYINIT_GRACE, PYINIT_DRAIN, PYINIT_SETTLE, PYINIT_TERM_DELAY,
+  PYINIT_EXIT_REPORT     like --grace, --drain, --settle, --term-delay,
+                         --exit-report
 
 exit status: the child's; 128+N if signal N killed it; 125 if pyinit itself
 failed; 126 if COMMAND cannot be executed; 127 if it is not found.
@@ -103,7 +107,7 @@ _OPTIONS = {
     "h": ("help", False),
 }
 # Options with no short form are known by their long name.
-_SHUTDOWN_OPTIONS = {"grace": True, "drain": True, "term-delay": True, "exit-report": True}
+_SHUTDOWN_OPTIONS = {"grace": True, "drain": True, "settle": True, "term-delay": True, "exit-report": True}
 _LAUNCHER_OPTIONS = {"unshare": False, "user": False, "no-mount-proc": False, "hostname": True, "ipc": False,
                      "pty": False, "no-pty": False}
 _LONG = {long_name: (short, takes_value) for short, (long_name, takes_value) in _OPTIONS.items()}
@@ -223,6 +227,7 @@ def _items(text: str) -> "list[str]":
 _SHUTDOWN_VARIABLES = (
     ("PYINIT_GRACE", "grace", _seconds),
     ("PYINIT_DRAIN", "drain", _seconds),
+    ("PYINIT_SETTLE", "settle", _seconds),
     ("PYINIT_TERM_DELAY", "term_delay", _seconds),
     ("PYINIT_EXIT_REPORT", "exit_report", _exit_report),
 )
@@ -264,7 +269,8 @@ def parse(argv: "list[str]", environ: "dict[str, str]") -> "Config | str":
     Returns the text to print instead when --help or --version was asked for.
     Raises UsageError for anything it cannot make sense of.
     """
-    fields: "dict[str, Any]" = {"verbosity": log.WARNING, "pdeathsig": 0, "grace": None, "drain": None, "term_delay": 0.0,
+    fields: "dict[str, Any]" = {"verbosity": log.WARNING, "pdeathsig": 0, "grace": None, "drain": None, "settle": 0.0,
+              "term_delay": 0.0,
               "exit_report": None, "unshare": False, "user_namespace": False, "mount_proc": True,
               "hostname": None, "ipc": False, "pty": None}
     fields.update(_from_environment(environ))
@@ -292,7 +298,7 @@ def parse(argv: "list[str]", environ: "dict[str, str]") -> "Config | str":
                 fields["verbosity"] = min(log.WARNING + verbose_flags, log.DEBUG)
             elif option == "q":
                 fields["verbosity"] = log.ERROR
-            elif option in ("grace", "drain", "term-delay"):
+            elif option in ("grace", "drain", "settle", "term-delay"):
                 fields[option.replace("-", "_")] = _seconds(value)
             elif option == "exit-report":
                 fields["exit_report"] = _exit_report(value)

@@ -8,7 +8,7 @@ EXIT_USAGE = 125  # pyinit's own failure, as `env`, `timeout` and `nice` use it
 EXIT_CANNOT_EXECUTE = 126  # the command exists but cannot be run
 EXIT_NOT_FOUND = 127  # the command is not found
 
-# The longest --grace, --drain or --term-delay: about 31.7 years, longer than
+# The longest --grace, --drain, --settle or --term-delay: about 31.7 years, longer than
 # any container lives. The timers wait in sigtimedwait(2), whose timeout
 # Python converts to 64-bit nanoseconds (at most about 9.2e9 s); a deadline
 # is the monotonic clock (the uptime, seconds) plus the value, so this leaves
@@ -23,7 +23,7 @@ class Config:
     """Everything the init needs to know, fixed once parsing is done."""
 
     __slots__ = ("command", "single_child", "rewrite", "remap_exit", "pdeathsig", "warn_reaped", "verbosity",
-                 "grace", "drain", "term_delay", "exit_report",
+                 "grace", "drain", "settle", "term_delay", "exit_report",
                  "unshare", "user_namespace", "mount_proc", "hostname", "ipc", "pty")
 
     command: "tuple[str, ...]"
@@ -35,6 +35,7 @@ class Config:
     verbosity: int
     grace: "float | None"  # seconds from a forwarded terminating signal to SIGKILL
     drain: "float | None"  # seconds leftovers get after the child's exit; None: the default
+    settle: float  # seconds the rest get to exit on their own after the child's exit, before the report and drain
     term_delay: float  # seconds a received SIGTERM is held
     exit_report: "str | None"  # a path, or fd:N
     unshare: bool  # run as the launcher: new namespaces, the init as their PID 1

@@ -102,6 +102,7 @@ def run(config: Config, inherited_ignored: "frozenset[int] | None" = None,
     subreaper = os.getpid() != 1
     if subreaper:
         _become_subreaper()
+    _keep_report_descriptor(config.exit_report)
     policy = _shutdown_policy(config, subreaper) if _asks_for_policy(config) else None
     placement = terminal.prepare(config.single_child, launcher)
     try:
@@ -123,7 +124,12 @@ def run(config: Config, inherited_ignored: "frozenset[int] | None" = None,
             policy.report.mark("child_exit")
         try:
             terminal.take_back_foreground(placement, pid)
-            if policy is None and subreaper and reap(None, None, config.warn_reaped):
+            left = reap(None, policy, config.warn_reaped)
+            if left and policy is not None and policy.settle_seconds:
+                left = _settle(policy, config.warn_reaped)
+            if left and (config.exit_report or config.warn_reaped):
+                _note_leftovers(policy, config.warn_reaped)
+            if policy is None and subreaper and left:
                 policy = _shutdown_policy(config, subreaper)  # the child left processes: a subreaper drains them
             if policy is not None:
                 _drain(policy, config.warn_reaped)
@@ -135,9 +141,24 @@ def run(config: Config, inherited_ignored: "frozenset[int] | None" = None,
     return code
 
 
+def _keep_report_descriptor(destination: "str | None") -> None:
+    """`--exit-report fd:N` is for whoever started pyinit: close-on-exec, so the child neither sees nor holds it.
+
+    A child (or a daemon it leaves) holding the write end of a report pipe
+    would keep the reader from ever seeing its end. The standard streams
+    (0 to 2) are the child's as well, and stay as they are.
+    """
+    if destination is not None and destination.startswith("fd:") and int(destination[3:]) > 2:
+        try:
+            os.set_inheritable(int(destination[3:]), False)
+        except OSError as failure:  # not open: the report's write says so at the end
+            log.debug("cannot make the exit report's descriptor close-on-exec: %s", failure.strerror)
+
+
 def _asks_for_policy(config: Config) -> bool:
     """Whether an option asks for a timer or the exit report, so that the loop needs the policy from the start."""
-    return bool(config.exit_report or config.grace is not None or config.drain is not None or config.term_delay)
+    return bool(config.exit_report or config.grace is not None or config.drain is not None or config.term_delay
+                or config.settle)
 
 
 def _shutdown_policy(config: Config, subreaper: bool) -> "shutdown.Policy":
@@ -158,7 +179,7 @@ def _shutdown_policy(config: Config, subreaper: bool) -> "shutdown.Policy":
     drain = config.drain
     if drain is None and subreaper:  # nobody else would stop what we adopted
         drain = shutdown.SUBREAPER_DRAIN
-    return shutdown.Policy(config.grace, config.term_delay, drain, Report(config.command))
+    return shutdown.Policy(config.grace, config.term_delay, drain, Report(config.command), settle=config.settle)
 
 
 def _rewrite_table(rewrite: "dict[int, int]", placement: terminal.Placement) -> "dict[int, int]":
@@ -227,6 +248,7 @@ def _receive(signo: int, sender: int, child: Child, policy: "shutdown.Policy | N
     target = child.rewrite.get(signo, signo)
     if policy is not None:
         policy.report.count(policy.report.received, signals.name(signo))
+        policy.report.mark("first_signal")
     if target == 0:
         log.info("dropped %s (rewritten to 0)", signals.name(signo))
         return
@@ -305,6 +327,49 @@ def reap(child: "Child | None", policy: "shutdown.Policy | None", warn_reaped: b
             policy.report.zombies_reaped += reaped
 
 
+def _settle(policy: "shutdown.Policy", warn_reaped: bool) -> bool:
+    """--settle: give what the child left up to that long to exit on its own, reaping it; return whether any is left.
+
+    Workers that die of the signal the child died of, a helper that exits
+    a moment after its parent: none of them is left over, and none should
+    be reported as such. Ends as soon as nothing is left, so it costs
+    nothing when the child took everything with it.
+    """
+    started = policy.clock()
+    left = _reap_until(started + policy.settle_seconds, policy, warn_reaped)
+    policy.report.settle["waited"] = round(policy.clock() - started, 6)
+    return left
+
+
+def _note_leftovers(policy: "shutdown.Policy | None", warn_reaped: bool) -> None:
+    """Put what still runs into the report, and under -w name it in one warning line."""
+    from pyinit import shutdown  # a leftover is rare: not on the common path
+
+    leftovers = shutdown.running()
+    if policy is not None:
+        policy.report.leftovers = leftovers
+    if not warn_reaped:
+        return
+    if leftovers is None:
+        log.warning("the child exited and left processes running; /proc cannot tell which")
+    elif leftovers:
+        names = ["%s (PID %d)" % (entry["name"], entry["pid"]) for entry in leftovers]
+        more = " and %d more" % (len(names) - 10) if len(names) > 10 else ""
+        log.warning("the child exited and left %d process(es) running: %s%s", len(names), ", ".join(names[:10]), more)
+
+
+def _reap_until(deadline: float, policy: "shutdown.Policy", warn_reaped: bool) -> bool:
+    """Reap as processes exit, until none is left or `deadline` passes; return whether any is left."""
+    from pyinit import shutdown  # imported with the policy (_shutdown_policy)
+
+    while reap(None, policy, warn_reaped):
+        remaining = deadline - policy.clock()
+        if remaining <= 0:
+            return True
+        api.sigtimedwait({signals.SIGCHLD}, min(remaining, shutdown.LONGEST_WAIT))
+    return False
+
+
 def _drain(policy: "shutdown.Policy", warn_reaped: bool) -> None:
     """After the child's exit: SIGTERM what is left, reap it as it goes, SIGKILL what outlives the drain."""
     from pyinit import shutdown  # imported with the policy (_shutdown_policy)
@@ -312,13 +377,8 @@ def _drain(policy: "shutdown.Policy", warn_reaped: bool) -> None:
     if policy.drain_seconds is None or not shutdown.signal_leftovers(api.SIGTERM):
         return
     log.info("draining: SIGTERM sent to what the child left, %g s before SIGKILL", policy.drain_seconds)
-    deadline = policy.clock() + policy.drain_seconds
-    while reap(None, policy, warn_reaped):
-        remaining = deadline - policy.clock()
-        if remaining <= 0:
-            break
-        api.sigtimedwait({signals.SIGCHLD}, min(remaining, shutdown.LONGEST_WAIT))
-    else:
+    policy.report.drain["stopped"] = [entry["pid"] for entry in policy.report.leftovers or ()]
+    if not _reap_until(policy.clock() + policy.drain_seconds, policy, warn_reaped):
         return
     killed = shutdown.signal_leftovers(signals.SIGKILL)
     log.warning("drain over: SIGKILL sent to %d process(es)", killed)

@@ -3,10 +3,18 @@
 Every function reads the /proc it is given (the init reads its own
 namespace's, the test-side API the host's) and treats a process that
 vanished while being read as absent, never as an error: processes come and
-go between any two reads. This module imports nothing of pyinit's.
+go between any two reads. What it does not treat as absent is a /proc that
+could not be asked: no descriptor left, no memory (NO_RESOURCES). That
+raises OSError, so that a caller never takes "cannot look" for "nothing
+there" (a clean verdict it could not check). This module imports nothing
+of pyinit's.
 """
 
+import errno
 import os
+
+# The errors that say nothing about the process, only that we could not look.
+NO_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
 
 
 def read(path: str) -> "bytes | None":
@@ -18,14 +26,22 @@ def read(path: str) -> "bytes | None":
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
+    except OSError as failure:
+        _raise_if_ours(failure)
         return None
     try:
         return read_to_end(fd)
-    except OSError:
+    except OSError as failure:
+        _raise_if_ours(failure)
         return None
     finally:
         os.close(fd)
+
+
+def _raise_if_ours(failure: OSError) -> None:
+    """A failed read means the process is gone, unless the failure is ours (NO_RESOURCES): then it raises."""
+    if failure.errno in NO_RESOURCES:
+        raise failure
 
 
 def read_to_end(fd: int) -> bytes:
@@ -42,7 +58,8 @@ def children(pid: int, proc: str = "/proc") -> "list[int]":
     """The children of every thread of `pid` (/proc/PID/task/TID/children); [] when it is gone."""
     try:
         threads = os.listdir("%s/%d/task" % (proc, pid))
-    except OSError:
+    except OSError as failure:
+        _raise_if_ours(failure)
         return []
     found: "list[int]" = []
     for thread in threads:

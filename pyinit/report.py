@@ -17,18 +17,32 @@ Schema (version 1):
       "exit_code": 143,                   # pyinit's own exit code
       "signals": {"received": {"SIGTERM": 1}, "forwarded": {"SIGTERM": 1}},
       "grace": {"seconds": 10.0, "killed": false, "processes": 0},
-      "drain": {"seconds": 2.0, "killed": true, "processes": 1},
+      "drain": {"seconds": 2.0, "killed": true, "processes": 1, "stopped": [7]},
                                           # seconds null when not in force; killed: whether
-                                          # it ended in SIGKILL, and for how many processes
+                                          # it ended in SIGKILL, and for how many processes;
+                                          # stopped: the leftovers it sent SIGTERM
+      "settle": {"seconds": 1.0, "waited": 0.21},
+                                          # how long the rest could take to exit on their
+                                          # own after the child, and how long they took
+      "leftovers": [{"pid": 7, "ppid": 1, "name": "worker", "argv": ["worker"], "state": "S"}],
+                                          # what still ran once the settle was over (zombies
+                                          # do not run); null where /proc could not tell
       "zombies_reaped": 12,               # processes reaped other than the child
-      "timeline": {"start": 1790000000.0, "first_terminating_signal": 1790000005.1,
+      "timeline": {"start": 1790000000.0, "first_signal": 1790000005.0,
+                   "first_terminating_signal": 1790000005.1,
                    "child_exit": 1790000005.3, "exit": 1790000005.3}
                                           # null for what did not happen
     }
+
+Written to `fd:N`, the descriptor is the caller's, not the child's: the
+init marks it close-on-exec before the child starts, so the child never
+holds the report's pipe open (see init.run).
 """
 
 import os
 import time
+
+WRITE_TIMEOUT = 2.0  # seconds a full pipe or FIFO may hold pyinit's exit up before the report is given up
 
 
 class Report:
@@ -41,10 +55,13 @@ class Report:
         self.received: "dict[str, int]" = {}
         self.forwarded: "dict[str, int]" = {}
         self.grace: "dict[str, object]" = {"seconds": None, "killed": False, "processes": 0}
-        self.drain: "dict[str, object]" = {"seconds": None, "killed": False, "processes": 0}
+        self.drain: "dict[str, object]" = {"seconds": None, "killed": False, "processes": 0, "stopped": []}
+        self.settle: "dict[str, float]" = {"seconds": 0.0, "waited": 0.0}
+        self.leftovers: "list[dict] | None" = []
         self.zombies_reaped = 0
         self.timeline: "dict[str, float | None]" = {
-            "start": time.time(), "first_terminating_signal": None, "child_exit": None, "exit": None,
+            "start": time.time(), "first_signal": None, "first_terminating_signal": None, "child_exit": None,
+            "exit": None,
         }
 
     def count(self, table: "dict[str, int]", signal_name: str) -> None:
@@ -74,6 +91,8 @@ class Report:
             "signals": {"received": self.received, "forwarded": self.forwarded},
             "grace": self.grace,
             "drain": self.drain,
+            "settle": self.settle,
+            "leftovers": self.leftovers,
             "zombies_reaped": self.zombies_reaped,
             "timeline": self.timeline,
         }
@@ -91,7 +110,9 @@ class Report:
 
             data = (json.dumps(self.as_dict(exit_code), sort_keys=True) + "\n").encode()
             if destination.startswith("fd:"):
-                _write_all(int(destination[3:]), data)
+                fd = int(destination[3:])
+                os.set_blocking(fd, False)  # a full pipe must not hold the exit up for good (see _write_all)
+                _write_all(fd, data)
                 return
             # O_NONBLOCK: a FIFO that nobody reads fails at once (ENXIO)
             # instead of blocking pyinit's exit for good, deaf to signals.
@@ -105,5 +126,21 @@ class Report:
 
 
 def _write_all(fd: int, data: bytes) -> None:
+    """Write `data` to the non-blocking `fd`, waiting for room at most WRITE_TIMEOUT seconds in all.
+
+    A reader that is slow gets the whole report; one that never reads (a
+    full pipe, a FIFO nobody drains) costs pyinit WRITE_TIMEOUT, then a
+    warning, never a hang: an init that cannot exit keeps its namespace up.
+    """
+    import select
+
+    deadline = time.monotonic() + WRITE_TIMEOUT
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
     while data:
-        data = data[os.write(fd, data):]
+        try:
+            data = data[os.write(fd, data):]
+        except BlockingIOError:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not poller.poll(remaining * 1000):
+                raise TimeoutError("nobody read it for %g s" % WRITE_TIMEOUT) from None

@@ -1,13 +1,16 @@
-"""Shutdown policy: the grace period, the SIGTERM delay, and draining what is left.
+"""Shutdown policy: the grace period, the SIGTERM delay, settling and draining what is left.
 
 Orchestrators stop a container with SIGTERM and, a grace period later,
-SIGKILL. Three timers let pyinit fit in between:
+SIGKILL. Four timers let pyinit fit in between:
 
 - `--term-delay`: hold a received SIGTERM before forwarding it, so a load
   balancer can stop sending traffic first; a second SIGTERM or a SIGINT cuts
   the wait short.
 - `--grace`: once a terminating signal has been forwarded, SIGKILL the
   child's process group if the child has not exited in time.
+- `--settle`: once the child has exited, give what it left a moment to exit
+  on its own (workers dying of the same signal), reaping it, before the
+  exit report lists what still runs and before the drain.
 - `--drain`: once the child has exited, SIGTERM whatever it left behind,
   reap for a while, SIGKILL the rest. As PID 1 this is optional, because the
   kernel kills the rest of the namespace when PID 1 exits; as a subreaper
@@ -39,14 +42,16 @@ class Policy:
     """The timers of one supervised child, and the report of what happened."""
 
     def __init__(self, grace: "float | None", term_delay: float, drain: "float | None", report: Report,
-                 clock=time.monotonic) -> None:
+                 clock=time.monotonic, settle: float = 0.0) -> None:
         self.grace = grace
         self.term_delay = term_delay
         self.drain_seconds = drain
+        self.settle_seconds = settle
         self.report = report
         self.clock = clock
         report.grace["seconds"] = grace
         report.drain["seconds"] = drain
+        report.settle["seconds"] = settle
         self.kill_at: "float | None" = None  # when --grace runs out
         self.release_at: "float | None" = None  # when the held SIGTERM is due
         self.held = 0  # what the held SIGTERM is forwarded as (after rewriting); 0: none held
@@ -94,8 +99,8 @@ class Policy:
         return due
 
 
-def descendants() -> "list[int]":
-    """Every process below pyinit; empty when /proc is not our own namespace's (see proc.py).
+def descendants() -> "list[int] | None":
+    """Every process below pyinit; None where /proc cannot tell (not our own namespace's, see proc.py, or no descriptor left).
 
     A process with no child at all has nothing below it: the kernel says so
     (waitid's ECHILD, asked with WNOWAIT so that nothing is reaped here) with
@@ -105,12 +110,36 @@ def descendants() -> "list[int]":
         os.waitid(os.P_ALL, 0, os.WEXITED | os.WSTOPPED | os.WNOHANG | os.WNOWAIT)
     except ChildProcessError:
         return []
-    return proc.descendants(os.getpid()) if proc.is_own_namespace() else []
+    try:
+        return proc.descendants(os.getpid()) if proc.is_own_namespace() else None
+    except OSError:
+        return None
+
+
+def running() -> "list[dict] | None":
+    """What still runs below pyinit, as the exit report lists it; None where /proc cannot tell.
+
+    A zombie is not running: it has exited, and only waits for a parent
+    that is still alive (and listed) to reap it.
+    """
+    below = descendants()
+    if below is None:
+        return None
+    found = []
+    try:
+        for pid in below:
+            info = proc.stat(pid)
+            if info is not None and info.state not in "ZX":
+                found.append({"pid": pid, "ppid": info.ppid, "name": info.name, "argv": proc.cmdline(pid),
+                              "state": info.state})
+    except OSError:  # no descriptor left: an incomplete list would pass for a complete one
+        return None
+    return found
 
 
 def count_group(pgid: int) -> int:
     """How many of our descendants are in process group `pgid`, for the report (at least 1: its leader)."""
-    return max(1, sum(1 for pid in descendants() if _process_group(pid) == pgid))
+    return max(1, sum(1 for pid in descendants() or () if _process_group(pid) == pgid))
 
 
 def _process_group(pid: int) -> int:
@@ -124,9 +153,10 @@ def signal_leftovers(signo: int) -> int:
     """Send `signo` to every descendant; return how many there were.
 
     As PID 1, kill(-1) reaches everything in the namespace but us, with no
-    race against processes being created while we look.
+    race against processes being created while we look, and even where
+    /proc cannot tell what there is.
     """
-    leftovers = descendants()
+    leftovers = descendants() or []
     if os.getpid() == 1:
         try:
             os.kill(-1, signo)

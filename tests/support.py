@@ -271,7 +271,7 @@ class Init:
     """
 
     def __init__(self, argv, placement="subreaper", *, wrapper=(), pyinit=PYINIT, stdin=subprocess.PIPE,
-                 stdout=subprocess.PIPE, stderr=None, env=None, cwd=None) -> None:
+                 stdout=subprocess.PIPE, stderr=None, env=None, cwd=None, pass_fds=()) -> None:
         self.placement = placement
         self._stderr_file = tempfile.TemporaryFile()
         self.stderr_captured = stderr is None
@@ -282,6 +282,7 @@ class Init:
             stderr=self._stderr_file if stderr is None else stderr,
             env=clean_env() if env is None else env,
             cwd=REPO if cwd is None else cwd,
+            pass_fds=pass_fds,
         )
         self.out = Lines(self.proc.stdout.fileno()) if stdout is subprocess.PIPE else None
         self._pid = None

@@ -161,4 +161,4 @@ def test_first_terminating_signal_is_judged_after_rewriting():
 def test_report_carries_the_settings():
     policy, _ = make(grace=8.0, drain=2.0)
     assert policy.report.grace == {"seconds": 8.0, "killed": False, "processes": 0}
-    assert policy.report.drain == {"seconds": 2.0, "killed": False, "processes": 0}
+    assert policy.report.drain == {"seconds": 2.0, "killed": False, "processes": 0, "stopped": []}

@@ -9,7 +9,8 @@ import pytest
 
 from pyinit.report import Report
 
-KEYS = {"version", "pid", "command", "child", "exit_code", "signals", "grace", "drain", "zombies_reaped", "timeline"}
+KEYS = {"version", "pid", "command", "child", "exit_code", "signals", "grace", "drain", "settle", "leftovers",
+        "zombies_reaped", "timeline"}
 
 
 def exited(code: int) -> int:
@@ -32,9 +33,10 @@ def test_fresh_report():
     assert data["exit_code"] == 125
     assert data["signals"] == {"received": {}, "forwarded": {}}
     assert data["zombies_reaped"] == 0
+    assert data["settle"] == {"seconds": 0.0, "waited": 0.0} and data["leftovers"] == []
     assert before <= data["timeline"]["start"] <= time.time()
     assert {k: v for k, v in data["timeline"].items() if k != "start"} == {
-        "first_terminating_signal": None, "child_exit": None, "exit": None}
+        "first_signal": None, "first_terminating_signal": None, "child_exit": None, "exit": None}
 
 
 @pytest.mark.parametrize("status, exit_code, signal_name", [

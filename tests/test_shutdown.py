@@ -14,18 +14,23 @@ seconds must not pass before EARLY * S, and must have passed before S + SLACK.
 is another process), right after pyinit has exited.
 """
 
+import contextlib
+import fcntl
 import json
 import os
 import re
 import select
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from support import TIMEOUT, clean_env, forwarder, program, pyinit_lines, running, start_behind_parent, stat, wait_for
+from pyinit.report import WRITE_TIMEOUT
+from support import PYINIT, TIMEOUT, clean_env, forwarder, program, pyinit_lines, running, start_behind_parent, stat, wait_for
 
 TERM, INT, QUIT, HUP, USR1, USR2, WINCH = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
                                            signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH)
@@ -128,9 +133,10 @@ def wait_for_log(init, text: str) -> None:
 
 # --- the exit report ----------------------------------------------------------------------------
 
-REPORT_KEYS = {"version", "pid", "command", "child", "exit_code", "signals", "grace", "drain", "zombies_reaped",
-               "timeline"}
-TIMELINE_KEYS = {"start", "first_terminating_signal", "child_exit", "exit"}
+REPORT_KEYS = {"version", "pid", "command", "child", "exit_code", "signals", "grace", "drain", "settle", "leftovers",
+               "zombies_reaped", "timeline"}
+TIMELINE_KEYS = {"start", "first_signal", "first_terminating_signal", "child_exit", "exit"}
+LEFTOVER_KEYS = {"pid", "ppid", "name", "argv", "state"}
 
 
 def optional(value, kind) -> bool:
@@ -157,15 +163,27 @@ def check_schema(report: dict) -> None:
             assert name.startswith("SIG") and type(count) is int and count >= 1, table
     for policy in ("grace", "drain"):
         entry = report[policy]
-        assert set(entry) == {"seconds", "killed", "processes"}, entry
+        assert set(entry) == {"seconds", "killed", "processes"} | ({"stopped"} if policy == "drain" else set()), entry
         assert optional(entry["seconds"], float), entry
         assert type(entry["killed"]) is bool and type(entry["processes"]) is int and entry["processes"] >= 0, entry
         assert entry["killed"] == (entry["processes"] > 0), entry
+    assert all(type(pid) is int for pid in report["drain"]["stopped"]), report["drain"]
+    assert set(report["settle"]) == {"seconds", "waited"} and type(report["settle"]["seconds"]) is float
+    assert 0 <= report["settle"]["waited"] <= report["settle"]["seconds"] + SLACK, report["settle"]
+    leftovers = report["leftovers"]
+    assert leftovers is None or type(leftovers) is list, leftovers
+    for entry in leftovers or ():
+        assert set(entry) == LEFTOVER_KEYS and entry["state"] not in "ZX", entry
+        assert type(entry["pid"]) is int and type(entry["ppid"]) is int and type(entry["name"]) is str, entry
+        assert type(entry["argv"]) is list and all(type(arg) is str for arg in entry["argv"]), entry
     assert type(report["zombies_reaped"]) is int and report["zombies_reaped"] >= 0
     timeline = report["timeline"]
     assert set(timeline) == TIMELINE_KEYS, timeline
     assert type(timeline["start"]) is float and type(timeline["exit"]) is float, timeline
     assert optional(timeline["first_terminating_signal"], float) and optional(timeline["child_exit"], float)
+    assert optional(timeline["first_signal"], float)
+    if timeline["first_terminating_signal"] is not None:
+        assert timeline["first_signal"] is not None and timeline["first_signal"] <= timeline["first_terminating_signal"]
 
 
 def check_timeline(report: dict, before: float, after: float) -> None:
@@ -332,7 +350,9 @@ def test_drain_waits_for_slow_grandchildren(start, placement, options, variables
         assert output.index("cleanup slow %d" % pid) < output.index("done slow %d" % pid)
     assert init.stderr == ""
     report = load_report(path)
-    assert report["drain"] == {"seconds": 10.0, "killed": False, "processes": 0}
+    assert report["drain"] == {"seconds": 10.0, "killed": False, "processes": 0, "stopped": report["drain"]["stopped"]}
+    assert sorted(report["drain"]["stopped"]) == slow
+    assert sorted(entry["pid"] for entry in report["leftovers"]) == slow  # what the drain had to stop
     assert report["zombies_reaped"] == 2
     assert report["child"]["exit_code"] == 7 and report["exit_code"] == 7
     assert report["timeline"]["exit"] - report["timeline"]["child_exit"] >= 0.25
@@ -369,7 +389,9 @@ def test_drain_kills_stubborn_grandchildren(start, placement, tmp_path):
     assert [line.split()[0] for line in rest(init)] == ["cleanup", "done"]
     assert pyinit_lines(init.stderr) == ["pyinit: drain over: SIGKILL sent to 2 process(es)"]
     report = load_report(path)
-    assert report["drain"] == {"seconds": 1.0, "killed": True, "processes": 2}
+    assert report["drain"] == {"seconds": 1.0, "killed": True, "processes": 2, "stopped": report["drain"]["stopped"]}
+    assert sorted(report["drain"]["stopped"]) == sorted(entry["pid"] for entry in report["leftovers"])
+    assert len(report["leftovers"]) == 3
     assert report["zombies_reaped"] == 3
     assert report["child"] == {"pid": report["child"]["pid"], "exit_code": 7, "signal": None}
     assert report["exit_code"] == 7 and report["grace"] == {"seconds": None, "killed": False, "processes": 0}
@@ -388,7 +410,137 @@ def test_pid1_without_drain_exits_at_once(start, tmp_path):
     assert rest(init) == [], "a leftover was sent SIGTERM"
     assert init.stderr == ""
     report = load_report(path)
-    assert report["drain"] == {"seconds": None, "killed": False, "processes": 0}
+    assert report["drain"] == {"seconds": None, "killed": False, "processes": 0, "stopped": []}
+    assert len(report["leftovers"]) == 2  # the kernel killed them, but they were left
+
+
+# --- --settle and the leftovers ------------------------------------------------------------------
+
+SETTLE = {
+    "--settle": (["--settle", "10"], {}),
+    "PYINIT_SETTLE": ([], {"PYINIT_SETTLE": "10"}),
+}
+
+
+@pytest.mark.parametrize("options, variables", SETTLE.values(), ids=SETTLE.keys())
+def test_settle_waits_for_workers_dying_of_the_same_signal(start, placement, options, variables, tmp_path):
+    """SIGTERM reaches the whole group; the child exits at once, its workers 0.3 s later: not leftovers.
+
+    The slow grandchild and the slow orphan clean up and exit on their own
+    within the settle, so the report lists nothing left and pyinit exits as
+    soon as the last one is reaped, long before the 10 s are over.
+    """
+    path = tmp_path / "report.json"
+    init, lines, family = start_tree(start, placement, [*options, "--exit-report", str(path)],
+                                     ["--on-term", "0", "--grandchild", "slow:0.3", "--orphan", "slow:0.3"],
+                                     env=clean_env(**variables))
+    os.kill(init.pid, TERM)
+    assert init.wait() == 0
+    assert left(family) == []
+    report = load_report(path)
+    assert report["leftovers"] == [] and report["drain"]["stopped"] == []
+    assert report["settle"]["seconds"] == 10.0
+    within(report["settle"]["waited"], 0.25, 10 * EARLY, "the settle's end")
+    assert sorted(line.split()[0] for line in rest(init)) == ["cleanup", "cleanup", "done", "done", "term"]
+
+
+def test_without_settle_the_same_workers_are_leftovers(start, tmp_path):
+    """The same family as PID 1 with no settle: the report lists both slow workers, running (S), with their argv."""
+    path = tmp_path / "report.json"
+    init, lines, family = start_tree(start, "pid1", ["--exit-report", str(path)],
+                                     ["--on-term", "0", "--grandchild", "slow:2", "--orphan", "slow:2"])
+    os.kill(init.pid, TERM)
+    assert init.wait() == 0
+    report = load_report(path)
+    slow = sorted(own_pid(line) for line in lines if line.startswith("ready slow "))
+    assert sorted(entry["pid"] for entry in report["leftovers"]) == slow, report["leftovers"]
+    for entry in report["leftovers"]:
+        assert entry["state"] in "RSD" and entry["argv"] == tree("--on-term", "0", "--grandchild", "slow:2",
+                                                                  "--orphan", "slow:2"), entry
+    assert report["settle"] == {"seconds": 0.0, "waited": 0.0}
+
+
+def test_a_settle_that_runs_out_reports_what_still_runs_and_w_names_it(start, placement, tmp_path):
+    """A stubborn orphan outlives a 0.3 s settle: it is the one leftover, and -w names it in one line."""
+    path = tmp_path / "report.json"
+    init, lines, family = start_tree(start, placement, ["-w", "--settle", "0.3", "--drain", "0.2",
+                                                        "--exit-report", str(path)],
+                                     ["--code", "5", "--orphan", "stubborn"])
+    code, elapsed = finish(init, family)
+    assert code == 5
+    within(elapsed, EARLY * 0.5, 0.5 + SLACK, "exit after the settle and the drain")
+    report = load_report(path)
+    stubborn = own_pid(lines[0])
+    assert [entry["pid"] for entry in report["leftovers"]] == [stubborn]
+    assert report["drain"] == {"seconds": 0.2, "killed": True, "processes": 1, "stopped": [stubborn]}
+    within(report["settle"]["waited"], EARLY * 0.3, 0.3 + SLACK, "the settle's end")
+    warnings = [line for line in pyinit_lines(init.stderr) if " left " in line]
+    assert len(warnings) == 1 and re.fullmatch(
+        r"pyinit: the child exited and left 1 process\(es\) running: \S+ \(PID %d\)" % stubborn, warnings[0]), warnings
+
+
+def test_a_zombie_is_not_a_leftover_but_its_running_parent_is(start, tmp_path):
+    """A middle process that never reaps its own child: it runs (a leftover), its exited child is a zombie (not one)."""
+    path = tmp_path / "report.json"
+    code = ("import os, sys, time\n"
+            "if os.fork() == 0:\n"
+            "    if os.fork() == 0:\n"
+            "        os._exit(0)\n"  # the grandchild exits at once and is never reaped
+            "    print('middle', os.getpid(), flush=True)\n"
+            "    time.sleep(60)\n"
+            "    os._exit(0)\n"
+            "time.sleep(0.5)\n")
+    init = start(["--exit-report", str(path), "--", sys.executable, "-c", code], "pid1")
+    assert init.wait() == 0
+    report = load_report(path)
+    middle = int(rest(init)[0].split()[1])
+    assert [(entry["pid"], entry["state"]) for entry in report["leftovers"]] == [(middle, "S")], report["leftovers"]
+
+
+def test_leftovers_are_unknown_where_proc_is_not_the_namespaces(tmp_path):
+    """PID 1 under `unshare --pid` without a fresh /proc cannot tell what is left: null, never a clean []."""
+    path = tmp_path / "report.json"
+    result = subprocess.run(["unshare", "--fork", "--pid", *PYINIT, "--exit-report", str(path), "--",
+                             "sh", "-c", "sleep 5 & exit 3"], env=clean_env(), stdin=subprocess.DEVNULL,
+                            capture_output=True, timeout=TIMEOUT)
+    assert result.returncode == 3, result.stderr
+    assert load_report(path)["leftovers"] is None
+
+
+def test_a_report_pipe_is_the_callers_not_the_childs(start, placement):
+    """--exit-report fd:3: the child does not inherit descriptor 3, so a daemon it leaves cannot hold the pipe open."""
+    read_end, write_end = os.pipe()
+    try:
+        init = start(["--exit-report", "fd:%d" % write_end, "--", "sh", "-c", "ls /proc/self/fd"], placement,
+                     pass_fds=(write_end,))
+        os.close(write_end)
+        assert init.wait() == 0
+        report = json.loads(os.read(read_end, 1 << 20))
+    finally:
+        os.close(read_end)
+    assert report["exit_code"] == 0
+    assert str(write_end) not in rest(init), "the child inherited the report's descriptor"
+
+
+def test_a_full_report_pipe_costs_at_most_the_write_timeout(start, placement):
+    """Nobody reads the report's pipe and it is full: pyinit warns and exits within report.WRITE_TIMEOUT, not never."""
+    read_end, write_end = os.pipe()
+    try:
+        fcntl.fcntl(write_end, fcntl.F_SETFL, os.O_NONBLOCK)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                os.write(write_end, b"x" * 65536)
+        fcntl.fcntl(write_end, fcntl.F_SETFL, 0)
+        init = start(["--exit-report", "fd:%d" % write_end, "--", "sh", "-c", "exit 4"], placement,
+                     pass_fds=(write_end,))
+        began = time.monotonic()
+        assert init.wait() == 4
+        within(time.monotonic() - began, 0, WRITE_TIMEOUT + SLACK, "exit with a full report pipe")
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    lines = pyinit_lines(init.stderr)
+    assert len(lines) == 1 and lines[0].startswith("pyinit: cannot write the exit report to fd:"), lines
 
 
 # --- the subreaper leaves nothing behind ----------------------------------------------------------
@@ -413,8 +565,9 @@ def test_subreaper_leaves_nothing_behind_by_default(start, tmp_path, with_report
     assert pyinit_lines(init.stderr) == ["pyinit: drain over: SIGKILL sent to 2 process(es)"]
     if with_report:
         report = load_report(path)
-        assert report["drain"] == {"seconds": 2.0, "killed": True, "processes": 2}
-        assert report["zombies_reaped"] == 4
+        assert report["drain"] == {"seconds": 2.0, "killed": True, "processes": 2,
+                                   "stopped": [entry["pid"] for entry in report["leftovers"]]}
+        assert len(report["leftovers"]) == 4 and report["zombies_reaped"] == 4
 
 
 SHORT_DRAIN = {
@@ -433,7 +586,9 @@ def test_subreaper_drain_option_shortens_the_wait(start, tmp_path, options, vari
     assert code == 7
     within(elapsed, EARLY * 0.5, 0.5 + SLACK, "exit after the drain")
     report = load_report(path)
-    assert report["drain"] == {"seconds": 0.5, "killed": True, "processes": 1}
+    assert report["drain"] == {"seconds": 0.5, "killed": True, "processes": 1,
+                               "stopped": [entry["pid"] for entry in report["leftovers"]]}
+    assert len(report["leftovers"]) == 1
     # Measured by pyinit itself: the drain, not the default 2 s.
     within(report["timeline"]["exit"] - report["timeline"]["child_exit"], EARLY * 0.5, 1.8, "the drain's end")
 
@@ -625,7 +780,9 @@ def test_report_of_a_normal_exit(start, placement, destination, tmp_path):
         "exit_code": 3,
         "signals": {"received": {}, "forwarded": {}},
         "grace": {"seconds": None, "killed": False, "processes": 0},
-        "drain": {"seconds": default_drain(placement), "killed": False, "processes": 0},
+        "drain": {"seconds": default_drain(placement), "killed": False, "processes": 0, "stopped": []},
+        "settle": {"seconds": 0.0, "waited": 0.0},
+        "leftovers": [],
         "zombies_reaped": 0,
         "timeline": report["timeline"],
     }
@@ -667,7 +824,8 @@ def test_report_of_a_grace_kill(start, placement, tmp_path):
     assert report["child"] == {"pid": own_pid(lines[-1]), "exit_code": None, "signal": "SIGKILL"}
     assert report["exit_code"] == 137
     assert report["grace"] == {"seconds": 0.5, "killed": True, "processes": 3}
-    assert report["drain"] == {"seconds": 5.0, "killed": False, "processes": 0}
+    assert report["drain"] == {"seconds": 5.0, "killed": False, "processes": 0,
+                               "stopped": [entry["pid"] for entry in report["leftovers"]]}
     assert report["zombies_reaped"] == 2
     assert report["signals"] == {"received": {"SIGTERM": 1}, "forwarded": {"SIGTERM": 1}}
     check_timeline(report, before, time.time())
