@@ -10,7 +10,9 @@ One verdict line per check; on failure the process tree and the output tail.
 `--json -` writes the JSON result to standard output, after those lines.
 
 Exit status: 0 when every check holds, 1 when one fails, 125 for a usage
-error and for a command that never became ready (the reason is printed).
+error, for a command that never became ready, and for a check that could not
+be made (the reason is printed). --signal STOP and KILL are refused: sent from
+outside, they act on the sandbox's PID 1 (pyinit), not on the command.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ import argparse
 import json
 import math
 import os
-import stat
 import re
+import signal
+import stat
 import sys
 import time
 from typing import List, NoReturn, Optional, Sequence
@@ -32,6 +35,12 @@ from pyinit.testing import describe, format_processes
 EXIT_FAILED = 1
 EXIT_USAGE = 125  # as pyinit's own failures: the check could not be made
 _END_TIMEOUT = 30.0
+# The two signals the kernel delivers to a namespace's PID 1 from outside whatever it does: they act
+# on pyinit, never reach the command, and so cannot tell anything about it.
+_UNCHECKABLE = {
+    signal.SIGSTOP: "it would stop pyinit itself (the sandbox's PID 1), not the service: use TSTP",
+    signal.SIGKILL: "it would kill the sandbox's PID 1 and every member at once: there is nothing to check",
+}
 
 
 class _Usage(Exception):
@@ -104,26 +113,38 @@ class _Outcome:
         self.status, self.checks, self.result, self.error = status, checks, result, error
 
 
+class _NotReady(Exception):
+    """The command never became ready: why (the first line, then the details), and its Result if it has exited."""
+
+    def __init__(self, reason: str, result: Optional[Result] = None) -> None:
+        super().__init__(reason)
+        self.reason, self.result = reason, result
+
+
 def _check(options: argparse.Namespace) -> _Outcome:
     """Start the command, wait until it is ready, signal it, and print the verdicts (or why there are none)."""
     try:
-        box = Sandbox(options.command).start()
-    except (ValueError, SandboxError) as problem:
-        print("pyinit-check: %s" % problem, file=sys.stderr)
+        with Sandbox(options.command) as box:
+            _wait_until_ready(box, options)
+            checks, result, tree = _stop_and_check(box, options)
+    except _NotReady as failure:
+        print("pyinit-check: %s" % failure.reason, file=sys.stderr)
+        return _Outcome(EXIT_USAGE, [], failure.result, failure.reason)
+    except (SandboxError, OSError) as problem:  # a wait that ran out, the system refusing something
+        print("pyinit-check: %s" % _first_line(problem), file=sys.stderr)
         return _Outcome(EXIT_USAGE, [], None, str(problem))
-    with box:
-        not_ready = _wait_until_ready(box, options)
-        if not_ready is not None:
-            reason, exited = not_ready
-            print("pyinit-check: %s" % reason, file=sys.stderr)
-            return _Outcome(EXIT_USAGE, [], exited, reason)
-        checks, result, tree = _stop_and_check(box, options)
     for check in checks:
         print(check.line())
     failed = not all(check.passed for check in checks)
     if failed:
         print(describe(result, tree=tree))
     return _Outcome(EXIT_FAILED if failed else 0, checks, result, None)
+
+
+def _first_line(problem: Exception) -> str:
+    """The message's first line: the processes a TimeoutExpired lists after it go to the reports, not stderr."""
+    line = (str(problem).splitlines() or [type(problem).__name__])[0]
+    return line[:-len("; the processes:")] if line.endswith("; the processes:") else line
 
 
 def _parse(argv: List[str]) -> argparse.Namespace:
@@ -138,6 +159,8 @@ def _parse(argv: List[str]) -> argparse.Namespace:
         options.signo = signal_number(options.signal)
     except ValueError as problem:
         raise _Usage("--signal: %s" % problem) from None
+    if options.signo in _UNCHECKABLE:
+        raise _Usage("--signal %s: %s" % (signals.name(options.signo), _UNCHECKABLE[options.signo]), hint=False)
     _check_ranges(options)
     if options.ready_output is not None:
         try:
@@ -215,9 +238,9 @@ def _check_ranges(options: argparse.Namespace) -> None:
             raise _Usage("--%s %g: not a number of seconds (finite, 0 or more)" % (name.replace("_", "-"), seconds))
 
 
-def _wait_until_ready(box: Sandbox, options: argparse.Namespace) -> "Optional[tuple[str, Optional[Result]]]":
-    """None once ready; else why it never was (with the tree or what it left, and the output tail),
-    and the command's Result when it has exited."""
+def _wait_until_ready(box: Sandbox, options: argparse.Namespace) -> None:
+    """Return once the command is ready; raise _NotReady saying why it never was (with the tree, or
+    what it left, and the output tail), with its Result when it has exited."""
     try:
         if options.ready_output is not None:
             box.wait_for_output(options.ready_regex, options.ready_timeout, stream="any")
@@ -226,16 +249,15 @@ def _wait_until_ready(box: Sandbox, options: argparse.Namespace) -> "Optional[tu
         elif options.ready_path is not None:
             box.wait_for_path(options.ready_path, timeout=options.ready_timeout)
     except TimeoutExpired as failure:
-        return "never ready: %s" % failure, None
+        raise _NotReady("never ready: %s" % failure) from None
     except CommandExited as failure:
         result = box.wait(_END_TIMEOUT)
         # The first line says what was awaited; describe() says the rest, what the command left among it.
-        return "never ready: %s\n%s" % (str(failure).splitlines()[0], describe(result)), result
+        raise _NotReady("never ready: %s\n%s" % (str(failure).splitlines()[0], describe(result)), result) from None
     if box.wait_for_exit(0):
         result = box.wait(_END_TIMEOUT)
-        return "never ready: the command exited (%s) before the signal could be sent\n%s" % (
-            result.exit_code, describe(result)), result
-    return None
+        raise _NotReady("never ready: the command exited (%s) before the signal could be sent\n%s"
+                        % (result.exit_code, describe(result)), result)
 
 
 def _stop_and_check(box: Sandbox, options: argparse.Namespace) -> "tuple[List[Check], Result, Optional[str]]":

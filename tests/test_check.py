@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -18,7 +19,8 @@ import xml.etree.ElementTree as ET
 import pytest
 import yaml
 
-from support import REPO, TIMEOUT, assert_no_traceback, clean_env, leaked
+from support import (REPO, TIMEOUT, assert_no_traceback, clean_env, cmdline, descendants, innermost_pid, leaked,
+                     wait_for)
 
 EXAMPLES = REPO / "examples"
 SERVICE = EXAMPLES / "testing" / "service.py"
@@ -188,6 +190,11 @@ def test_never_ready_json_carries_the_exit_and_the_leftovers_the_text_names(tmp_
     (["--ready-port", "-1", "--", "true"], "--ready-port -1: not a TCP port (1 to 65535)"),
     (["--expect-exit", "999", "--", "true"], "--expect-exit 999: not an exit code (0 to 255)"),
     (["--expect-exit", "-1", "--", "true"], "--expect-exit -1: not an exit code (0 to 255)"),
+    (["--signal", "STOP", "--", "true"], "--signal SIGSTOP: it would stop pyinit itself (the sandbox's PID 1), "
+                                         "not the service: use TSTP"),
+    (["--signal", "19", "--", "true"], "--signal SIGSTOP: it would stop pyinit itself"),
+    (["--signal", "SIGKILL", "--", "true"], "--signal SIGKILL: it would kill the sandbox's PID 1 and every member "
+                                            "at once: there is nothing to check"),
     (["--ready-port", "1", "--ready-path", "x", "--", "true"], "not allowed with argument"),
     (["--ready-output", "(", "--", "true"], "--ready-output: not a regular expression"),
     (["--bogus", "--", "true"], "unrecognized arguments: --bogus"),
@@ -220,6 +227,44 @@ def test_a_refused_run_leaves_the_report_files_as_they_were(tmp_path):
         assert done.returncode == 125, done
         assert sorted(os.listdir(tmp_path)) == ["old.json"], (argv, done)
         assert (tmp_path / "old.json").read_text() == "old"
+
+
+def unique_sleep() -> "list[str]":
+    """A sleep command line no other test runs, to be found in /proc (GNU sleep takes fractions)."""
+    return ["sleep", "1000.%d" % uuid.uuid4().int]
+
+
+def running(argv) -> "list[int]":
+    """Host PIDs of the processes running exactly `argv`."""
+    return [int(pid) for pid in os.listdir("/proc") if pid.isdigit() and cmdline(int(pid)) == argv]
+
+
+def sandbox_init(check_pid: int, argv) -> "int | None":
+    """The host PID of the sandbox's PID 1 under pyinit-check `check_pid`, once `argv` runs under it."""
+    below = descendants(check_pid)
+    if not any(cmdline(pid) == argv for pid in below):
+        return None
+    return next(pid for pid in below if innermost_pid(pid) == 1)
+
+
+def test_a_check_that_cannot_be_made_is_one_line_and_125(tmp_path):
+    """pyinit stopped from outside cannot end once the command is SIGKILLed: a SandboxError (TimeoutExpired)
+    in the middle of the check is one line and 125, not a traceback, and nothing is left running."""
+    sleep = unique_sleep()
+    code = "import sys, pyinit.check as c; c._END_TIMEOUT = 1.0; c.run()"  # not 30 s
+    with subprocess.Popen([sys.executable, "-c", code, "--ready-path", "go", "--within", "0.2", "--", *sleep],
+                          cwd=tmp_path, env=clean_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as started:
+        try:
+            os.kill(wait_for(lambda: sandbox_init(started.pid, sleep), "the sandbox to start"), signal.SIGSTOP)
+            (tmp_path / "go").touch()
+            out, err = started.communicate(timeout=4 * TIMEOUT)
+        finally:
+            started.kill()
+    assert_no_traceback(err)
+    assert (started.returncode, out) == (125, ""), (out, err)
+    assert err == "pyinit-check: %r did not end within 1 s\n" % " ".join(sleep)
+    assert running(sleep) == []
 
 
 def test_help_exits_0():
