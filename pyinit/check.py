@@ -278,11 +278,18 @@ def _stop_and_check(box: Sandbox, options: argparse.Namespace) -> "tuple[List[Ch
         checks.append(Check("exit code %d" % options.expect_exit, result.exit_code == options.expect_exit,
                             "%s, expected %d" % (how, options.expect_exit)))
     if options.no_leftovers:
-        left = result.leftovers
-        checks.append(Check("no leftovers", not left, "nothing left running when it exited" if not left else
-                            "left running when it exited: %s" % "; ".join(
-                                "%s (PID %d)" % (p.command, p.pid) for p in left)))
+        checks.append(_leftovers_check(result.leftovers))
     return checks, result, tree
+
+
+def _leftovers_check(left: Optional[List[Process]]) -> Check:
+    """--no-leftovers: `left` is None when not known (pyinit wrote no exit report), which cannot pass."""
+    if left is None:
+        return Check("no leftovers", False, "leftovers unknown: pyinit wrote no exit report")
+    if not left:
+        return Check("no leftovers", True, "nothing left running when it exited")
+    return Check("no leftovers", False, "left running when it exited: %s"
+                 % "; ".join("%s (PID %d)" % (p.command, p.pid) for p in left))
 
 
 def _write_reports(options: argparse.Namespace, seconds: float, outcome: _Outcome) -> None:

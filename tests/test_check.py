@@ -267,6 +267,14 @@ def test_a_check_that_cannot_be_made_is_one_line_and_125(tmp_path):
     assert running(sleep) == []
 
 
+def test_unknown_leftovers_fail_the_no_leftovers_check():
+    """Result.leftovers is None when pyinit wrote no exit report: --no-leftovers cannot pass on what it does not know."""
+    from pyinit.check import _leftovers_check
+
+    assert _leftovers_check(None).line() == "FAIL  leftovers unknown: pyinit wrote no exit report"
+    assert _leftovers_check([]).line() == "PASS  nothing left running when it exited"
+
+
 def test_help_exits_0():
     done = check([*CHECK, "--help"])
     assert done.returncode == 0 and "--ready-output REGEX" in done.stdout and "--no-leftovers" in done.stdout
