@@ -13,6 +13,7 @@ Exit status: 0 when every check holds, 1 when one fails, 125 for a usage
 error, for a command that never became ready, and for a check that could not
 be made (the reason is printed). --signal STOP and KILL are refused: sent from
 outside, they act on the sandbox's PID 1 (pyinit), not on the command.
+Interrupted (SIGINT), it tears the sandbox down and dies of SIGINT.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from pyinit.testing import describe, format_processes
 
 EXIT_FAILED = 1
 EXIT_USAGE = 125  # as pyinit's own failures: the check could not be made
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # main()'s status after a Ctrl-C; run() dies of SIGINT instead
 _END_TIMEOUT = 30.0
 # The two signals the kernel delivers to a namespace's PID 1 from outside whatever it does: they act
 # on pyinit, never reach the command, and so cannot tell anything about it.
@@ -90,13 +92,18 @@ class Check:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """pyinit-check with these arguments; the exit status (EXIT_INTERRUPTED after a Ctrl-C)."""
     try:
         options = _parse(list(sys.argv[1:] if argv is None else argv))
     except _Usage as problem:
         print("pyinit-check: %s" % problem, file=sys.stderr)
         return EXIT_USAGE
     started = time.time()
-    outcome = _check(options)
+    try:
+        outcome = _check(options)
+    except KeyboardInterrupt:  # on its way here it left the `with` block, which tore the sandbox down
+        print("pyinit-check: interrupted", file=sys.stderr)
+        outcome = _Outcome(EXIT_INTERRUPTED, [], None, "interrupted")
     try:
         _write_reports(options, time.time() - started, outcome)
     except OSError as problem:
@@ -362,8 +369,25 @@ def _xml_safe(text: str) -> str:
 
 
 def run() -> None:
-    """The console script."""
-    sys.exit(main())
+    """The console script, and `python -m pyinit.check`."""
+    try:
+        status = main()
+    except KeyboardInterrupt:  # outside the check: while reading the options or writing the reports
+        print("pyinit-check: interrupted", file=sys.stderr)
+        status = EXIT_INTERRUPTED
+    if status == EXIT_INTERRUPTED:
+        _die_of_sigint()
+    sys.exit(status)
+
+
+def _die_of_sigint() -> NoReturn:
+    """Die of SIGINT, as util-linux's wrappers do: a shell stops its loop when a command dies of
+    SIGINT, not when it exits 130."""
+    sys.stdout.flush()  # the default action ends the process without Python's own flushing
+    sys.stderr.flush()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGINT)
+    sys.exit(EXIT_INTERRUPTED)  # only if SIGINT is blocked: it stays pending
 
 
 if __name__ == "__main__":
