@@ -19,6 +19,7 @@ Interrupted (SIGINT), it tears the sandbox down and dies of SIGINT.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import os
@@ -370,6 +371,10 @@ def _xml_safe(text: str) -> str:
 
 def run() -> None:
     """The console script, and `python -m pyinit.check`."""
+    if isinstance(sys.stdout, io.TextIOWrapper) and sys.stdout.errors == "strict":
+        # A command line is bytes: one that is not UTF-8 (a leftover's) is decoded with surrogates,
+        # which a strict stdout (a UTF-8 locale but C.UTF-8) refuses to write. Written as \udcff instead.
+        sys.stdout.reconfigure(errors="backslashreplace")
     try:
         status = main()
     except KeyboardInterrupt:  # outside the check: while reading the options or writing the reports

@@ -135,6 +135,16 @@ def test_junit_is_well_formed_whatever_the_command_prints(tmp_path):
     assert "  \\x1b[31mred\\x1b[0m \\x00\n  \ufffd ready" in suite.find("testcase/failure").text
 
 
+def test_a_command_line_that_is_not_utf8_is_printed_escaped():
+    """A leftover's argv holds whatever bytes it was given: on a strict UTF-8 standard output
+    (PYTHONIOENCODING=utf-8, or a UTF-8 locale other than C.UTF-8) it is written escaped, not a traceback."""
+    script = """sh -c 'trap "" TERM; echo ready; sleep 300; exit' "$0" & wait"""
+    done = check([*CHECK, "--ready-output", "ready", "--expect-exit", "143", "--no-leftovers", "--",
+                  "sh", "-c", script, b"name-\xff"], env=clean_env(PYTHONIOENCODING="utf-8"))
+    assert done.returncode == 1, done
+    assert re.search(r"^FAIL  left running when it exited: .*name-\\udcff", done.stdout, re.M), done.stdout
+
+
 def test_json_dash_is_standard_output_after_the_verdicts(tmp_path):
     done = check([*CHECK, "--ready-output", "ready", "--expect-exit", "143", "--json", "-", "--",
                   "sh", "-c", "echo ready; exec sleep 300"], cwd=tmp_path)
