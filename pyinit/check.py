@@ -107,9 +107,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         outcome = _Outcome(EXIT_INTERRUPTED, [], None, "interrupted")
     try:
         _write_reports(options, time.time() - started, outcome)
-    except OSError as problem:
-        print("pyinit-check: cannot write the report: %s" % problem, file=sys.stderr)
-        return EXIT_USAGE
+    except _WriteFailed as problem:
+        print("pyinit-check: %s" % problem, file=sys.stderr)
+        return EXIT_INTERRUPTED if outcome.status == EXIT_INTERRUPTED else EXIT_USAGE
     return outcome.status
 
 
@@ -194,23 +194,31 @@ def _open_reports(options: argparse.Namespace) -> None:
         raise
 
 
+class _WriteFailed(Exception):
+    """A report could not be written at the end (a full disk): the message says which and why."""
+
+
 class _Report:
     """A file that --json or --junit names, opened (not yet truncated) when the options are read."""
 
     def __init__(self, flag: str, path: str) -> None:
+        self.name = "%s %s" % (flag, path)
         self.path = path
         self.created = not os.path.lexists(path)
         try:
             # No O_TRUNC: a run refused for another reason leaves an old report as it was.
             self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666)
         except OSError as problem:
-            raise _Usage("cannot write %s %s: %s" % (flag, path, problem.strerror), hint=False) from None
+            raise _Usage("cannot write %s: %s" % (self.name, problem.strerror), hint=False) from None
 
     def write(self, data: bytes) -> None:
-        with open(self.fd, "wb") as file:
-            if stat.S_ISREG(os.fstat(self.fd).st_mode):  # not /dev/stdout or a pipe: those cannot be truncated
-                file.truncate(0)
-            file.write(data)
+        try:
+            with open(self.fd, "wb") as file:
+                if stat.S_ISREG(os.fstat(self.fd).st_mode):  # not /dev/stdout or a pipe: those cannot be truncated
+                    file.truncate(0)
+                file.write(data)
+        except OSError as problem:
+            raise _WriteFailed("cannot write %s: %s" % (self.name, problem.strerror)) from None
 
     def discard(self) -> None:
         """Close it, and remove it if it is ours."""
@@ -223,9 +231,12 @@ class _StandardOutput:
     """`--json -`: the report goes to standard output, after the verdict lines."""
 
     def write(self, data: bytes) -> None:
-        sys.stdout.flush()  # the verdicts first
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
+        try:
+            sys.stdout.flush()  # the verdicts first
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+        except OSError as problem:
+            raise _WriteFailed("cannot write --json -: %s" % problem.strerror) from None
 
     def discard(self) -> None:
         pass

@@ -228,6 +228,13 @@ def test_a_report_that_cannot_be_written_is_refused_before_the_command_runs(flag
     assert not ran.exists()
 
 
+def test_a_report_that_cannot_be_written_at_the_end_is_one_line_and_125():
+    """/dev/full opens, and refuses the write: the verdicts stand, the line says which report failed."""
+    done = check([*CHECK, "--json", "/dev/full", "--expect-exit", "143", "--", "sleep", "300"])
+    assert (done.returncode, [line.split()[0] for line in done.stdout.splitlines()]) == (125, ["PASS"] * 2), done
+    assert done.stderr == "pyinit-check: cannot write --json /dev/full: No space left on device\n"
+
+
 def test_a_refused_run_leaves_the_report_files_as_they_were(tmp_path):
     """No new file is left behind, an old one keeps its contents, whichever usage error it is."""
     (tmp_path / "old.json").write_text("old")
