@@ -10,10 +10,12 @@ One verdict line per check; on failure the process tree and the output tail.
 `--json -` writes the JSON result to standard output, after those lines.
 
 Exit status: 0 when every check holds, 1 when one fails, 125 for a usage
-error, for a command that never became ready, and for a check that could not
-be made (the reason is printed). --signal STOP and KILL are refused: sent from
-outside, they act on the sandbox's PID 1 (pyinit), not on the command.
-Interrupted (SIGINT), it tears the sandbox down and dies of SIGINT.
+error (a report file that cannot be written among them: the files are opened
+before the command starts), for a command that never became ready, and for a
+check that could not be made or reported (one line `pyinit-check: ...` says
+why). --signal STOP and KILL are refused: sent from outside, they act on the
+sandbox's PID 1 (pyinit), not on the command. Interrupted (SIGINT), it tears
+the sandbox down and dies of SIGINT, as util-linux's wrappers do.
 """
 
 from __future__ import annotations
