@@ -7,6 +7,10 @@ at start-up, before any code of ours runs; a SIGINT caught by it comes out of pt
 as KeyboardInterrupt, and pyinit exits 130, as a Ctrl-C would have ended it, before it has
 started anything. Once the mask is set, no KeyboardInterrupt can happen any more. What is left
 unprotected is the interpreter's own start-up; the benchmark measures that window.
+
+Run as a file rather than with -m (pyinit.sandbox_launch does, isolated from the caller's
+environment with -I -S, so that PYTHONPATH cannot find pyinit), it puts the directory that
+holds the package on sys.path itself.
 """
 
 try:
@@ -15,6 +19,11 @@ try:
     _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())
 except KeyboardInterrupt:
     raise SystemExit(130) from None
+
+if not __package__:  # run as a file, as the test side does (python -I -S .../pyinit/__main__.py): no sys.path has us
+    import sys
+
+    sys.path.append(__file__.rsplit("/", 2)[0])  # after the standard library: nothing beside the package shadows it
 
 from pyinit.cli import run
 

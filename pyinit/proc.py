@@ -97,9 +97,36 @@ class Stat:
 
 
 def stat(pid: int, proc: str = "/proc") -> "Stat | None":
-    """/proc/PID/stat parsed, or None when the process is gone (reaped)."""
+    """/proc/PID/stat parsed, or None when the process is gone (reaped).
+
+    The state is the process's, not its main thread's: a main thread that
+    called pthread_exit() shows Z while the other threads run on, and then
+    the state of a running thread is taken. Only a process whose every
+    thread has exited is a zombie.
+    """
     text = read("%s/%d/stat" % (proc, pid))
-    return None if text is None else Stat(pid, text)
+    if text is None:
+        return None
+    info = Stat(pid, text)
+    if info.state == "Z":
+        info.state = _live_thread_state(pid, proc) or "Z"
+    return info
+
+
+def _live_thread_state(pid: int, proc: str) -> "str | None":
+    """The state of a thread of `pid` other than its (exited) main thread, or None when there is none."""
+    try:
+        threads = os.listdir("%s/%d/task" % (proc, pid))
+    except OSError as failure:
+        _raise_if_ours(failure)
+        return None
+    for thread in threads:
+        text = read("%s/%d/task/%s/stat" % (proc, pid, thread)) if thread != str(pid) else None
+        if text is not None:
+            state = Stat(pid, text).state
+            if state not in "ZX":
+                return state
+    return None
 
 
 def status(pid: int, proc: str = "/proc") -> "dict[str, str]":
@@ -137,3 +164,57 @@ def is_own_namespace(proc: str = "/proc") -> bool:
         return int(os.readlink(proc + "/self")) == os.getpid()
     except (OSError, ValueError):
         return False
+
+
+TCP_LISTEN = "0A"  # the `st` column of /proc/net/tcp for a listening socket (include/net/tcp_states.h)
+
+
+def listening_sockets(pid: int, port: int, proc: str = "/proc") -> "list[tuple[str, int]]":
+    """TCP sockets listening on `port` in the network namespace of `pid`: (local address, socket inode).
+
+    The address is as /proc/net/tcp and tcp6 give it (hexadecimal, in the
+    kernel's byte order; see local_address below). Every socket of the
+    namespace is listed, whoever holds it: match the inodes with
+    socket_inodes() to find the holder.
+    """
+    found = []
+    for table in ("tcp", "tcp6"):
+        text = read("%s/%d/net/%s" % (proc, pid, table))
+        for line in (text or b"").decode().splitlines()[1:]:
+            fields = line.split()
+            address, _, hex_port = fields[1].partition(":")
+            if fields[3] == TCP_LISTEN and int(hex_port, 16) == port:
+                found.append((address, int(fields[9])))
+    return found
+
+
+def local_address(address: str) -> str:
+    """A /proc/net/tcp{,6} address as text ("0100007F" -> "127.0.0.1"): 32-bit words in the host's byte order."""
+    import ipaddress
+    import sys
+
+    raw = bytes.fromhex(address)
+    words = [raw[i:i + 4] for i in range(0, len(raw), 4)]
+    if sys.byteorder == "little":
+        words = [word[::-1] for word in words]
+    return str(ipaddress.ip_address(b"".join(words)))
+
+
+def socket_inodes(pid: int, proc: str = "/proc") -> "set[int]":
+    """The inodes of the sockets `pid` holds open (its /proc/PID/fd links `socket:[N]`); empty when it is gone."""
+    directory = "%s/%d/fd" % (proc, pid)
+    try:
+        descriptors = os.listdir(directory)
+    except OSError as failure:
+        _raise_if_ours(failure)
+        return set()
+    inodes = set()
+    for fd in descriptors:
+        try:
+            target = os.readlink("%s/%s" % (directory, fd))
+        except OSError as failure:
+            _raise_if_ours(failure)
+            continue
+        if target.startswith("socket:["):
+            inodes.add(int(target[8:-1]))
+    return inodes

@@ -7,6 +7,7 @@ a failing CI log alone tells why.
 
 from __future__ import annotations
 
+import time
 from typing import List, Optional, Union
 
 from pyinit.sandbox import Process, Result, Sandbox, SignalSpec, signal_number
@@ -20,10 +21,18 @@ def assert_stops_on(box: Sandbox, sig: SignalSpec, within: float, exit_code: int
 
     When it does not, the tree is taken as it was at the deadline, then the
     command is SIGKILLed so that pyinit writes its exit report, which says
-    what pyinit received and forwarded. Returns the Result.
+    what pyinit received and forwarded. A command that had exited before the
+    signal was sent (a daemon's parent, gone at start-up) fails too: it did
+    not stop on anything. Returns the Result.
     """
     name = signals.name(signal_number(sig))
+    sent = time.time()
     box.send_signal(sig)
+    before = exited_before(box, sent)
+    if before is not None:
+        result = box.wait(_END_TIMEOUT)
+        raise AssertionError("%s had already exited, %s, %.2f s before %s was sent: it did not stop on it\n%s"
+                             % (_command(box), _how(result), before, name, describe(result)))
     if not box.wait_for_exit(within):
         tree = box.tree()
         box.kill_command()
@@ -37,8 +46,26 @@ def assert_stops_on(box: Sandbox, sig: SignalSpec, within: float, exit_code: int
     return result
 
 
+def exited_before(box: Sandbox, sent: float) -> Optional[float]:
+    """How long before wall-clock time `sent` the command had exited, as pyinit saw it; None if it had not.
+
+    Asked right after sending: a command that is still running was not gone
+    at `sent`; one that has exited is waited for, and pyinit's exit report
+    says when its exit was, and whether pyinit had taken any signal by then
+    (none: the command ended on its own, whatever the clocks say).
+    """
+    if not box.wait_for_exit(0):
+        return None
+    result = box.wait(_END_TIMEOUT)
+    if result.report is None or result.exit_time is None:
+        return None
+    if result.exit_time <= sent or result.report["timeline"]["first_signal"] is None:
+        return max(0.0, sent - result.exit_time)  # the second: it exited before pyinit could take any signal
+    return None
+
+
 def assert_no_leftovers(box: Union[Sandbox, Result]) -> Result:
-    """After the command has exited, nothing of it was left running (in the sandbox, when it exited)."""
+    """After the command has exited, nothing of it was left running once pyinit had settled (1 s by default)."""
     if isinstance(box, Sandbox):
         if not box.wait_for_exit(0):
             raise AssertionError("%s is still running: leftovers are known once it has exited\n%s"
@@ -46,8 +73,11 @@ def assert_no_leftovers(box: Union[Sandbox, Result]) -> Result:
         result = box.wait(_END_TIMEOUT)
     else:
         result = box
+    if result.leftovers is None:
+        raise AssertionError("%s: leftovers unknown, pyinit could not list them (no exit report, or /proc could not "
+                             "tell)\n%s" % (_name(result), describe(result)))
     if result.leftovers:
-        raise AssertionError("%s left %d process(es) running when it exited\n%s"
+        raise AssertionError("%s left %d process(es) running after it exited\n%s"
                              % (_name(result), len(result.leftovers), describe(result)))
     return result
 
@@ -74,7 +104,8 @@ def describe(result: Result, tree: Optional[str] = None) -> str:
     else:
         lines.append("pyinit wrote no exit report (it was killed)")
     if result.leftovers:
-        lines += ["left running when the command exited:", _indent(format_processes(result.leftovers))]
+        settle = result.report["settle"]["seconds"] if result.report else 0.0
+        lines += ["still running %g s after the command exited:" % settle, _indent(format_processes(result.leftovers))]
     for name, text in (("stdout", result.stdout), ("stderr", result.stderr)):
         if text:
             tail = text.splitlines()[-20:]

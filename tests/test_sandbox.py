@@ -23,6 +23,7 @@ import pytest
 
 import pyinit
 from pyinit.sandbox import CommandExited, IsolationError, IsolationWarning, Sandbox, TimeoutExpired, run
+from pyinit.sandbox_launch import Launcher
 from support import (AS_NOBODY, NOBODY, REPO, SYSTEM_PYTHON, TIMEOUT, clean_env, leaked, program, stat, status,
                      wait_for)
 
@@ -110,7 +111,7 @@ def test_processes_and_tree_match_the_hosts_proc():
         members = box.processes()
         by_pid = {p.pid: p for p in members}
         assert members[0].pid == 1 and members[0].ppid == 0 and members[0].host_pid == box.pid
-        assert stat(box.pid).ppid == box._launcher.pid  # PID 1 is the launcher's child
+        assert stat(box.pid).ppid == box._launcher.popen.pid  # PID 1 is the launcher's child
         command = by_pid[2]
         assert command.host_pid == box.command_pid and command.ppid == 1
         assert command.argv == leaver("--stay") and command.state in "RS"
@@ -128,15 +129,17 @@ def test_processes_and_tree_match_the_hosts_proc():
     assert box.processes() == [] and "ended" in box.tree()
 
 
-def test_leftovers_are_what_ran_when_the_command_exited():
-    """Taken at the command's exit stop: its child still has it as parent, the daemon has PID 1."""
+def test_leftovers_are_what_still_ran_once_pyinit_had_settled():
+    """Listed by pyinit after its 1 s settle: the command's child (re-parented to PID 1 by then) and the daemon."""
     with Sandbox(leaver("--exit", "4")) as box:
         child, daemon = left_line(box)
+        hosts = {p.pid: (p.host_pid, stat(p.host_pid).start_time) for p in box.processes() if p.pid in (child, daemon)}
         result = box.wait(TIMEOUT)
     assert result.exit_code == 4
-    left = {p.pid: (p.argv, p.ppid) for p in result.leftovers}
-    assert left == {child: (["sleep", "300"], 2), daemon: (["sleep", "301"], 1)}
-    assert all(ended(process.host_pid, process.argv) for process in result.leftovers)
+    left = {p.pid: (p.argv, p.ppid, p.host_pid) for p in result.leftovers}
+    assert left == {child: (["sleep", "300"], 1, None), daemon: (["sleep", "301"], 1, None)}
+    assert result.report["settle"]["seconds"] == 1.0 and result.report["settle"]["waited"] >= 0.9
+    assert all(gone(*hosts[pid]) for pid in (child, daemon))  # the kernel ended them with PID 1
 
 
 def test_drain_sees_the_same_leftovers_and_reports_its_work():
@@ -145,7 +148,8 @@ def test_drain_sees_the_same_leftovers_and_reports_its_work():
         child, daemon = left_line(box)
         result = box.wait(TIMEOUT)
     assert sorted(p.pid for p in result.leftovers) == sorted([child, daemon])
-    assert result.report["drain"] == {"seconds": 20.0, "killed": False, "processes": 0}  # sleep dies on SIGTERM
+    assert result.report["drain"] == {"seconds": 20.0, "killed": False, "processes": 0,  # sleep dies on SIGTERM
+                                      "stopped": [p.pid for p in result.leftovers]}
     assert result.report["zombies_reaped"] >= 2
     assert result.duration < 20
 
@@ -206,7 +210,7 @@ def test_single_child_and_rewrite_reach_the_init():
 
 
 def test_a_stopped_command_shows_as_stopped_and_continues():
-    """The tracer's own stops never show: a SIGSTOPped command is T, as ps would say, and pyinit carries on."""
+    """A SIGSTOPped command is T, as ps would say, and pyinit carries on."""
     with Sandbox(["sh", "-c", "echo ready; while :; do sleep 0.05; done"]) as box:
         box.wait_for_output("ready")
         os.kill(box.command_pid, signal.SIGSTOP)
@@ -297,7 +301,7 @@ def test_leaving_the_block_on_an_error_kills_everything_daemon_included(error):
     members, hosts = seen["members"], seen["hosts"]
     assert sorted(hosts) == [1, 2, child, daemon] and len(members) == 4
     assert [pid for pid, start in members.items() if not gone(pid, start)] == []
-    assert box._launcher.returncode is not None and threading.active_count() == 1
+    assert box._launcher.popen.returncode is not None and threading.active_count() == 1
 
 
 def test_an_interrupted_start_leaves_nothing(monkeypatch):
@@ -308,7 +312,7 @@ def test_an_interrupted_start_leaves_nothing(monkeypatch):
         wait_for(lambda: leaked(marker), "the command to start")  # the sandbox is running by then
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(Sandbox, "_find_init", interrupted)
+    monkeypatch.setattr(Launcher, "find", interrupted)
     with pytest.raises(KeyboardInterrupt):
         Sandbox(["sh", "-c", "sleep 300"], env=clean_env(LEAK_MARKER=marker)).start()
     assert leaked(marker) == []
@@ -338,7 +342,7 @@ def test_the_callers_signal_state_subreaper_flag_and_threads_are_unchanged():
     with Sandbox(leaver("--stay")) as box:
         left_line(box)
         box.send_signal("USR1")
-        assert threading.active_count() == 3  # the output reader and the tracer
+        assert threading.active_count() == 2  # the output reader
     with Sandbox(leaver()) as box:
         left_line(box)
         assert len(box.wait(TIMEOUT).leftovers) == 2
@@ -433,15 +437,16 @@ def test_refused_namespaces_fall_back_to_a_subreaper_with_a_warning():
     assert refused["error"].startswith("cannot run in namespaces of its own: cannot create the namespaces")
 
 
-def test_refused_ptrace_is_said_and_the_rest_still_works():
-    """Without ptrace the command's exit cannot be caught: a warning says so, no leftovers are claimed,
-    and the exit code and signal come from pyinit's report. (unshare is refused as well here.)"""
+def test_refused_ptrace_changes_nothing():
+    """Where ptrace(2) is refused (a seccomp profile, Yama), the verdict is whole: nothing traces the command.
+
+    (unshare is refused as well here: the subreaper's own leftovers, from its own /proc.)
+    """
     seen = report_run([*program("launcher_no_unshare"), "--ptrace", sys.executable, "-c", REPORT_RUN, "auto"],
                       env=clean_env())
-    messages = sorted(message for category, message in seen["warnings"] if category == "IsolationWarning")
-    assert len(messages) == 2 and messages[0] == "cannot trace the command (Operation not permitted): " \
-        "its leftovers are not observed", messages
-    assert (seen["isolated"], seen["exit_code"], seen["leftovers"]) == (False, 0, [])
+    assert [category for category, _ in seen["warnings"]] == ["IsolationWarning"]  # the namespaces' only
+    _, _, sleeper = seen["stdout"].splitlines()
+    assert (seen["isolated"], seen["exit_code"], seen["leftovers"]) == (False, 0, [[int(sleeper), "sleep"]])
 
 
 def test_subreaper_teardown_kills_a_double_forked_daemon():

@@ -1,0 +1,256 @@
+"""Starting a sandbox: pyinit's launcher as a subprocess, the pipe of its exit report, its PID 1 and the command.
+
+The launcher runs in an interpreter of its own, isolated from the caller's
+environment (`-I -S`: no PYTHON* variable, no site, no working directory on
+sys.path), so that the command's `env` is the command's alone: a PYTHONHOME
+or a PYTHONPATH holding a `json.py` reaches the command, never pyinit. It
+runs the package's __main__.py as a file, which finds the package itself.
+
+pyinit writes its exit report to a pipe whose read end the sandbox holds
+(`--exit-report fd:N`; the init keeps that descriptor from the command), so
+nothing of a sandbox is ever on disk. The PIDs are found from the host's
+/proc: PID 1 is the launcher's only child; the command is PID 2 inside (the
+init's first child, started before anything else can fork), or, without
+namespaces, pyinit's oldest child. Each is held by a pidfd: signals go to
+the right process even after its PID is reused, and a pidfd polls readable
+when the whole process has exited, not when its main thread calls
+pthread_exit().
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from typing import IO, Any, Callable, List, Mapping, Optional, Union
+
+from pyinit import linux, proc
+from pyinit.sandbox_members import inner_pid, kill_below, namespace_level
+from pyinit.sandbox_result import IsolationError, IsolationWarning, SandboxError, SignalSpec, signal_number
+
+# How a user's process starts pyinit: the one place that knows it. The file
+# __main__.py blocks every signal first, and finds its own package.
+LAUNCHER: List[str] = [sys.executable, "-I", "-S", os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                              "__main__.py")]
+START_TIMEOUT = 30.0  # seconds for the launcher to start the init and the command
+SETTLE = 1.0  # the sandbox's default --settle: what dies of the command's own signal is not a leftover
+# Without namespaces, pyinit's parent-death signal: rewritten to SIGKILL for
+# the command's group, after which pyinit's drain ends everything it adopted.
+# So a caller that dies (SIGKILL included) takes the command's tree along.
+ORPHANED = "RTMAX"
+_TRANSIENT = (errno.EAGAIN, errno.ENOMEM, errno.EMFILE, errno.ENFILE)
+
+Stream = Union[None, int, IO[Any]]
+
+
+def init_options(grace: Optional[float], drain: Optional[float], settle: float, single_child: bool,
+                 rewrite: Optional[Mapping[SignalSpec, SignalSpec]]) -> List[str]:
+    """The init's options for the launcher's command line (ValueError for a bad one)."""
+    options = []
+    for name, seconds in (("--grace", grace), ("--drain", drain), ("--settle", settle)):
+        if seconds is not None:
+            if not 0 <= seconds < float("inf"):
+                raise ValueError("%s must be a number of seconds, 0 or more" % name[2:])
+            options += [name, repr(float(seconds))]
+    if single_child:
+        options.append("--single-child")
+    for source, target in (rewrite or {}).items():
+        options += ["--rewrite", "%d:%d" % (signal_number(source), 0 if target in (0, "0") else signal_number(target))]
+    return options
+
+
+class Launcher:
+    """One launcher process, and the descriptors the sandbox holds on it: report pipe, PID 1's and the command's pidfds."""
+
+    def __init__(self, isolated: bool) -> None:
+        self.isolated = isolated
+        self.popen: Optional[subprocess.Popen] = None
+        self.report_fd: Optional[int] = None
+        self.init_pid: Optional[int] = None
+        self.init_pidfd: Optional[int] = None
+        self.level: Optional[int] = None  # the sandbox's PID namespace in NSpid; None without namespaces
+        self.command_pid: Optional[int] = None
+        self.command_pidfd: Optional[int] = None
+        self.command_gone = False  # it exited (and was reaped) before a pidfd could hold it
+
+    def start(self, command: List[str], options: List[str], streams: "tuple[Stream, Stream, Stream]",
+              cwd: Optional[str], env: Mapping[str, str]) -> subprocess.Popen:
+        """Start the launcher (pyinit as a subreaper without namespaces); return its Popen."""
+        read_end, write_end = os.pipe2(os.O_CLOEXEC)
+        self.report_fd = read_end
+        if self.isolated:
+            ends = ["--unshare", "-p", "KILL"]  # the launcher dies with the caller's thread, PID 1 with it
+        else:
+            ends = ["-p", ORPHANED, "--rewrite", "%s:KILL" % ORPHANED]
+        argv = [*LAUNCHER, *ends, *options, "--exit-report", "fd:%d" % write_end, "--", *command]
+        stdin, stdout, stderr = streams
+        try:
+            self.popen = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd, env=env,
+                                          pass_fds=(write_end,), start_new_session=True)
+        finally:
+            os.close(write_end)
+        return self.popen
+
+    def find(self) -> None:
+        """Find PID 1 and the command, each with a pidfd; either stays None when the launcher has ended first."""
+        popen = self.popen
+        assert popen is not None
+        if self.isolated:
+            init = self._wait_for(popen.pid, lambda pid: True)
+        else:
+            init = popen.pid
+        if init is None:
+            return
+        self.init_pidfd = _pidfd(init)
+        if self.init_pidfd is None:
+            return
+        if self.isolated:
+            info = proc.stat(init)
+            if info is None or info.ppid != popen.pid:  # gone, and its PID reused, before the pidfd
+                return
+            self.level = namespace_level(init)
+        self.init_pid = init
+        command = self._wait_for(init, self._is_command)
+        if command is not None:
+            pidfd = _pidfd(command)
+            if pidfd is not None and self._is_command(command):  # still the one: not reaped before the pidfd
+                self.command_pid, self.command_pidfd = command, pidfd
+            else:
+                self.command_gone = True
+                if pidfd is not None:
+                    os.close(pidfd)
+
+    def _is_command(self, pid: int) -> bool:
+        if self.level is not None:
+            return inner_pid(pid, self.level) == 2
+        info = proc.stat(pid)
+        return info is not None and info.ppid == self.init_pid
+
+    def _wait_for(self, parent: int, wanted: Any) -> Optional[int]:
+        """The child of `parent` that `wanted` accepts (the oldest), once there; None if the launcher ends first."""
+        popen = self.popen
+        assert popen is not None
+        deadline = time.monotonic() + START_TIMEOUT
+        delay = 0.0005
+        while True:
+            found = [pid for pid in proc.children(parent) if wanted(pid)]
+            if found:
+                return min(found, key=lambda pid: (getattr(proc.stat(pid), "start_time", 0), pid))
+            if popen.poll() is not None:
+                return None
+            if time.monotonic() > deadline:
+                raise SandboxError("the launcher did not start the command within %.0f s" % START_TIMEOUT)
+            time.sleep(delay)
+            delay = min(delay * 2, 0.005)
+
+    def send(self, signo: int, to_command: bool = False) -> None:
+        """Send `signo` to PID 1 (or to the command); nothing once it has ended."""
+        pidfd = self.command_pidfd if to_command else self.init_pidfd
+        if pidfd is None:
+            if not to_command and self.popen is not None and self.init_pid is None and signo == signal.SIGKILL:
+                self.popen.kill()  # PID 1 not seen yet (an interrupted start): its parent-death signal takes it along
+            return
+        try:
+            signal.pidfd_send_signal(pidfd, signo)
+        except ProcessLookupError:
+            pass
+
+    def init_running(self) -> bool:
+        return self.init_pidfd is not None and not linux.pidfd_has_exited(self.init_pidfd)
+
+    def kill_everything(self, remember: Callable[[], object]) -> None:
+        """SIGKILL PID 1, which makes the kernel kill every other member; without namespaces, each descendant first."""
+        if self.isolated:
+            self.send(signal.SIGKILL)
+            return
+        assert self.popen is not None
+        kill_below(self.popen.pid, remember, START_TIMEOUT)
+        self.popen.kill()
+
+    def command_exited(self, timeout: Optional[float] = 0) -> bool:
+        """Whether the command has exited (waiting up to `timeout` seconds; None: for ever)."""
+        if self.command_gone:
+            return True
+        if self.command_pidfd is not None:
+            readable, _, _ = select.select([self.command_pidfd], [], [], timeout)
+            return bool(readable)
+        popen = self.popen
+        if popen is None:
+            return True
+        try:  # never found: it ended before it could be, or pyinit never started it
+            popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    def close(self) -> None:
+        """Close every descriptor held on the launcher (idempotent)."""
+        for name in ("report_fd", "init_pidfd", "command_pidfd"):
+            fd = getattr(self, name)
+            if fd is not None:
+                os.close(fd)
+                setattr(self, name, None)
+        if self.popen is not None:
+            for pipe in (self.popen.stdin, self.popen.stdout, self.popen.stderr):
+                if pipe is not None:
+                    pipe.close()
+
+
+def _pidfd(pid: int) -> Optional[int]:
+    """A pidfd on `pid`; None when it has been reaped already."""
+    try:
+        return os.pidfd_open(pid)
+    except ProcessLookupError:
+        return None
+    except OSError as failure:
+        raise SandboxError("cannot watch the sandbox's processes: %s" % failure.strerror) from None
+
+
+_refusals: "dict[int, Optional[str]]" = {}
+_refusals_lock = threading.Lock()
+
+
+def decide_isolation(isolate: Union[bool, str]) -> bool:
+    """Whether to use namespaces; raise or warn, as `isolate` asks, where the kernel refuses them."""
+    if isolate is False:
+        return False
+    reason = namespaces_refused()
+    if reason is None:
+        return True
+    if isolate is True:
+        raise IsolationError("cannot run in namespaces of its own: %s" % reason)
+    warnings.warn(IsolationWarning("namespaces refused (%s): running under pyinit as a subreaper instead, "
+                                   "which cannot stop a process that leaves its tree" % reason), stacklevel=4)
+    return False
+
+
+def namespaces_refused(env: Optional[Mapping[str, str]] = None) -> Optional[str]:
+    """Why the launcher cannot create namespaces here, or None when it can.
+
+    Asked once per user ID, with the caller's environment (the launcher's
+    interpreter ignores it anyway, see LAUNCHER). A refusal for want of a
+    resource (EAGAIN, ENOMEM, no descriptor) is not remembered: the next
+    sandbox asks again rather than run without isolation for good. The
+    verdict is read from pyinit's stderr as well as its status: a caller
+    that ignores SIGCHLD sees every child exit 0.
+    """
+    with _refusals_lock:
+        uid = os.geteuid()
+        if uid in _refusals:
+            return _refusals[uid]
+        probe = subprocess.run([*LAUNCHER, "--unshare", "--", "true"], stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               env=os.environ if env is None else env, timeout=START_TIMEOUT)
+        message = probe.stderr.decode(errors="replace").strip()
+        if message.startswith("pyinit: "):
+            message = message[len("pyinit: "):]
+        reason = None if probe.returncode == 0 and not message else (message or "exit code %d" % probe.returncode)
+        if reason is None or not any(os.strerror(code) in reason for code in _TRANSIENT):
+            _refusals[uid] = reason
+        return reason

@@ -1,0 +1,206 @@
+"""What a sandboxed command writes, taken as it comes: its stdout and stderr, and pyinit's exit report.
+
+One thread reads every pipe of a sandbox (poll(2) on all of them), so the
+command never blocks on a full pipe and pyinit's report, written to a pipe
+of its own (`--exit-report fd:N`), never touches the disk.
+
+Readiness waits are linear in the output: a `Cursor` remembers how far it
+has searched, and each wake-up searches only what arrived since, with the
+last CARRY characters before it, so that a match may straddle two reads.
+`max_output` bounds what is kept of each stream (its tail is kept, for
+failure reports); the report is always kept whole.
+"""
+
+from __future__ import annotations
+
+import codecs
+import collections
+import os
+import re
+import select
+import threading
+from typing import IO, Deque, Dict, List, Optional, Sequence
+
+CARRY = 4096  # characters searched again before what is new: the longest match that may straddle two reads
+TAIL_LINES = 20
+_READ = 65536
+
+
+class _Stream:
+    """The decoded chunks kept of one stream, oldest first; `first` is the number of the oldest."""
+
+    def __init__(self) -> None:
+        self.chunks: Deque[str] = collections.deque()
+        self.first = 0  # chunks dropped to stay within max_output
+        self.size = 0
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def add(self, text: str, limit: Optional[int]) -> None:
+        if not text:
+            return
+        self.chunks.append(text)
+        self.size += len(text)
+        while limit is not None and self.size > limit and len(self.chunks) > 1:
+            self.size -= len(self.chunks.popleft())
+            self.first += 1
+        if limit is not None and self.size > limit:  # one chunk longer than the limit: keep its tail
+            self.chunks[0] = self.chunks[0][-limit:]
+            self.size = len(self.chunks[0])
+
+    def text(self) -> str:
+        return "".join(self.chunks)
+
+
+class Cursor:
+    """How far a readiness wait has searched each stream: (number of the next chunk, the text carried over)."""
+
+    def __init__(self) -> None:
+        self.positions: Dict[str, "tuple[int, str]"] = {}
+
+
+class Output:
+    """The captured streams of one sandbox and the thread that reads them.
+
+    `changed` is the sandbox's condition: notified whenever something
+    arrives, and held while the streams are touched.
+    """
+
+    def __init__(self, changed: threading.Condition, max_output: Optional[int] = None) -> None:
+        self._changed = changed
+        self._limit = max_output
+        self._streams: Dict[str, _Stream] = {}
+        self._report: List[bytes] = []
+        self._fds: Dict[int, str] = {}  # fd -> "stdout", "stderr" or "report"
+        self._wake: Optional["tuple[int, int]"] = None
+        self._thread: Optional[threading.Thread] = None
+
+    def start(self, stdout: Optional[IO[bytes]], stderr: Optional[IO[bytes]], report: int) -> None:
+        """Read the captured pipes (None: not captured) and the report's read end, in a thread, until end-of-file."""
+        for name, pipe in (("stdout", stdout), ("stderr", stderr)):
+            if pipe is not None:
+                self._streams[name] = _Stream()
+                self._fds[pipe.fileno()] = name
+        self._fds[report] = "report"
+        for fd in self._fds:
+            os.set_blocking(fd, False)
+        self._wake = os.pipe2(os.O_CLOEXEC)
+        self._thread = threading.Thread(target=self._read_all, name="pyinit-sandbox-output", daemon=True)
+        self._thread.start()
+
+    @property
+    def captured(self) -> List[str]:
+        return list(self._streams)
+
+    def _read_all(self) -> None:
+        assert self._wake is not None
+        poller = select.poll()
+        for fd in [*self._fds, self._wake[0]]:
+            poller.register(fd, select.POLLIN)
+        while self._fds:
+            events = poller.poll()
+            if any(fd == self._wake[0] for fd, _ in events):
+                return
+            with self._changed:
+                for fd, _ in events:
+                    if fd in self._fds and not self._read_from(fd):
+                        poller.unregister(fd)
+
+    def _read_from(self, fd: int) -> bool:
+        """Take what `fd` has now (the lock held); False at its end-of-file."""
+        name = self._fds[fd]
+        while True:
+            try:
+                chunk = os.read(fd, _READ)
+            except BlockingIOError:
+                return True
+            if name == "report":
+                self._report.append(chunk)
+            else:
+                stream = self._streams[name]
+                stream.add(stream.decoder.decode(chunk, final=not chunk), self._limit)
+            self._changed.notify_all()
+            if not chunk:
+                del self._fds[fd]
+                return False
+
+    def read_available(self) -> None:
+        """Take what the pipes hold now, in the caller's thread (what a command wrote just before exiting)."""
+        with self._changed:
+            for fd in list(self._fds):
+                try:
+                    self._read_from(fd)
+                except OSError:  # closed by stop() meanwhile
+                    pass
+
+    def finish(self, timeout: float) -> bool:
+        """Wait until every pipe has reached end-of-file (every writer is gone); False if `timeout` passed first."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True
+
+    def stop(self) -> None:
+        """Stop the thread and take what is left; idempotent."""
+        if self._thread is not None and self._wake is not None:
+            os.write(self._wake[1], b"x")
+            self._thread.join()
+            self.read_available()
+        self._thread = None
+        if self._wake is not None:
+            for fd in self._wake:
+                os.close(fd)
+            self._wake = None
+        self._fds.clear()
+
+    def report(self) -> bytes:
+        with self._changed:
+            return b"".join(self._report)
+
+    def text(self, name: str) -> Optional[str]:
+        """What is kept of stream `name`; None when it is not captured."""
+        with self._changed:
+            stream = self._streams.get(name)
+            return None if stream is None else stream.text()
+
+    def tail(self, lines: int = TAIL_LINES) -> str:
+        """The last lines of each captured stream, labelled, for failure messages."""
+        parts = []
+        with self._changed:
+            for name, stream in self._streams.items():
+                text = _last_lines(stream, lines)
+                parts.append("%s (last %d lines):\n%s" % (name, len(text), "\n".join("  " + line for line in text))
+                             if text else "%s: (empty)" % name)
+        return "\n".join(parts) if parts else "(output not captured)"
+
+    def search(self, regex: "re.Pattern[str]", names: Sequence[str], cursor: Cursor) -> "Optional[re.Match[str]]":
+        """The first match of `regex` in what arrived on `names` since `cursor` last looked (the lock held).
+
+        The match's positions are in the text it was found in (the carried
+        text and the new chunks), not in the whole stream.
+        """
+        for name in names:
+            stream = self._streams[name]
+            number, carried = cursor.positions.get(name, (stream.first, ""))
+            end = len(stream.chunks)
+            # Indexed from the end, where the new chunks are: a deque is quick there.
+            new = [stream.chunks[index] for index in range(max(0, number - stream.first), end)]
+            if not new:
+                continue
+            text = carried + "".join(new)
+            match = regex.search(text)
+            cursor.positions[name] = (stream.first + end, text[-CARRY:])
+            if match:
+                return match
+        return None
+
+
+def _last_lines(stream: _Stream, count: int) -> List[str]:
+    """The last `count` lines of `stream`, joining only the chunks they are in."""
+    taken: List[str] = []
+    newlines = 0
+    for chunk in reversed(stream.chunks):
+        taken.append(chunk)
+        newlines += chunk.count("\n")
+        if newlines > count:
+            break
+    return "".join(reversed(taken)).splitlines()[-count:]
