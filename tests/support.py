@@ -726,8 +726,9 @@ APP_LOADED = "app loaded in process"  # what the app modules below print on stde
 _APP_PROLOGUE = '''\
 import os, subprocess, sys, time
 
-# A helper process started when a worker loads the app, and never stopped (the bug of a broken set-up).
-HELPER = subprocess.Popen(["sleep", "300"]) if %(helper)r else None
+# A helper process started when a worker loads the app, in a session of its own (so the signal to the
+# server's process group does not reach it), and never stopped: the bug of a broken set-up.
+HELPER = subprocess.Popen(["sleep", "300"], start_new_session=True) if %(helper)r else None
 SLOW_STARTED = %(slow_started)r  # created when a request for /slow begins
 '''
 
@@ -757,8 +758,8 @@ def write_app(directory: Path, kind: str, helper: bool = False) -> str:
     """A tiny web app module in `directory`, of `kind` "wsgi" (gunicorn) or "asgi" (uvicorn); its
     `module:app` name. Each process that imports it prints `APP_LOADED PID` on stderr, last, so a
     worker that said so has its signal handlers (both servers install them before loading the app).
-    `helper`: it also starts a `sleep 300` of its own that nothing ever stops. The WSGI app answers
-    /slow after 300 s, creating `directory`/slow-started when such a request begins."""
+    `helper`: it also starts a `sleep 300` in a session of its own that nothing ever stops. The WSGI
+    app answers /slow after 300 s, creating `directory`/slow-started when such a request begins."""
     fields = {"helper": helper, "slow_started": str(Path(directory) / "slow-started"), "loaded": APP_LOADED}
     body = {"wsgi": _WSGI_APP, "asgi": _ASGI_APP}[kind]
     name = "%s_app%s" % (kind, "_with_helper" if helper else "")
