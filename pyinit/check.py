@@ -34,7 +34,7 @@ from typing import List, NoReturn, Optional, Sequence
 
 from pyinit import signals
 from pyinit.sandbox import CommandExited, Process, Result, Sandbox, SandboxError, TimeoutExpired, signal_number
-from pyinit.testing import describe, format_processes
+from pyinit.testing import describe, exited_before, format_processes, how_it_ended
 
 EXIT_FAILED = 1
 EXIT_USAGE = 125  # as pyinit's own failures: the check could not be made
@@ -273,17 +273,33 @@ def _wait_until_ready(box: Sandbox, options: argparse.Namespace) -> None:
         raise _NotReady("never ready: %s" % failure) from None
     except CommandExited as failure:
         result = box.wait(_END_TIMEOUT)
+        if not result.started:  # pyinit's own message says why (not found, not executable), as the README promises
+            raise _NotReady(_why_not_run(result), result) from None
         # The first line says what was awaited; describe() says the rest, what the command left among it.
         raise _NotReady("never ready: %s\n%s" % (str(failure).splitlines()[0], describe(result)), result) from None
-    if box.wait_for_exit(0):
-        result = box.wait(_END_TIMEOUT)
-        raise _NotReady("never ready: the command exited (%s) before the signal could be sent\n%s"
-                        % (result.exit_code, describe(result)), result)
+
+
+def _why_not_run(result: Result) -> str:
+    """pyinit's own line about a command it could not start, from the captured stderr."""
+    lines = [line for line in (result.stderr or "").splitlines() if line.startswith("pyinit: ")]
+    return lines[-1][len("pyinit: "):] if lines else "the command never ran (exit code %d)" % result.exit_code
 
 
 def _stop_and_check(box: Sandbox, options: argparse.Namespace) -> "tuple[List[Check], Result, Optional[str]]":
     name = signals.name(options.signo)
+    sent = time.time()
     box.send_signal(options.signo)
+    before = exited_before(box, sent)
+    if box.result is not None and not box.result.started:
+        raise _NotReady(_why_not_run(box.result), box.result)
+    if before is not None:  # a daemon's parent, say: it ended on its own, and stopped on nothing
+        result = box.wait(_END_TIMEOUT)
+        checks = [Check("stops within %g s of %s" % (options.within, name), False,
+                        "had already exited, %s, %.2f s before %s: it did not stop on it"
+                        % (how_it_ended(result), before, name))]
+        if options.no_leftovers:
+            checks.append(_leftovers_check(result.leftovers))
+        return checks, result, None
     tree = None
     stopped = box.wait_for_exit(options.within)
     if not stopped:
@@ -295,9 +311,8 @@ def _stop_and_check(box: Sandbox, options: argparse.Namespace) -> "tuple[List[Ch
                     "stopped %.2f s after %s (limit %g s)" % (took, name, options.within) if stopped else
                     "still running %g s after %s: SIGKILLed" % (options.within, name))]
     if stopped:
-        how = "exit code %d" % result.exit_code + (" (killed by %s)" % result.signal if result.signal else "")
         checks.append(Check("exit code %d" % options.expect_exit, result.exit_code == options.expect_exit,
-                            "%s, expected %d" % (how, options.expect_exit)))
+                            "%s, expected %d" % (how_it_ended(result), options.expect_exit)))
     if options.no_leftovers:
         checks.append(_leftovers_check(result.leftovers))
     return checks, result, tree

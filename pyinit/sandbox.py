@@ -310,8 +310,8 @@ class Sandbox:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 tree = self.tree()
-                raise TimeoutExpired("no %s within %g s from %s; the processes:\n%s\n%s"
-                                     % (_text(what), timeout, self._name(), tree, self.output_tail()), timeout, tree)
+                raise TimeoutExpired("waited %g s for %s from %s in vain; the processes:\n%s\n%s"
+                                     % (timeout, _text(what), self._name(), tree, self.output_tail()), timeout, tree)
             with self._changed:
                 self._changed.wait(min(remaining, poll))
 

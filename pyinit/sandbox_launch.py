@@ -194,8 +194,8 @@ class Launcher:
         for name in ("report_fd", "init_pidfd", "command_pidfd"):
             fd = getattr(self, name)
             if fd is not None:
+                setattr(self, name, None)  # first: interrupted after it, a second close() cannot close a reused number
                 os.close(fd)
-                setattr(self, name, None)
         if self.popen is not None:
             for pipe in (self.popen.stdin, self.popen.stdout, self.popen.stderr):
                 if pipe is not None:

@@ -146,10 +146,9 @@ class Output:
             self._thread.join()
             self.read_available()
         self._thread = None
-        if self._wake is not None:
-            for fd in self._wake:
-                os.close(fd)
-            self._wake = None
+        wake, self._wake = self._wake, None  # first: an interrupted stop() is finished by the next, never closes twice
+        for fd in wake or ():
+            os.close(fd)
         self._fds.clear()
 
     def report(self) -> bytes:

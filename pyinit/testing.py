@@ -32,7 +32,7 @@ def assert_stops_on(box: Sandbox, sig: SignalSpec, within: float, exit_code: int
     if before is not None:
         result = box.wait(_END_TIMEOUT)
         raise AssertionError("%s had already exited, %s, %.2f s before %s was sent: it did not stop on it\n%s"
-                             % (_command(box), _how(result), before, name, describe(result)))
+                             % (_command(box), how_it_ended(result), before, name, describe(result)))
     if not box.wait_for_exit(within):
         tree = box.tree()
         box.kill_command()
@@ -42,7 +42,7 @@ def assert_stops_on(box: Sandbox, sig: SignalSpec, within: float, exit_code: int
     result = box.wait(_END_TIMEOUT)
     if result.exit_code != exit_code:
         raise AssertionError("%s exited with %s after %s, expected exit code %d\n%s"
-                             % (_command(box), _how(result), name, exit_code, describe(result)))
+                             % (_command(box), how_it_ended(result), name, exit_code, describe(result)))
     return result
 
 
@@ -86,7 +86,7 @@ def assert_exit_code(result: Result, code: int) -> None:
     """The command's exit code (128+N for death by signal N) is `code`."""
     if result.exit_code != code:
         raise AssertionError("%s exited with %s, expected exit code %d\n%s"
-                             % (_name(result), _how(result), code, describe(result)))
+                             % (_name(result), how_it_ended(result), code, describe(result)))
 
 
 def describe(result: Result, tree: Optional[str] = None) -> str:
@@ -117,10 +117,9 @@ def format_processes(processes: List[Process]) -> str:
     return "\n".join(str(process) for process in processes)
 
 
-def _how(result: Result) -> str:
-    if result.signal:
-        return "%d (killed by %s)" % (result.exit_code, result.signal)
-    return "exit code %d" % result.exit_code
+def how_it_ended(result: Result) -> str:
+    """'exit code 3', or 'exit code 143 (killed by SIGTERM)': for messages."""
+    return "exit code %d" % result.exit_code + (" (killed by %s)" % result.signal if result.signal else "")
 
 
 def _counts(table: dict) -> str:

@@ -160,7 +160,7 @@ def test_json_dash_is_standard_output_after_the_verdicts(tmp_path):
 
 @pytest.mark.parametrize("options, command, reason", [
     (["--ready-output", "never", "--ready-timeout", "0.3"], ["sleep", "300"],
-     "pyinit-check: never ready: no output matching 'never' on any within 0.3 s"),
+     "pyinit-check: never ready: waited 0.3 s for output matching 'never' on any from 'sleep 300' in vain"),
     (["--ready-port", "1"], ["sh", "-c", "echo bye; exit 4"],
      "pyinit-check: never ready: 'sh -c echo bye; exit 4' exited with code 4 while waiting for a listener on"),
 ])

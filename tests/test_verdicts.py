@@ -188,7 +188,7 @@ def test_a_command_that_never_ran_is_pyinit_check_125_with_pyinits_message():
     for expect in ([], ["--expect-exit", "127"]):
         done = check(*expect, "--", "/no/such/command")
         assert done.returncode == 125, done
-        assert "PASS" not in done.stdout and "pyinit: cannot run '/no/such/command'" in done.stderr, done
+        assert "PASS" not in done.stdout and done.stderr.startswith("pyinit-check: cannot run '/no/such/command'"), done
     result = pyinit.run(["/no/such/command"], timeout=TIMEOUT)
     assert (result.started, result.exit_code) == (False, 127)
     assert pyinit.run(["true"], timeout=TIMEOUT).started is True
