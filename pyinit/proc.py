@@ -11,6 +11,7 @@ of pyinit's.
 """
 
 import errno
+import io
 import os
 
 # The errors that say nothing about the process, only that we could not look.
@@ -22,20 +23,22 @@ def read(path: str) -> "bytes | None":
 
     Read with os.read until end-of-file: /proc files have no size to ask
     for, and open() would wrap the descriptor in two buffered objects and
-    make four more system calls (fstat, an ioctl, two lseeks) per file.
+    make four more system calls (fstat, an ioctl, two lseeks) per file. The
+    descriptor is held by a raw FileIO (one fstat more), which owns it from
+    the moment it is opened: an exception raised just after (a Ctrl-C in
+    the test side's caller) still closes it, where a bare number would leak.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        file = io.FileIO(path)
     except OSError as failure:
         _raise_if_ours(failure)
         return None
-    try:
-        return read_to_end(fd)
-    except OSError as failure:
-        _raise_if_ours(failure)
-        return None
-    finally:
-        os.close(fd)
+    with file:
+        try:
+            return read_to_end(file.fileno())
+        except OSError as failure:
+            _raise_if_ours(failure)
+            return None
 
 
 def _raise_if_ours(failure: OSError) -> None:

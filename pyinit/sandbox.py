@@ -138,14 +138,15 @@ class Sandbox:
         if launcher is None:
             return
         try:
-            if launcher.popen is not None and launcher.popen.poll() is None:
+            if not launcher.ended():
                 self.processes()  # remembered, to check they are gone
                 launcher.kill_everything(self.processes)
-                launcher.popen.wait(START_TIMEOUT)
+                if not launcher.ended(START_TIMEOUT):
+                    raise SandboxError("the launcher outlived its SIGKILL for %.0f s" % START_TIMEOUT)
             alive = members.wait_until_gone(self._seen, START_TIMEOUT)  # the kernel guarantees it: this checks
             if alive:
                 raise SandboxError("processes of the sandbox outlived its teardown: %s" % alive)
-            if self._result is None and launcher.popen is not None and launcher.popen.returncode is not None:
+            if self._result is None and launcher.popen is not None:
                 with contextlib.suppress(SandboxError):  # no report, and SIGCHLD ignored: a later wait() says so
                     self.wait(0)
         finally:
@@ -214,12 +215,10 @@ class Sandbox:
         launcher = self._launcher
         if launcher is None or launcher.popen is None:
             raise SandboxError("the sandbox was not started")
-        try:
-            launcher.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
+        if not launcher.ended(timeout):
             tree = self.tree()
             raise TimeoutExpired("%s did not end within %g s; the processes:\n%s"
-                                 % (self._name(), timeout or 0.0, tree), timeout or 0.0, tree) from None
+                                 % (self._name(), timeout or 0.0, tree), timeout or 0.0, tree)
         if not self._output.finish(START_TIMEOUT):  # held open by something outside the sandbox: stop anyway
             self._output.stop()
         self._result = self._make_result()
@@ -333,7 +332,7 @@ class Sandbox:
     def _make_result(self) -> Result:
         launcher = self._launcher
         assert launcher is not None and launcher.popen is not None
-        return make_result(self.argv, self._output.report(), launcher.popen.returncode,
+        return make_result(self.argv, self._output.report(), launcher.returncode,
                            started=launcher.command_pid is not None or launcher.command_gone,
                            duration=time.monotonic() - self._start_time, stdout=self._output.text("stdout"),
                            stderr=self._output.text("stderr"))

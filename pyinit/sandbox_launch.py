@@ -32,6 +32,7 @@ from typing import IO, Any, Callable, List, Mapping, Optional, Union
 
 from pyinit import linux, proc
 from pyinit.sandbox_members import inner_pid, kill_below, namespace_level
+from pyinit.sandbox_output import SignalsHeld
 from pyinit.sandbox_result import IsolationError, IsolationWarning, SandboxError, SignalSpec, signal_number
 
 # How a user's process starts pyinit: the one place that knows it. The file
@@ -66,11 +67,19 @@ def init_options(grace: Optional[float], drain: Optional[float], settle: float, 
 
 
 class Launcher:
-    """One launcher process, and the descriptors the sandbox holds on it: report pipe, PID 1's and the command's pidfds."""
+    """One launcher process, and the descriptors the sandbox holds on it: report pipe, pidfds of it, PID 1, the command.
+
+    subprocess starts the launcher, but never waits for it: an interrupt
+    (Ctrl-C) inside Popen.wait() can leave its lock taken for good, and every
+    later wait or poll then says "running" while the process is long gone.
+    The launcher's pidfd says when it has ended, and ended() reaps it with
+    waitpid(2) itself.
+    """
 
     def __init__(self, isolated: bool) -> None:
         self.isolated = isolated
         self.popen: Optional[subprocess.Popen] = None
+        self.pidfd: Optional[int] = None
         self.report_fd: Optional[int] = None
         self.init_pid: Optional[int] = None
         self.init_pidfd: Optional[int] = None
@@ -82,20 +91,47 @@ class Launcher:
     def start(self, command: List[str], options: List[str], streams: "tuple[Stream, Stream, Stream]",
               cwd: Optional[str], env: Mapping[str, str]) -> subprocess.Popen:
         """Start the launcher (pyinit as a subreaper without namespaces); return its Popen."""
-        read_end, write_end = os.pipe2(os.O_CLOEXEC)
-        self.report_fd = read_end
         if self.isolated:
             ends = ["--unshare", "-p", "KILL"]  # the launcher dies with the caller's thread, PID 1 with it
         else:
             ends = ["-p", ORPHANED, "--rewrite", "%s:KILL" % ORPHANED]
-        argv = [*LAUNCHER, *ends, *options, "--exit-report", "fd:%d" % write_end, "--", *command]
         stdin, stdout, stderr = streams
-        try:
-            self.popen = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd, env=env,
-                                          pass_fds=(write_end,), start_new_session=True)
-        finally:
-            os.close(write_end)
+        with SignalsHeld():  # a Ctrl-C waits until the pipe and the process are kept, for close() to end them
+            self.report_fd, write_end = os.pipe2(os.O_CLOEXEC)
+            try:
+                self.popen = subprocess.Popen([*LAUNCHER, *ends, *options, "--exit-report", "fd:%d" % write_end,
+                                               "--", *command], stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd,
+                                              env=env, pass_fds=(write_end,), start_new_session=True)
+            finally:
+                os.close(write_end)
+            self.pidfd = _pidfd(self.popen.pid)  # our child, not reaped yet: its PID is still its own
         return self.popen
+
+    @property
+    def returncode(self) -> Optional[int]:
+        """The launcher's status as subprocess gives it (-N for signal N) once ended() has reaped it; None before, or lost."""
+        return None if self.popen is None else self.popen.returncode
+
+    def ended(self, timeout: Optional[float] = 0) -> bool:
+        """Whether the launcher has ended, waiting up to `timeout` seconds (None: for ever); reaps it when it has.
+
+        Its status is lost where the kernel reaped it first (the caller
+        ignores SIGCHLD): returncode stays None, and pyinit's report tells.
+        """
+        popen = self.popen
+        if popen is None or popen.returncode is not None:
+            return True
+        if self.pidfd is not None and not select.select([self.pidfd], [], [], timeout)[0]:
+            return False
+        # Without a pidfd (a start that failed for want of one) only a launcher
+        # already killed is waited for with a timeout: waitpid(2) has none.
+        try:
+            pid, status = os.waitpid(popen.pid, os.WNOHANG if self.pidfd is not None or timeout == 0 else 0)
+        except ChildProcessError:
+            return True
+        if pid:
+            popen.returncode = os.waitstatus_to_exitcode(status)  # so that subprocess never waits for it again
+        return True
 
     def find(self) -> None:
         """Find PID 1 and the command, each with a pidfd; either stays None when the launcher has ended first."""
@@ -107,7 +143,8 @@ class Launcher:
             init = popen.pid
         if init is None:
             return
-        self.init_pidfd = _pidfd(init)
+        with SignalsHeld():
+            self.init_pidfd = _pidfd(init)
         if self.init_pidfd is None:
             return
         if self.isolated:
@@ -118,13 +155,15 @@ class Launcher:
         self.init_pid = init
         command = self._wait_for(init, self._is_command)
         if command is not None:
-            pidfd = _pidfd(command)
-            if pidfd is not None and self._is_command(command):  # still the one: not reaped before the pidfd
-                self.command_pid, self.command_pidfd = command, pidfd
+            with SignalsHeld():
+                self.command_pidfd = _pidfd(command)
+            if self.command_pidfd is not None and self._is_command(command):  # still the one: not reaped first
+                self.command_pid = command
             else:
                 self.command_gone = True
-                if pidfd is not None:
-                    os.close(pidfd)
+                if self.command_pidfd is not None:  # another process's now: never to be signalled
+                    fd, self.command_pidfd = self.command_pidfd, None
+                    os.close(fd)
 
     def _is_command(self, pid: int) -> bool:
         if self.level is not None:
@@ -142,7 +181,7 @@ class Launcher:
             found = [pid for pid in proc.children(parent) if wanted(pid)]
             if found:
                 return min(found, key=lambda pid: (getattr(proc.stat(pid), "start_time", 0), pid))
-            if popen.poll() is not None:
+            if self.ended():
                 return None
             if time.monotonic() > deadline:
                 raise SandboxError("the launcher did not start the command within %.0f s" % START_TIMEOUT)
@@ -153,8 +192,8 @@ class Launcher:
         """Send `signo` to PID 1 (or to the command); nothing once it has ended."""
         pidfd = self.command_pidfd if to_command else self.init_pidfd
         if pidfd is None:
-            if not to_command and self.popen is not None and self.init_pid is None and signo == signal.SIGKILL:
-                self.popen.kill()  # PID 1 not seen yet (an interrupted start): its parent-death signal takes it along
+            if not to_command and self.init_pid is None and signo == signal.SIGKILL:
+                self._kill()  # PID 1 not seen yet (an interrupted start): its parent-death signal takes it along
             return
         try:
             signal.pidfd_send_signal(pidfd, signo)
@@ -171,7 +210,17 @@ class Launcher:
             return
         assert self.popen is not None
         kill_below(self.popen.pid, remember, START_TIMEOUT)
-        self.popen.kill()
+        self._kill()
+
+    def _kill(self) -> None:
+        """SIGKILL the launcher: through its pidfd, or by PID while it is an unreaped child of ours."""
+        if self.pidfd is not None:
+            try:
+                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        elif self.popen is not None and self.popen.returncode is None:
+            self.popen.kill()
 
     def command_exited(self, timeout: Optional[float] = 0) -> bool:
         """Whether the command has exited (waiting up to `timeout` seconds; None: for ever)."""
@@ -180,18 +229,11 @@ class Launcher:
         if self.command_pidfd is not None:
             readable, _, _ = select.select([self.command_pidfd], [], [], timeout)
             return bool(readable)
-        popen = self.popen
-        if popen is None:
-            return True
-        try:  # never found: it ended before it could be, or pyinit never started it
-            popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return False
-        return True
+        return self.ended(timeout)  # never found: it ended before it could be, or pyinit never started it
 
     def close(self) -> None:
         """Close every descriptor held on the launcher (idempotent)."""
-        for name in ("report_fd", "init_pidfd", "command_pidfd"):
+        for name in ("pidfd", "report_fd", "init_pidfd", "command_pidfd"):
             fd = getattr(self, name)
             if fd is not None:
                 setattr(self, name, None)  # first: interrupted after it, a second close() cannot close a reused number
@@ -203,7 +245,7 @@ class Launcher:
 
 
 def _pidfd(pid: int) -> Optional[int]:
-    """A pidfd on `pid`; None when it has been reaped already."""
+    """A pidfd on `pid`; None when it has been reaped already. (Call with signals held: see SignalsHeld.)"""
     try:
         return os.pidfd_open(pid)
     except ProcessLookupError:

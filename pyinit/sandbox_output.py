@@ -18,12 +18,31 @@ import collections
 import os
 import re
 import select
+import signal
 import threading
 from typing import IO, Deque, Dict, List, Optional, Sequence
 
 CARRY = 4096  # characters searched again before what is new: the longest match that may straddle two reads
 TAIL_LINES = 20
 _READ = 65536
+
+
+class SignalsHeld:
+    """Block every signal in this thread for the few statements that make a descriptor and keep it.
+
+    An exception from a signal handler (a KeyboardInterrupt) raised between
+    the system call that returns a descriptor and the statement that stores
+    it would lose the descriptor. Held back, the signal arrives as the block
+    ends, once the descriptor is kept where close() finds it. The thread's
+    mask is restored exactly; a thread started inside inherits the full mask
+    (the output reader: signals are never delivered to it).
+    """
+
+    def __enter__(self) -> None:
+        self._mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+
+    def __exit__(self, *exc_info: object) -> None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, self._mask)
 
 
 class _Stream:
@@ -40,12 +59,15 @@ class _Stream:
             return
         self.chunks.append(text)
         self.size += len(text)
-        while limit is not None and self.size > limit and len(self.chunks) > 1:
-            self.size -= len(self.chunks.popleft())
-            self.first += 1
-        if limit is not None and self.size > limit:  # one chunk longer than the limit: keep its tail
-            self.chunks[0] = self.chunks[0][-limit:]
-            self.size = len(self.chunks[0])
+        while limit is not None and self.size > limit:  # drop the oldest text: whole chunks, then the head of one
+            excess, oldest = self.size - limit, self.chunks[0]
+            if len(oldest) <= excess:
+                self.chunks.popleft()
+                self.first += 1
+                self.size -= len(oldest)
+            else:
+                self.chunks[0] = oldest[excess:]
+                self.size -= excess
 
     def text(self) -> str:
         return "".join(self.chunks)
@@ -83,9 +105,10 @@ class Output:
         self._fds[report] = "report"
         for fd in self._fds:
             os.set_blocking(fd, False)
-        self._wake = os.pipe2(os.O_CLOEXEC)
-        self._thread = threading.Thread(target=self._read_all, name="pyinit-sandbox-output", daemon=True)
-        self._thread.start()
+        with SignalsHeld():
+            self._wake = os.pipe2(os.O_CLOEXEC)
+            self._thread = threading.Thread(target=self._read_all, name="pyinit-sandbox-output", daemon=True)
+            self._thread.start()
 
     @property
     def captured(self) -> List[str]:

@@ -1,0 +1,235 @@
+"""The test side under faults (issue 17): Ctrl-C anywhere, no descriptor left, a caller SIGKILLed, huge output.
+
+Whatever happens, nothing of a sandbox outlives it: no process (found by a
+LEAK_MARKER in its environment), no descriptor of the caller's, no thread,
+no file on disk. Each scenario runs in a Python process of its own, so that
+the faults (an itimer's KeyboardInterrupt, a lowered RLIMIT_NOFILE, a
+SIGKILL) hit a caller and not the test suite.
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+
+import pytest
+
+from pyinit import sandbox_output
+from support import REPO, TIMEOUT, clean_env, leaked, program, wait_for
+
+
+def caller(script: str, marker: str, *args: str, timeout: float = 4 * TIMEOUT) -> dict:
+    """Run `script` as a caller of the API; it prints one JSON object last. Fails on a hang (the timeout)."""
+    done = subprocess.run([sys.executable, "-c", script, *args], env=clean_env(LEAK_MARKER=marker), cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+STATE = """
+import json, os, sys, threading
+import pyinit
+
+def descriptors():
+    return sorted(os.listdir("/proc/self/fd"))
+"""
+
+CTRL_C_IN_CLOSE = STATE + """
+import signal, time
+def interrupt(signo, frame):
+    raise KeyboardInterrupt
+signal.signal(signal.SIGALRM, interrupt)
+before = descriptors()
+interrupted = 0
+for round in range(40):
+    box = pyinit.Sandbox(["sh", "-c", "sleep 300 & setsid sleep 301 & echo up; wait"]).start()
+    box.wait_for_output("up")
+    signal.setitimer(signal.ITIMER_REAL, 0.0005 * round)
+    try:
+        box.close()
+    except KeyboardInterrupt:
+        interrupted += 1
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    box.close()  # finishes what the interrupted one began
+    assert box.processes() == [], box.tree()
+print(json.dumps({"interrupted": interrupted, "same": descriptors() == before, "threads": threading.active_count()}))
+"""
+
+
+def test_a_ctrl_c_inside_close_hangs_nothing_and_a_second_close_finishes():
+    marker = uuid.uuid4().hex
+    seen = caller(CTRL_C_IN_CLOSE, marker)
+    assert seen["interrupted"] > 0 and seen["same"] and seen["threads"] == 1, seen
+    assert leaked(marker) == []
+
+
+RANDOM_CTRL_C = STATE + """
+import random, signal
+def interrupt(signo, frame):
+    raise KeyboardInterrupt
+signal.signal(signal.SIGALRM, interrupt)
+before = descriptors()
+for round in range(60):
+    signal.setitimer(signal.ITIMER_REAL, random.uniform(0, 0.08))
+    box = None
+    try:
+        box = pyinit.Sandbox(["sh", "-c", "sleep 300 & echo up; wait"])
+        with box:
+            box.wait_for_output("up")
+            box.stop(timeout=30)
+    except KeyboardInterrupt:
+        pass
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    if box is not None:
+        box.close()
+print(json.dumps({"same": descriptors() == before, "threads": threading.active_count()}))
+"""
+
+
+def test_ctrl_c_at_random_moments_leaks_no_descriptor_and_no_process():
+    marker = uuid.uuid4().hex
+    seen = caller(RANDOM_CTRL_C, marker)
+    assert seen == {"same": True, "threads": 1}
+    assert leaked(marker) == []
+
+
+NO_PIDFD = STATE + """
+import errno
+from pyinit.sandbox import SandboxError
+before = descriptors()
+def refused(pid, flags=0):
+    raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+os.pidfd_open = refused
+try:
+    pyinit.Sandbox(["sh", "-c", "sleep 300"]).start()
+except SandboxError as error:
+    print(json.dumps({"error": str(error), "same": descriptors() == before, "threads": threading.active_count()}))
+"""
+
+
+def test_a_start_that_cannot_watch_its_processes_raises_and_leaves_nothing():
+    """pidfd_open failing with EMFILE: once, a sandbox whose command was parked for ever; now an error, and nothing left."""
+    marker = uuid.uuid4().hex
+    seen = caller(NO_PIDFD, marker)
+    assert seen == {"error": "cannot watch the sandbox's processes: Too many open files", "same": True, "threads": 1}
+    assert leaked(marker) == []
+
+
+FEW_DESCRIPTORS = STATE + """
+import resource
+from pyinit.sandbox import SandboxError
+pyinit.run(["true"])  # the namespace probe, outside the faults
+before = descriptors()
+outcomes = []
+for spare in range(0, 12):
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(before) + spare, 1024))
+    try:
+        with pyinit.Sandbox(["sh", "-c", "sleep 300 & exit 3"]) as box:
+            outcomes.append(box.wait(30).exit_code)
+    except (OSError, SandboxError) as error:
+        outcomes.append(type(error).__name__)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
+    assert descriptors() == before, (spare, descriptors(), before)
+print(json.dumps({"outcomes": outcomes, "threads": threading.active_count()}))
+"""
+
+
+def test_a_start_out_of_descriptors_fails_cleanly_at_every_count():
+    """With 0 to 11 descriptors to spare: a clean error or a whole run, and the caller's descriptor table as it was."""
+    marker = uuid.uuid4().hex
+    seen = caller(FEW_DESCRIPTORS, marker)
+    outcomes = seen["outcomes"]
+    assert outcomes[-1] == 3 and set(outcomes) <= {3, "OSError", "SandboxError"} and seen["threads"] == 1, seen
+    assert leaked(marker) == []
+
+
+KILLED_CALLER = """
+import sys, pyinit
+box = pyinit.Sandbox(["sh", "-c", "sleep 300 & setsid sleep 301 & trap '' TERM; echo up; wait"],
+                     isolate=sys.argv[1] == "isolated").start()
+box.wait_for_output("up")
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.parametrize("isolation", ["isolated", "not-isolated"])
+def test_a_caller_killed_with_sigkill_leaves_nothing_running(isolation):
+    """Even without namespaces: pyinit's parent-death signal ends the command's group, its drain the rest."""
+    marker = uuid.uuid4().hex
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_CALLER, isolation], env=clean_env(LEAK_MARKER=marker),
+                            cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline() == b"ready\n"
+        assert len(leaked(marker)) >= 5  # the caller, pyinit, sh and both sleeps (and the launcher)
+        proc.kill()
+        proc.wait(TIMEOUT)
+        wait_for(lambda: leaked(marker) == [], "everything of the sandbox to end")
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_sandbox_writes_nothing_on_disk(tmp_path):
+    env = clean_env(TMPDIR=str(tmp_path), LEAK_MARKER=uuid.uuid4().hex)
+    script = "import pyinit; print(pyinit.run(['sh', '-c', 'sleep 300 & exit 2'], timeout=30).exit_code)"
+    done = subprocess.run([sys.executable, "-c", script], env=env, cwd=REPO, capture_output=True, text=True,
+                          timeout=2 * TIMEOUT)
+    assert (done.returncode, done.stdout) == (0, "2\n"), done
+    assert os.listdir(tmp_path) == []
+
+
+class CountingPattern:
+    """A regex that counts the characters it is asked to search: the cost of a readiness wait, without a clock."""
+
+    def __init__(self, pattern: str) -> None:
+        self.regex = re.compile(pattern)
+        self.searched = 0
+
+    def search(self, text: str):
+        self.searched += len(text)
+        return self.regex.search(text)
+
+
+def test_a_readiness_wait_searches_each_character_a_bounded_number_of_times():
+    """Quadratic once (500 MB of output: 67 s); now each arrival is searched with at most CARRY characters before it."""
+    changed = threading.Condition()
+    output = sandbox_output.Output(changed)
+    output._streams["stdout"] = sandbox_output._Stream()
+    pattern, cursor = CountingPattern("ready"), sandbox_output.Cursor()
+    total = 0
+    for number in range(5000):
+        line = "line %d of a chatty start-up\n" % number
+        output._streams["stdout"].add(line, None)
+        total += len(line)
+        assert output.search(pattern, ["stdout"], cursor) is None
+    output._streams["stdout"].add("ready\n", None)
+    assert output.search(pattern, ["stdout"], cursor).group(0) == "ready"
+    assert pattern.searched <= 5001 * sandbox_output.CARRY + total
+
+
+def test_a_match_that_straddles_two_reads_is_found():
+    changed = threading.Condition()
+    output = sandbox_output.Output(changed)
+    stream = output._streams["stdout"] = sandbox_output._Stream()
+    cursor = sandbox_output.Cursor()
+    stream.add("listening on 127.0.", None)
+    assert output.search(re.compile(r"listening on ([\d.]+):(\d+)"), ["stdout"], cursor) is None
+    stream.add("0.1:8080\n", None)
+    assert output.search(re.compile(r"listening on ([\d.]+):(\d+)"), ["stdout"], cursor).groups() == ("127.0.0.1", "8080")
+
+
+def test_max_output_keeps_the_tail_and_the_wait_still_finds_the_end():
+    from pyinit.sandbox import Sandbox
+
+    script = "head -c 3000000 /dev/zero | tr '\\0' x; echo; echo the end; sleep 100"
+    with Sandbox(["sh", "-c", script], max_output=1000) as box:
+        box.wait_for_output("the end", timeout=TIMEOUT)
+        assert len(box.stdout) <= 1000 and box.stdout.endswith("x\nthe end\n")
+        assert "the end" in box.output_tail()
+        result = box.stop(timeout=TIMEOUT)
+    assert len(result.stdout) <= 1000 and result.stdout.endswith("the end\n")
