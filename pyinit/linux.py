@@ -189,37 +189,6 @@ def set_controlling_terminal(fd: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSCTTY, 0)
 
 
-# ptrace(2), for the test-side sandbox only (the init never traces): it stops
-# the command at its exit, before its parent (the init) can reap it.
-PTRACE_CONT = 7
-PTRACE_DETACH = 17
-PTRACE_GETEVENTMSG = 0x4201
-PTRACE_SEIZE = 0x4206
-PTRACE_LISTEN = 0x4208
-PTRACE_O_TRACEEXEC = 0x10
-PTRACE_O_TRACEEXIT = 0x40
-PTRACE_EVENT_EXEC = 4
-PTRACE_EVENT_EXIT = 6
-PTRACE_EVENT_STOP = 0x80
-WALL = 0x40000000  # __WALL: waitpid(2) also for a tracee that is not our child
-
-
-def ptrace(request: int, pid: int, data: int = 0) -> None:
-    """ptrace(2) for the requests that take a number (or nothing) as data; `addr` is 0.
-
-    glibc declares ptrace variadic, so `addr` and `data` go as unsigned longs.
-    """
-    _call("ptrace", request, pid, UnsignedLong(0), UnsignedLong(data))
-
-
-def ptrace_event_message(pid: int) -> int:
-    """PTRACE_GETEVENTMSG: at a PTRACE_EVENT_EXIT stop, the wait status the tracee is exiting with."""
-    _loaded_for("ptrace")
-    message = _ULong(0)
-    _call("ptrace", PTRACE_GETEVENTMSG, pid, UnsignedLong(0), _ctypes.byref(message))
-    return int(message.value)
-
-
 def get_window_size(fd: int) -> bytes:
     """TIOCGWINSZ: the terminal's `struct winsize` (rows, columns, pixels), as the kernel keeps it."""
     import fcntl

@@ -139,7 +139,8 @@ class Sandbox:
             return
         try:
             if not launcher.ended():
-                self.processes()  # remembered, to check they are gone
+                with contextlib.suppress(OSError):  # no descriptor left to read /proc with: the kill comes first
+                    self.processes()  # remembered, to check they are gone
                 launcher.kill_everything(self.processes)
                 if not launcher.ended(START_TIMEOUT):
                     raise SandboxError("the launcher outlived its SIGKILL for %.0f s" % START_TIMEOUT)
@@ -151,7 +152,8 @@ class Sandbox:
                     self.wait(0)
         finally:
             self._output.stop()
-            launcher.close()
+            if launcher.ended():  # else a second close() needs its pidfds to finish the teardown
+                launcher.close()
 
     # --- what is inside ------------------------------------------------------------------------
 

@@ -30,7 +30,7 @@ import time
 import warnings
 from typing import IO, Any, Callable, List, Mapping, Optional, Union
 
-from pyinit import linux, proc
+from pyinit import linux, proc, signals
 from pyinit.sandbox_members import inner_pid, kill_below, namespace_level
 from pyinit.sandbox_output import SignalsHeld
 from pyinit.sandbox_result import IsolationError, IsolationWarning, SandboxError, SignalSpec, signal_number
@@ -129,8 +129,9 @@ class Launcher:
             pid, status = os.waitpid(popen.pid, os.WNOHANG if self.pidfd is not None or timeout == 0 else 0)
         except ChildProcessError:
             return True
-        if pid:
-            popen.returncode = os.waitstatus_to_exitcode(status)  # so that subprocess never waits for it again
+        if not pid:
+            return False
+        popen.returncode = os.waitstatus_to_exitcode(status)  # so that subprocess never waits for it again
         return True
 
     def find(self) -> None:
@@ -209,7 +210,12 @@ class Launcher:
             self.send(signal.SIGKILL)
             return
         assert self.popen is not None
-        kill_below(self.popen.pid, remember, START_TIMEOUT)
+        try:
+            kill_below(self.popen.pid, remember, START_TIMEOUT)
+        except OSError:  # no descriptor left to read /proc with: pyinit ends what it adopted itself, as if orphaned
+            if self.pidfd is not None:
+                signal.pidfd_send_signal(self.pidfd, signals.parse(ORPHANED))
+            return
         self._kill()
 
     def _kill(self) -> None:

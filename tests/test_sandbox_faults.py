@@ -233,3 +233,33 @@ def test_max_output_keeps_the_tail_and_the_wait_still_finds_the_end():
         assert "the end" in box.output_tail()
         result = box.stop(timeout=TIMEOUT)
     assert len(result.stdout) <= 1000 and result.stdout.endswith("the end\n")
+
+
+NO_DESCRIPTOR_AT_CLOSE = STATE + """
+from pyinit.sandbox import SandboxError
+box = pyinit.Sandbox(["sh", "-c", "sleep 300 & setsid sleep 301 & echo up; wait"], isolate=False).start()
+box.wait_for_output("up")
+held = []
+try:
+    while True:
+        held.append(os.open("/dev/null", os.O_RDONLY))
+except OSError:
+    pass
+try:
+    box.close()
+    outcome = "closed"
+except (OSError, SandboxError) as error:
+    outcome = type(error).__name__
+for fd in held:
+    os.close(fd)
+box.close()
+print(json.dumps({"outcome": outcome, "threads": threading.active_count()}))
+"""
+
+
+def test_no_descriptor_at_close_without_namespaces_still_ends_everything():
+    """Without /proc to find the tree, the teardown has pyinit end it, as when orphaned: nothing is left, nothing blocks."""
+    marker = uuid.uuid4().hex
+    seen = caller(NO_DESCRIPTOR_AT_CLOSE, marker)
+    assert seen["threads"] == 1, seen
+    wait_for(lambda: leaked(marker) == [], "everything of the sandbox to end")
