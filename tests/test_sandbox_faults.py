@@ -36,6 +36,15 @@ import pyinit
 
 def descriptors():
     return sorted(os.listdir("/proc/self/fd"))
+
+def exhaust():
+    # Open /dev/null until no descriptor is left; return them, to be closed again.
+    held = []
+    try:
+        while True:
+            held.append(os.open("/dev/null", os.O_RDONLY))
+    except OSError:
+        return held
 """
 
 CTRL_C_IN_CLOSE = STATE + """
@@ -239,12 +248,7 @@ NO_DESCRIPTOR_AT_CLOSE = STATE + """
 from pyinit.sandbox import SandboxError
 box = pyinit.Sandbox(["sh", "-c", "sleep 300 & setsid sleep 301 & echo up; wait"], isolate=False).start()
 box.wait_for_output("up")
-held = []
-try:
-    while True:
-        held.append(os.open("/dev/null", os.O_RDONLY))
-except OSError:
-    pass
+held = exhaust()
 try:
     box.close()
     outcome = "closed"
@@ -263,3 +267,26 @@ def test_no_descriptor_at_close_without_namespaces_still_ends_everything():
     seen = caller(NO_DESCRIPTOR_AT_CLOSE, marker)
     assert seen["threads"] == 1, seen
     wait_for(lambda: leaked(marker) == [], "everything of the sandbox to end")
+
+
+OUT_OF_DESCRIPTORS = STATE + """
+box = pyinit.Sandbox(["sh", "-c", "sleep 100 & echo up; read x; exit 5"], stdin=pyinit.sandbox.PIPE).start()
+box.wait_for_output("up")
+held = exhaust()
+box.stdin.write(b"go\\n"); box.stdin.flush()
+result = box.wait(30)
+for fd in held:
+    os.close(fd)
+box.close()
+print(json.dumps([result.exit_code, [p.argv for p in result.leftovers], result.report is not None]))
+"""
+
+
+def test_a_caller_out_of_descriptors_still_gets_the_whole_verdict():
+    """The report comes over a pipe opened at the start: a caller with no descriptor left still learns the leftovers.
+
+    Once, leftovers were silently [] and the report None: a clean result that could not be checked.
+    """
+    marker = uuid.uuid4().hex
+    assert caller(OUT_OF_DESCRIPTORS, marker) == [5, [["sleep", "100"]], True]
+    assert leaked(marker) == []

@@ -194,33 +194,6 @@ def test_a_command_that_never_ran_is_pyinit_check_125_with_pyinits_message():
     assert pyinit.run(["true"], timeout=TIMEOUT).started is True
 
 
-OUT_OF_DESCRIPTORS = """
-import json, os, sys
-import pyinit
-box = pyinit.Sandbox(["sh", "-c", "sleep 100 & echo up; read x; exit 5"], stdin=pyinit.sandbox.PIPE).start()
-box.wait_for_output("up")
-held = []
-try:
-    while True:
-        held.append(os.open("/dev/null", os.O_RDONLY))
-except OSError:
-    pass
-box.stdin.write(b"go\\n"); box.stdin.flush()
-result = box.wait(30)
-for fd in held:
-    os.close(fd)
-box.close()
-print(json.dumps([result.exit_code, [p.argv for p in result.leftovers], result.report is not None]))
-"""
-
-
-def test_a_caller_out_of_descriptors_still_gets_the_whole_verdict():
-    """The report comes over a pipe opened at the start: a caller with no descriptor left still learns the leftovers."""
-    done = subprocess.run([sys.executable, "-c", OUT_OF_DESCRIPTORS], env=clean_env(), capture_output=True, text=True,
-                          timeout=2 * TIMEOUT)
-    assert done.returncode == 0 and json.loads(done.stdout) == [5, [["sleep", "100"]], True], done
-
-
 def test_the_commands_environment_is_the_commands_alone(tmp_path):
     """PYTHONHOME, PYTHONPATH with a json.py: they reach the command, never pyinit's own interpreter."""
     (tmp_path / "json.py").write_text("raise SystemExit('the wrong json')\n")
