@@ -72,7 +72,7 @@ def _sections(box: "Sandbox") -> "list[tuple[str, str]]":
         result = None
     tree = box.tree()
     if result is not None and result.leftovers:
-        tree += "\nleft running when the command exited:\n" + "\n".join(str(p) for p in result.leftovers)
+        tree += "\nstill running after the command exited:\n" + "\n".join(str(p) for p in result.leftovers)
     sections = [("processes at the failure", tree), ("output", box.output_tail())]
     if result is not None and result.report is not None:
         sections.append(("exit report", json.dumps(result.report, indent=1, sort_keys=True)))
