@@ -637,9 +637,10 @@ def sandbox_cost(s: dict) -> list:
     pays without any isolation) and `subprocess.run(unshare --fork --pid
     --mount-proc true)` (a namespace by hand, with no init, no readiness, no
     teardown, no leftovers). The sandbox adds the launcher's interpreter start
-    and the gate and tracer that catch the command's exit.
+    (`-I -S`, no site), finding PID 1 and the command in /proc, and reading
+    pyinit's exit report from its pipe.
     """
-    sys.path.insert(0, str(REPO))  # this tree's pyinit, as `-m pyinit` finds it from the working directory
+    sys.path.insert(0, str(REPO))  # this tree's pyinit, whose launcher runs this tree's __main__.py
     from pyinit import sandbox
 
     sandbox.run(["true"])  # the one-time probe for namespaces, outside the timings

@@ -235,12 +235,13 @@ def supervise(child: Child, policy: "shutdown.Policy | None" = None, warn_reaped
                 # child shares with us: it has its own copy already. (Not so
                 # a hang-up's SIGHUP, sent to the session leader alone.)
                 log.info("received %s from the terminal; the child got it too", signals.name(info.si_signo))
-            elif reap(child, policy, warn_reaped) and child.status is None:
+            elif policy is None or (reap(child, policy, warn_reaped) and child.status is None):
                 _receive(info.si_signo, info.si_pid, child, policy)
             else:
                 # The child had exited before we took the signal (its SIGCHLD
                 # waits behind any lower-numbered signal): the signal could not
-                # have ended it, and is neither forwarded nor counted.
+                # have ended it, and is neither forwarded nor counted. Asked
+                # only where a report counts signals: it costs a waitpid(2).
                 log.info("received %s after the child exited: not forwarded", signals.name(info.si_signo))
         except Exception as failure:  # the init must outlive its own bugs
             log.error("internal error, carrying on: %r", failure)
