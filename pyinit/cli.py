@@ -67,6 +67,7 @@ launcher (pyinit creates the namespaces and runs itself in them as PID 1):
   --no-mount-proc        keep the /proc above (for a masked /proc)
   --hostname NAME        also a UTS namespace, with this host name
   --ipc                  also an IPC namespace
+  --net                  also a network namespace: lo alone, up
   --pty, --no-pty        give the command a pseudo-terminal of its own, relayed
                          to yours, or not (default: when stdin is a terminal)
 
@@ -109,7 +110,7 @@ _OPTIONS = {
 # Options with no short form are known by their long name.
 _SHUTDOWN_OPTIONS = {"grace": True, "drain": True, "settle": True, "term-delay": True, "exit-report": True}
 _LAUNCHER_OPTIONS = {"unshare": False, "user": False, "no-mount-proc": False, "hostname": True, "ipc": False,
-                     "pty": False, "no-pty": False}
+                     "net": False, "pty": False, "no-pty": False}
 _LONG = {long_name: (short, takes_value) for short, (long_name, takes_value) in _OPTIONS.items()}
 for _table in (_SHUTDOWN_OPTIONS, _LAUNCHER_OPTIONS):
     _LONG.update((long_name, (long_name, takes_value)) for long_name, takes_value in _table.items())
@@ -272,7 +273,7 @@ def parse(argv: "list[str]", environ: "dict[str, str]") -> "Config | str":
     fields: "dict[str, Any]" = {"verbosity": log.WARNING, "pdeathsig": 0, "grace": None, "drain": None, "settle": 0.0,
               "term_delay": 0.0,
               "exit_report": None, "unshare": False, "user_namespace": False, "mount_proc": True,
-              "hostname": None, "ipc": False, "pty": None}
+              "hostname": None, "ipc": False, "net": False, "pty": None}
     fields.update(_from_environment(environ))
     options, command = _split_options(argv)
     verbose_flags = 0
@@ -312,6 +313,8 @@ def parse(argv: "list[str]", environ: "dict[str, str]") -> "Config | str":
                 fields["hostname"] = _hostname(value)
             elif option == "ipc":
                 fields["ipc"] = True
+            elif option == "net":
+                fields["net"] = True
             elif option in ("pty", "no-pty"):
                 fields["pty"] = option == "pty"
             # -g and -s ask for what pyinit does anyway.

@@ -24,7 +24,7 @@ class Config:
 
     __slots__ = ("command", "single_child", "rewrite", "remap_exit", "pdeathsig", "warn_reaped", "verbosity",
                  "grace", "drain", "settle", "term_delay", "exit_report",
-                 "unshare", "user_namespace", "mount_proc", "hostname", "ipc", "pty")
+                 "unshare", "user_namespace", "mount_proc", "hostname", "ipc", "net", "pty")
 
     command: "tuple[str, ...]"
     single_child: bool
@@ -43,6 +43,7 @@ class Config:
     mount_proc: bool
     hostname: "str | None"  # a UTS namespace with this name
     ipc: bool  # an IPC namespace
+    net: bool  # a network namespace, with lo up and nothing else
     pty: "bool | None"  # the launcher gives the command a pty of its own; None: when stdin is a terminal
 
     def __init__(self, **fields: object) -> None:

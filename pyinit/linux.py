@@ -28,6 +28,7 @@ CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
 
 MS_NOSUID = 0x2
 MS_NODEV = 0x4
@@ -139,6 +140,15 @@ def mount(source: "str | None", target: str, fstype: "str | None", flags: int) -
     _call("mount", c_string(source), c_string(target), c_string(fstype), UnsignedLong(flags), None)
 
 
+def setns(fd: int, nstype: int) -> None:
+    """setns(2): os.setns on Python 3.12+, the C library's before that. `fd` may be a pidfd (Linux 5.8+):
+    then every namespace of that process named in `nstype` is joined at once."""
+    if hasattr(os, "setns"):
+        os.setns(fd, nstype)
+    else:
+        _call("setns", fd, nstype)
+
+
 def sethostname(name: str) -> None:
     encoded = os.fsencode(name)  # the bytes given on the command line, whatever they are
     _call("sethostname", encoded, UnsignedLong(len(encoded)))
@@ -207,6 +217,38 @@ def set_window_size(fd: int, size: bytes) -> None:
     import termios
 
     fcntl.ioctl(fd, termios.TIOCSWINSZ, size)
+
+
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
+_IFNAMSIZ = 16  # struct ifreq opens with the interface name, then a union: ifr_flags (a short) for these two
+_IFREQ_SIZE = 40  # sizeof(struct ifreq) on 64-bit (32 on 32-bit): the kernel copies that much in and out
+
+
+def bring_up_loopback() -> None:
+    """Set IFF_UP on `lo` in the calling process's network namespace, as `ip link set lo up` does.
+
+    A new network namespace has `lo` and nothing else, and it is down:
+    127.0.0.1 cannot even be bound until it is up. The flags are read with
+    SIOCGIFFLAGS and written back with IFF_UP added (SIOCSIFFLAGS needs
+    CAP_NET_ADMIN in the user namespace that owns the network namespace),
+    through a datagram socket that exists only for the two ioctls.
+    `_socket`, the C module under socket.py, because the package imports
+    enum and costs about 5 ms where `_socket` costs a tenth of a millisecond.
+    """
+    import _socket
+    import fcntl
+
+    probe = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
+    try:
+        request = b"lo".ljust(_IFNAMSIZ, b"\0") + bytes(_IFREQ_SIZE - _IFNAMSIZ)
+        answer = fcntl.ioctl(probe.fileno(), SIOCGIFFLAGS, request)
+        flags = int.from_bytes(answer[_IFNAMSIZ:_IFNAMSIZ + 2], sys.byteorder) | IFF_UP
+        fcntl.ioctl(probe.fileno(), SIOCSIFFLAGS,
+                    answer[:_IFNAMSIZ] + flags.to_bytes(2, sys.byteorder) + answer[_IFNAMSIZ + 2:])
+    finally:
+        probe.close()
 
 
 _SFD_NONBLOCK = os.O_NONBLOCK

@@ -13,8 +13,10 @@ that child must mount the new /proc (procfs shows the PID namespace of the
 process that mounts it). Mount propagation is made private first, so neither
 that mount nor any later one reaches the host.
 
-This is isolation of the process table, not a sandbox: the filesystem,
-network, cgroups and seccomp state are shared with the host.
+With --net the network is the namespace's own too: `lo` alone, brought up
+by the launcher (see _unshare). Otherwise this is isolation of the process
+table, not a sandbox: the filesystem, network, cgroups and seccomp state are
+shared with the host.
 """
 
 import errno
@@ -103,6 +105,8 @@ def _unshare(config: Config) -> None:
         flags |= linux.CLONE_NEWUTS
     if config.ipc:
         flags |= linux.CLONE_NEWIPC
+    if config.net:
+        flags |= linux.CLONE_NEWNET
     uid, gid = os.geteuid(), os.getegid()
     # Without CAP_SYS_ADMIN only a user namespace gives the right to make
     # the others; it is created first, and owns the ones made with it.
@@ -115,6 +119,20 @@ def _unshare(config: Config) -> None:
         raise NamespaceError(_explain_unshare(failure, with_user)) from None
     if with_user:
         _map_to_root(uid, gid)
+    if config.net:
+        # Unlike CLONE_NEWPID, CLONE_NEWNET moves the caller at once: the
+        # launcher is in the new network already, with the capabilities the
+        # user namespace (when there is one) gives it there. So lo comes up
+        # here, before the fork: the init and the command never see it down,
+        # a failure is reported before anything runs inside (like a refused
+        # unshare), and the init's path stays free of the socket plumbing.
+        try:
+            linux.bring_up_loopback()
+        except OSError as failure:
+            problem = "cannot bring up the loopback interface lo in the new network namespace: %s" % failure.strerror
+            if failure.errno == errno.EPERM and not with_user:
+                problem += "; that needs CAP_NET_ADMIN, which this process lacks: add --user"
+            raise NamespaceError(problem) from None
     log.debug("unshared namespaces (flags %#x)", flags)
 
 
@@ -209,10 +227,10 @@ def _explain_unshare(failure: OSError, with_user: bool) -> str:
         return problem + "; creating namespaces needs CAP_SYS_ADMIN, which this process lacks: add --user"
     if failure.errno in (errno.ENOSPC, errno.EUSERS):
         return problem + (
-            "; namespaces nest at most %d deep, or the sysctl user.max_pid_namespaces or "
-            "user.max_user_namespaces is used up (0 disables them)" % MAX_PID_NAMESPACE_DEPTH
+            "; namespaces nest at most %d deep, or the sysctl user.max_pid_namespaces, user.max_net_namespaces "
+            "or user.max_user_namespaces is used up (0 disables them)" % MAX_PID_NAMESPACE_DEPTH
         )
     if failure.errno == errno.EINVAL:
-        return problem + "; this kernel lacks a namespace type asked for (CONFIG_PID_NS, CONFIG_USER_NS, ...)"
+        return problem + "; this kernel lacks a namespace type asked for (CONFIG_PID_NS, CONFIG_USER_NS, CONFIG_NET_NS, ...)"
     return problem
 

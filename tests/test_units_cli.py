@@ -41,8 +41,8 @@ def test_defaults():
         False, {}, frozenset(), 0, False)
     assert (config.verbosity, config.grace, config.drain, config.term_delay, config.exit_report) == (
         log.WARNING, None, None, 0.0, None)
-    assert (config.unshare, config.user_namespace, config.mount_proc, config.hostname, config.ipc) == (
-        False, False, True, None, False)
+    assert (config.unshare, config.user_namespace, config.mount_proc, config.hostname, config.ipc, config.net) == (
+        False, False, True, None, False, False)
 
 
 @pytest.mark.parametrize("argv, command", [
@@ -165,6 +165,8 @@ def test_help_and_version_are_returned_as_text():
     (["--grace"], "needs a value"),
     (["--hostname", "h", "c"], "only applies with --unshare"),
     (["--ipc", "c"], "only applies with --unshare"),
+    (["--net", "c"], "only applies with --unshare"),
+    (["--unshare", "--net=1", "c"], "takes no value"),
     (["--unshare", "--hostname", "", "c"], "1 to 64 bytes"),
     (["--unshare", "--hostname", "h" * 65, "c"], "1 to 64 bytes"),
     (["--unshare", "--hostname", "\u00e9" * 33, "c"], "1 to 64 bytes"),  # 66 bytes in UTF-8
@@ -174,9 +176,9 @@ def test_usage_errors(argv, words):
 
 
 def test_launcher_options():
-    config = parse(["--unshare", "--user", "--no-mount-proc", "--hostname", "box", "--ipc", "x"])
-    assert (config.unshare, config.user_namespace, config.mount_proc, config.hostname, config.ipc) == (
-        True, True, False, "box", True)
+    config = parse(["--unshare", "--user", "--no-mount-proc", "--hostname", "box", "--ipc", "--net", "x"])
+    assert (config.unshare, config.user_namespace, config.mount_proc, config.hostname, config.ipc, config.net) == (
+        True, True, False, "box", True, True)
 
 
 # --- signal specs -------------------------------------------------------------------------------
