@@ -1,4 +1,4 @@
-"""The pytest plugin: a `sandbox` fixture, and failure reports that show the sandboxes.
+"""The pytest plugin: the `sandbox` and `sandbox_factory` fixtures, and failure reports that show the sandboxes.
 
 Registered through the `pytest11` entry point under this module's own name,
 so `-p pyinit.pytest_plugin` (or `pytest_plugins = ["pyinit.pytest_plugin"]`)
@@ -9,6 +9,7 @@ pytest, and pyinit.sandbox is imported when a test first asks for `sandbox`.
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any, Generator, Iterator, List
 
 import pytest
@@ -37,6 +38,10 @@ def sandbox(request: pytest.FixtureRequest) -> Iterator[Any]:
         return box.start()
 
     yield start
+    _close_all(boxes)
+
+
+def _close_all(boxes: "List[Sandbox]") -> None:
     errors = []
     for box in boxes:
         try:
@@ -47,10 +52,42 @@ def sandbox(request: pytest.FixtureRequest) -> Iterator[Any]:
         raise errors[0]
 
 
+def _shared_sandboxes(item: pytest.Item) -> "List[Sandbox]":
+    """The sandboxes among the values of the fixtures the test used (a module fixture's, say), not its own."""
+    module = sys.modules.get("pyinit.sandbox")
+    if module is None:  # no sandbox was ever made: nothing to look for, nothing to import
+        return []
+    own = item.stash.get(_SANDBOXES, [])
+    values = getattr(item, "funcargs", {}).values()
+    return [value for value in values if isinstance(value, module.Sandbox) and value not in own]
+
+
+@pytest.fixture(scope="session")
+def sandbox_factory() -> Iterator[Any]:
+    """sandbox_factory(argv, **options) -> a started pyinit.Sandbox that lives until the end of the session.
+
+    For module- and session-scoped fixtures (pytest's tmp_path_factory
+    convention): one service started once for many tests. Close it yourself
+    to end it sooner. A failing test that uses a fixture holding such a
+    sandbox gets its sections in the report, as with `sandbox`.
+    """
+    from pyinit.sandbox import Sandbox
+
+    boxes: List[Sandbox] = []
+
+    def start(argv: Any, **options: Any) -> Sandbox:
+        box = Sandbox(argv, **options)
+        boxes.append(box)
+        return box.start()
+
+    yield start
+    _close_all(boxes)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: "pytest.CallInfo[None]") -> Generator[None, Any, None]:
     outcome = yield
-    boxes = item.stash.get(_SANDBOXES, None)
+    boxes = [*item.stash.get(_SANDBOXES, []), *_shared_sandboxes(item)]
     if not boxes:
         return
     report = outcome.get_result()

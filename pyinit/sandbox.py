@@ -37,6 +37,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -46,7 +47,9 @@ from pyinit import sandbox_members as members
 from pyinit.sandbox_launch import (LAUNCHER, SETTLE, START_TIMEOUT, Launcher, Stream, decide_isolation,
                                    init_options, namespaces_refused)
 from pyinit.sandbox_members import format_tree
-from pyinit.sandbox_output import TAIL_LINES, Cursor, Output
+from pyinit.sandbox_network import Network
+from pyinit.sandbox_output import TAIL_LINES, Output, SignalsHeld
+from pyinit.sandbox_ready import Readiness
 from pyinit.sandbox_result import (CommandExited, IsolationError, IsolationWarning, Process, Result, SandboxError,
                                    SignalSpec, TimeoutExpired, make_result, signal_number)
 
@@ -59,7 +62,7 @@ __all__ = ["Sandbox", "run", "Process", "Result", "SandboxError", "TimeoutExpire
            "PIPE", "STDOUT", "DEVNULL"]
 
 
-class Sandbox:
+class Sandbox(Readiness):
     """A command under pyinit as PID 1 of fresh PID and mount namespaces; a context manager.
 
     See the module's docstring for how it works, README.md ("Testing a
@@ -75,20 +78,24 @@ class Sandbox:
                  stderr: Stream = PIPE, grace: Optional[float] = None, drain: Optional[float] = None,
                  settle: float = SETTLE, single_child: bool = False,
                  rewrite: Optional[Mapping[SignalSpec, SignalSpec]] = None, isolate: Union[bool, str] = "auto",
-                 max_output: Optional[int] = None) -> None:
+                 max_output: Optional[int] = None, network: str = "host") -> None:
         if isinstance(argv, (str, bytes)) or not argv:
             raise ValueError("argv must be a non-empty list of strings, like subprocess's")
         if isolate not in (True, False, "auto"):
             raise ValueError("isolate must be True, False or 'auto'")
         if max_output is not None and max_output < 1:
             raise ValueError("max_output must be a number of characters, 1 or more, or None")
+        if network not in ("host", "private"):
+            raise ValueError("network must be 'host' or 'private'")
         self.argv = [os.fspath(arg) for arg in argv]
         self.env = dict(os.environ if env is None else env)
         self.cwd = None if cwd is None else os.fspath(cwd)
         self._options = init_options(grace, drain, settle, single_child, rewrite)
         self._streams = (DEVNULL if stdin is None else stdin, stdout, stderr)
         self._isolate = isolate
+        self.network = network
         self.isolated: Optional[bool] = None  # known once started
+        self._network: Optional[Network] = None  # the private network's helper and forwarding
         self._launcher: Optional[Launcher] = None
         self._changed = threading.Condition()
         self._output = Output(self._changed, max_output)
@@ -115,13 +122,18 @@ class Sandbox:
         if self._launcher is not None:
             raise SandboxError("this sandbox was started already")
         self.isolated = decide_isolation(self._isolate)
+        if self.network == "private" and not self.isolated:
+            raise IsolationError("network='private' needs namespaces, and this sandbox runs without them")
         self._launcher = launcher = Launcher(self.isolated)
         try:
-            popen = launcher.start(self.argv, self._options, self._streams, self.cwd, self.env)
+            options = [*self._options, *(["--net"] if self.network == "private" else [])]
+            popen = launcher.start(self.argv, options, self._streams, self.cwd, self.env)
             assert launcher.report_fd is not None
             self._output.start(popen.stdout, popen.stderr, launcher.report_fd)
             self._start_time = time.monotonic()
             launcher.find()
+            if self.network == "private" and launcher.init_pid is not None and launcher.init_pidfd is not None:
+                self._network = Network(launcher.init_pid, launcher.init_pidfd, SignalsHeld)
             self.processes()  # remembered, for teardown
         except BaseException:
             self.close()
@@ -152,6 +164,8 @@ class Sandbox:
                     self.wait(0)
         finally:
             self._output.stop()
+            if self._network is not None:
+                self._network.close()  # forwarding ends with the sandbox
             if launcher.ended():  # else a second close() needs its pidfds to finish the teardown
                 launcher.close()
 
@@ -236,85 +250,37 @@ class Sandbox:
         launcher = self._launcher
         return launcher is None or launcher.command_exited(timeout)
 
-    # --- readiness -----------------------------------------------------------------------------
+    # --- the network ---------------------------------------------------------------------------
 
-    def wait_for_output(self, pattern: Union[str, "re.Pattern[str]"], timeout: float = 10,
-                        stream: str = "stdout") -> "re.Match[str]":
-        """Wait until the captured output matches the regex; return the match.
+    def connect(self, port: int, host: str = "127.0.0.1", timeout: Optional[float] = 10) -> socket.socket:
+        """A TCP socket connected to host:port in the sandbox's network (the host's, or its own with network="private").
 
-        `stream`: "stdout", "stderr", or "any" (either of the two captured).
-        Each wake-up searches only what arrived since the last, so the wait
-        costs time in proportion to the output, however long it is.
+        Raises OSError as connect(2) would (ConnectionRefusedError: nothing
+        listens there), SandboxError when the sandbox does not run.
         """
-        names = [name for name in ("stdout", "stderr") if stream in (name, "any") and name in self._output.captured]
-        if stream not in ("stdout", "stderr", "any") or not names:
-            raise ValueError("%s is not captured: start the sandbox with %s=PIPE" % (stream, stream))
-        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
-        cursor = Cursor()
-        found: "list[re.Match[str]]" = []
+        if self._network is None:
+            return socket.create_connection((host, port), timeout=timeout)
+        if self._launcher is None or not self._launcher.init_running():
+            raise SandboxError("%s is not running: nothing to connect to" % self._name())
+        return self._network.connect(host, port, timeout)
 
-        def matched() -> bool:
-            match = self._output.search(regex, names, cursor)
-            if match:
-                found.append(match)
-            return match is not None
+    def forward(self, port: int) -> "tuple[str, int]":
+        """(host, port) on this side that reaches 127.0.0.1:`port` in the sandbox's network, until it closes.
 
-        self.wait_until(matched, timeout, "output matching %r on %s" % (regex.pattern, stream))
-        return found[0]
-
-    def wait_for_port(self, port: int, host: str = "127.0.0.1", timeout: float = 10) -> None:
-        """Wait until a member of the sandbox listens on TCP host:port (the network is the host's).
-
-        A listener that no member holds (another test's server) is not the
-        command's: it never counts, and the timeout's message names it.
+        For clients that take an address (requests, httpx, urllib): with the
+        host's network that is the port itself; with a private one, a local
+        port whose connections are relayed inside.
         """
-        foreign: "list[str]" = []
+        if self._network is None:
+            return "127.0.0.1", port
+        if self._launcher is None or not self._launcher.init_running():
+            raise SandboxError("%s is not running: nothing to forward to" % self._name())
+        return self._network.forward(port)
 
-        def listening() -> bool:
-            holders, others = members.listeners(self.processes(), port, host)
-            foreign[:] = others
-            return bool(holders)
-
-        def what() -> str:
-            held = "; a process outside the sandbox listens there: %s" % ", ".join(foreign) if foreign else ""
-            return "a listener on %s:%d held by the sandbox%s" % (host, port, held)
-
-        self.wait_until(listening, timeout, what, poll=0.02)
-
-    def wait_for_path(self, path: Union[str, "os.PathLike[str]"], timeout: float = 10) -> None:
-        """Wait until `path` exists (a relative path is taken from the sandbox's cwd)."""
-        full = os.path.join(self.cwd or os.getcwd(), os.fspath(path))
-        self.wait_until(lambda: os.path.exists(full), timeout, "the path %s" % full, poll=0.01)
-
-    def wait_until(self, ready: Callable[[], bool], timeout: float = 10, what: Union[str, Callable[[], str]] = "the condition",
-                   poll: float = 0.05) -> None:
-        """Wait for `ready()`; fail at once when the command exits first, or when `timeout` passes.
-
-        `ready` is called with the output lock held, at every arrival of
-        output and at least every `poll` seconds. CommandExited and
-        TimeoutExpired say what was awaited (`what`, or what it returns).
-        """
-        deadline = time.monotonic() + timeout
-        while True:
-            with self._changed:
-                if ready():
-                    return
-            if self.wait_for_exit(0):
-                self._output.read_available()  # what it wrote before exiting
-                with self._changed:
-                    if ready():
-                        return
-                result = self.wait(START_TIMEOUT)
-                raise CommandExited("%s exited with code %d while waiting for %s\n%s"
-                                    % (self._name(), result.exit_code, _text(what), self.output_tail()),
-                                    result.exit_code)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                tree = self.tree()
-                raise TimeoutExpired("waited %g s for %s from %s in vain; the processes:\n%s\n%s"
-                                     % (timeout, _text(what), self._name(), tree, self.output_tail()), timeout, tree)
-            with self._changed:
-                self._changed.wait(min(remaining, poll))
+    def url(self, port: int, path: str = "/", scheme: str = "http") -> str:
+        """forward(port) as a URL: url(8080, "/health") is "http://127.0.0.1:PORT/health"."""
+        host, local = self.forward(port)
+        return "%s://%s:%d%s" % (scheme, host, local, path if path.startswith("/") else "/" + path)
 
     # --- output and the result -----------------------------------------------------------------
 
@@ -363,5 +329,3 @@ def run(argv: Sequence[Union[str, "os.PathLike[str]"]], *, timeout: Optional[flo
         return box.wait(timeout)
 
 
-def _text(what: Union[str, Callable[[], str]]) -> str:
-    return what if isinstance(what, str) else what()

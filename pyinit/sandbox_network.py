@@ -1,0 +1,219 @@
+"""A sandbox's network of its own, reached from the caller: sockets connected inside, and forwarded ports.
+
+With network="private" the command runs in a network namespace of its own
+(the launcher's --net: only `lo`, up), so any number of sandboxes can bind
+127.0.0.1:8080 at once. A socket keeps the network namespace it was made in
+and can be handed to another process (SCM_RIGHTS); the caller cannot make
+one there itself: setns(2) into the sandbox's user namespace, which an
+unprivileged caller must join first, is refused to a process with threads.
+So a small helper process joins the sandbox's namespaces (through a pidfd
+of its PID 1), connects there on request, and passes each connected socket
+back over a Unix socket pair. It is started on the first connection and
+ends when the sandbox closes its end (or dies: the kernel closes it then).
+
+`forward(port)` listens on 127.0.0.1 on the caller's side, and a thread
+relays each connection accepted there to a socket connected inside, for
+HTTP clients that take a host and a port (requests, httpx, urllib).
+
+Run as a file, this module is that helper: `python -I -S sandbox_network.py
+FLAGS`, with the control socket on descriptor 3 and the pidfd on 4.
+"""
+
+from __future__ import annotations
+
+import array
+import os
+import selectors
+import socket
+import subprocess
+import sys
+import threading
+from typing import Dict, Optional
+
+CLONE_NEWNET, CLONE_NEWUSER = 0x40000000, 0x10000000
+_REQUEST = 512
+_CHUNK = 65536
+
+
+def serve(control_fd: int, pidfd: int, flags: int) -> None:
+    """The helper: join the namespaces, then connect on each request and send the socket (or the errno) back."""
+    from pyinit import linux
+
+    try:
+        linux.setns(pidfd, flags)
+    except OSError as failure:
+        raise SystemExit("pyinit: cannot join the sandbox's network: %s" % failure.strerror) from None
+    os.close(pidfd)
+    control = socket.socket(fileno=control_fd)
+    while True:
+        request = control.recv(_REQUEST)
+        if not request:
+            return  # the sandbox is closed, or gone
+        host, port, timeout = request.decode().split()
+        try:
+            connection = socket.create_connection((host, int(port)), timeout=float(timeout))
+        except OSError as failure:
+            control.send(b"%d" % (failure.errno or 0))
+            continue
+        with connection:
+            control.sendmsg([b"0"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [connection.fileno()]))])
+
+
+def _receive_socket(control: socket.socket) -> socket.socket:
+    """The helper's answer: a connected socket, or OSError with its errno."""
+    fds = array.array("i")
+    message, ancillary, _, _ = control.recvmsg(16, socket.CMSG_LEN(fds.itemsize))
+    if not message:
+        raise ConnectionError("the sandbox's network helper is gone")
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
+    if not fds:
+        code = int(message)
+        raise OSError(code, os.strerror(code))
+    return socket.socket(fileno=fds[0])
+
+
+class Network:
+    """The caller's side of a sandbox's private network: the helper process, and the ports forwarded into it."""
+
+    def __init__(self, init_pid: int, init_pidfd: int, held: "type") -> None:
+        self._init_pid, self._init_pidfd = init_pid, init_pidfd
+        self._held = held  # SignalsHeld: descriptors and threads are made with signals held
+        self._lock = threading.Lock()
+        self._control: Optional[socket.socket] = None
+        self._helper: Optional[subprocess.Popen] = None
+        self._forwarders: Dict[int, Forwarder] = {}
+
+    def connect(self, host: str, port: int, timeout: Optional[float]) -> socket.socket:
+        """A socket connected to host:port inside the sandbox's network (OSError as connect(2) would give)."""
+        with self._lock:
+            if self._control is None:
+                self._start_helper()
+            assert self._control is not None
+            self._control.send(b"%s %d %r" % (host.encode(), port, 30.0 if timeout is None else float(timeout)))
+            with self._held():
+                connection = _receive_socket(self._control)
+        connection.settimeout(timeout)
+        return connection
+
+    def _start_helper(self) -> None:
+        flags = CLONE_NEWNET | (0 if _same_namespace(self._init_pid, "user") else CLONE_NEWUSER)
+        with self._held():
+            self._control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            try:
+                self._helper = subprocess.Popen(
+                    [sys.executable, "-I", "-S", os.path.abspath(__file__), str(theirs.fileno()),
+                     str(self._init_pidfd), str(flags)], stdin=subprocess.DEVNULL,
+                    pass_fds=(theirs.fileno(), self._init_pidfd))
+            finally:
+                theirs.close()
+
+    def forward(self, port: int) -> "tuple[str, int]":
+        """A local address whose connections reach `port` inside (127.0.0.1 there); the same one for the same port."""
+        with self._lock:
+            if port not in self._forwarders:
+                with self._held():
+                    self._forwarders[port] = Forwarder(self, port)
+            return self._forwarders[port].address
+
+    def close(self) -> None:
+        """End the forwarding and the helper (it sees its control socket close); idempotent."""
+        with self._lock:
+            forwarders, self._forwarders = list(self._forwarders.values()), {}
+            control, self._control = self._control, None
+            helper, self._helper = self._helper, None
+        for forwarder in forwarders:
+            forwarder.close()
+        if control is not None:
+            control.close()
+        if helper is not None:
+            helper.wait(30)
+
+
+class Forwarder:
+    """One forwarded port: a listener on 127.0.0.1 and a thread relaying each connection to one made inside."""
+
+    def __init__(self, network: Network, port: int) -> None:
+        self._network, self._port = network, port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.address: "tuple[str, int]" = self._listener.getsockname()[:2]
+        self._wake = socket.socketpair()
+        self._thread = threading.Thread(target=self._relay, name="pyinit-sandbox-forward-%d" % port, daemon=True)
+        self._thread.start()
+
+    def _relay(self) -> None:
+        selector = selectors.DefaultSelector()
+        selector.register(self._listener, selectors.EVENT_READ)
+        selector.register(self._wake[0], selectors.EVENT_READ)
+        peers: Dict[socket.socket, socket.socket] = {}
+        try:
+            while True:
+                for key, _ in selector.select():
+                    if key.fileobj is self._wake[0]:
+                        return
+                    if key.fileobj is self._listener:
+                        self._accept(selector, peers)
+                    else:
+                        self._pass_on(key.fileobj, selector, peers)  # type: ignore[arg-type]
+        finally:
+            for connection in peers:
+                connection.close()
+            selector.close()
+
+    def _accept(self, selector: selectors.BaseSelector, peers: Dict[socket.socket, socket.socket]) -> None:
+        outside, _ = self._listener.accept()
+        try:
+            inside = self._network.connect("127.0.0.1", self._port, timeout=None)
+        except OSError:  # nothing listens inside (yet): the client sees its connection closed
+            outside.close()
+            return
+        for one, other in ((outside, inside), (inside, outside)):
+            peers[one] = other
+            selector.register(one, selectors.EVENT_READ)
+
+    @staticmethod
+    def _pass_on(source: socket.socket, selector: selectors.BaseSelector,
+                 peers: Dict[socket.socket, socket.socket]) -> None:
+        """Relay what `source` has to its peer; at its end, half-close the peer; close the pair once both have ended."""
+        peer = peers[source]
+        try:
+            data = source.recv(_CHUNK)
+            if data:
+                peer.sendall(data)
+                return
+            peer.shutdown(socket.SHUT_WR)
+            broken = False
+        except OSError:  # reset either way: nothing more can pass
+            broken = True
+        selector.unregister(source)
+        if broken or not _registered(selector, peer):
+            if _registered(selector, peer):
+                selector.unregister(peer)
+            for connection in (source, peer):
+                connection.close()
+                peers.pop(connection, None)
+
+    def close(self) -> None:
+        self._wake[1].send(b"x")
+        self._thread.join()
+        for end in (*self._wake, self._listener):
+            end.close()
+
+
+def _registered(selector: selectors.BaseSelector, connection: socket.socket) -> bool:
+    try:
+        selector.get_key(connection)
+    except KeyError:
+        return False
+    return True
+
+
+def _same_namespace(pid: int, kind: str) -> bool:
+    """Whether `pid` is in this process's namespace of `kind` ("user", "net")."""
+    return os.stat("/proc/self/ns/%s" % kind).st_ino == os.stat("/proc/%d/ns/%s" % (pid, kind)).st_ino
+
+
+if __name__ == "__main__":
+    sys.path.append(__file__.rsplit("/", 2)[0])  # run as a file, under -I -S: the package is beside it
+    serve(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))
