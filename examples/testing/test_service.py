@@ -6,11 +6,12 @@
 The `sandbox` fixture comes from pyinit's plugin, registered when pyinit is
 installed; from a clone, add `-p pyinit.pytest_plugin`. Each test starts the
 service under pyinit as PID 1 of a fresh PID namespace, as a container would;
-whatever happens, every process it started is gone when the test ends.
+whatever happens, every process it started is gone when the test ends. Each
+sandbox has a network of its own (network="private"), so the tests can run in
+parallel (`pytest -n auto`) though every service binds the same port.
 """
 
 import os
-import socket
 import sys
 from pathlib import Path
 
@@ -19,21 +20,15 @@ import pytest
 from pyinit.testing import assert_no_leftovers, assert_stops_on
 
 SERVICE = Path(__file__).with_name(os.environ.get("SERVICE", "service.py"))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+PORT = 8080  # the same in every test: each sandbox has a network of its own, so `pytest -n auto` is safe
 
 
 @pytest.fixture
 def service(sandbox):
-    """The service, started and accepting connections."""
-    port = free_port()
-    box = sandbox([sys.executable, str(SERVICE), str(port)])
-    box.wait_for_port(port)
-    with socket.create_connection(("127.0.0.1", port)) as connection:
+    """The service, started in a network of its own and accepting connections."""
+    box = sandbox([sys.executable, str(SERVICE), str(PORT)], network="private")
+    box.wait_for_port(PORT)
+    with box.connect(PORT) as connection:  # made inside the sandbox's network
         assert connection.recv(16) == b"hello\n"
     return box
 
