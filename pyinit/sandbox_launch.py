@@ -91,6 +91,10 @@ class Launcher:
     def start(self, command: List[str], options: List[str], streams: "tuple[Stream, Stream, Stream]",
               cwd: Optional[str], env: Mapping[str, str]) -> subprocess.Popen:
         """Start the launcher (pyinit as a subreaper without namespaces); return its Popen."""
+        if not proc.is_own_namespace():
+            raise SandboxError("this process's /proc belongs to another PID namespace (one entered without a /proc of "
+                               "its own, as `unshare --fork --pid` without --mount-proc gives), where the sandbox "
+                               "cannot find its processes: mount a /proc for this namespace")
         if self.isolated:
             ends = ["--unshare", "-p", "KILL"]  # the launcher dies with the caller's thread, PID 1 with it
         else:

@@ -290,3 +290,13 @@ def test_a_caller_out_of_descriptors_still_gets_the_whole_verdict():
     marker = uuid.uuid4().hex
     assert caller(OUT_OF_DESCRIPTORS, marker) == [5, [["sleep", "100"]], True]
     assert leaked(marker) == []
+
+
+def test_a_caller_whose_proc_is_another_namespaces_is_told_at_once():
+    """Under `unshare --fork --pid` without --mount-proc the PIDs in /proc are not the caller's: say so, do not wait 30 s."""
+    script = ("import pyinit, time\nstarted = time.monotonic()\ntry:\n    pyinit.run(['true'])\n"
+              "except pyinit.SandboxError as error:\n    print(round(time.monotonic() - started), error)\n")
+    done = subprocess.run(["unshare", "--fork", "--pid", sys.executable, "-c", script], env=clean_env(), cwd=REPO,
+                          capture_output=True, text=True, timeout=2 * TIMEOUT)
+    assert done.returncode == 0 and done.stderr == "", done
+    assert done.stdout.startswith("0 this process's /proc belongs to another PID namespace"), done.stdout
