@@ -74,7 +74,7 @@ launcher (pyinit creates the namespaces and runs itself in them as PID 1):
 environment (flags win over these):
   PYINIT_VERBOSITY=N     0 errors only, 1 warnings (default), 2 like -v,
                          3 like -vv (tini's TINI_VERBOSITY is read too)
-  PYINIT_SINGLE_CHILD=1  like -c (dumb-init's DUMB_INIT_SETSID=0 too)
+  PYINIT_SINGLE_CHILD=1  like -c (dumb-init's DUMB_INIT_SETSID=0 too; 1 or 0)
   PYINIT_REWRITE=S:R,... like -r for each item
   PYINIT_REMAP_EXIT=N,.. like -e for each item
   PYINIT_PDEATHSIG=SIG   like -p
@@ -242,7 +242,8 @@ def _from_environment(environ: "dict[str, str]") -> dict:
         for variable in ("TINI_VERBOSITY", "PYINIT_VERBOSITY"):
             level = _trim(environ.get(variable, ""))
             if level:
-                if not (level.isascii() and level.isdigit()):
+                # tini's own variable is clamped, as tini takes any number; pyinit's is held to its levels
+                if not (level.isascii() and level.isdigit()) or (variable == "PYINIT_VERBOSITY" and int(level) > 3):
                     raise ValueError("expected a number from 0 to 3")
                 fields["verbosity"] = min(int(level), log.DEBUG)
         variable = "PYINIT_REWRITE"
@@ -257,7 +258,9 @@ def _from_environment(environ: "dict[str, str]") -> dict:
                 fields[field] = parse_value(_trim(environ[variable]))
     except ValueError as problem:
         raise UsageError("%s=%s: %s" % (variable, environ[variable], problem)) from None
-    fields["single_child"] = _flag(environ, "PYINIT_SINGLE_CHILD") or _trim(environ.get("DUMB_INIT_SETSID", "")) == "0"
+    # dumb-init's DUMB_INIT_SETSID=0: no session of its own, signals to the child alone (-c); 1 is its default.
+    setsid = not _trim(environ.get("DUMB_INIT_SETSID", "")) or _flag(environ, "DUMB_INIT_SETSID")
+    fields["single_child"] = _flag(environ, "PYINIT_SINGLE_CHILD") or not setsid
     fields["warn_reaped"] = _flag(environ, "PYINIT_WARN_REAPED")
     if environ.get("PYINIT_PTY", "").strip():  # unset: the launcher looks at its standard input
         fields["pty"] = _flag(environ, "PYINIT_PTY")

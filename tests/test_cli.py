@@ -142,6 +142,9 @@ def test_bad_arguments_exit_125_with_one_line(run, argv):
 BAD_ENVIRONMENT = {
     "verbosity-word": {"PYINIT_VERBOSITY": "abc"},
     "verbosity-negative": {"PYINIT_VERBOSITY": "-1"},
+    "verbosity-4": {"PYINIT_VERBOSITY": "4"},
+    "verbosity-huge": {"PYINIT_VERBOSITY": "99999999999999999999"},
+    "dumb-init-setsid-maybe": {"DUMB_INIT_SETSID": "maybe"},
     "tini-verbosity-word": {"TINI_VERBOSITY": "loud"},
     "single-child-maybe": {"PYINIT_SINGLE_CHILD": "maybe"},
     "warn-reaped-perhaps": {"PYINIT_WARN_REAPED": "perhaps"},
