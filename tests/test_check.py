@@ -208,6 +208,9 @@ def test_never_ready_json_carries_the_exit_and_the_leftovers_the_text_names(tmp_
     (["--ready-port", "1", "--ready-path", "x", "--", "true"], "not allowed with argument"),
     (["--ready-output", "(", "--", "true"], "--ready-output: not a regular expression"),
     (["--bogus", "--", "true"], "unrecognized arguments: --bogus"),
+    (["--sweep", "1", "--", "true"], "--sweep 1: not a number of moments (2 or more)"),
+    (["--sweep", "many", "--", "true"], "argument --sweep: invalid int value: 'many'"),
+    (["--ready-http", "http://127.0.0.1:1/", "--ready-port", "1", "--", "true"], "not allowed with argument"),
 ])
 def test_usage_errors_are_one_line_and_125(argv, message):
     done = check([*CHECK, *argv])
@@ -274,7 +277,7 @@ def test_a_check_that_cannot_be_made_is_one_line_and_125(tmp_path):
     """pyinit stopped from outside cannot end once the command is SIGKILLed: a SandboxError (TimeoutExpired)
     in the middle of the check is one line and 125, not a traceback, and nothing is left running."""
     sleep = unique_sleep()
-    code = "import pyinit.check as c; c._END_TIMEOUT = 1.0; c.run()"  # not 30 s
+    code = "import pyinit.check as c, pyinit.check_run as r; r.END_TIMEOUT = 1.0; c.run()"  # not 30 s
     with subprocess.Popen([sys.executable, "-c", code, "--ready-path", "go", "--within", "0.2", "--", *sleep],
                           cwd=tmp_path, env=clean_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True) as started:
@@ -317,7 +320,7 @@ def test_ctrl_c_tears_the_sandbox_down_and_dies_of_sigint(tmp_path):
 
 def test_unknown_leftovers_fail_the_no_leftovers_check():
     """Result.leftovers is None when pyinit wrote no exit report: --no-leftovers cannot pass on what it does not know."""
-    from pyinit.check import _leftovers_check
+    from pyinit.check_run import leftovers_check as _leftovers_check
 
     assert _leftovers_check(None).line() == "FAIL  leftovers unknown: pyinit wrote no exit report"
     assert _leftovers_check([]).line() == "PASS  nothing left running when it exited"
@@ -343,3 +346,133 @@ def test_the_ci_workflow_checks_the_service_with_pyinit_check(installed_pyinit, 
     assert done.returncode == 0, done
     suite, _ = junit(tmp_path / words[words.index("--junit") + 1])
     assert (suite.get("tests"), suite.get("failures")) == ("3", "0")
+
+
+# --- the sandbox's options: each is refused when bad, and each reaches the command -----------------
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--cwd", "missing"], "pyinit-check: --cwd missing: no such directory"),
+    (["--cwd", "a-file"], "pyinit-check: --cwd a-file: not a directory"),
+    (["--env", "NOEQUALS"], "pyinit-check: --env NOEQUALS: not NAME=VALUE (see pyinit-check --help)"),
+    (["--env", "=value"], "pyinit-check: --env =value: not NAME=VALUE"),
+    (["--rewrite", "TERM"], "pyinit-check: --rewrite: rewrite 'TERM' is not of the form SIGNAL:SIGNAL"),
+    (["--rewrite", "NOPE:QUIT"], "pyinit-check: --rewrite: 'NOPE' is not a signal name or number"),
+    (["--rewrite", "TERM:99"], "pyinit-check: --rewrite: '99' is not a signal number this system knows"),
+    (["--rewrite", "KILL:TERM"], "pyinit-check: --rewrite: rewrite 'KILL:TERM': SIGKILL is never forwarded"),
+    (["--grace", "-1"], "pyinit-check: --grace -1: not a number of seconds (finite, 0 or more)"),
+    (["--grace", "nan"], "pyinit-check: --grace nan: not a number of seconds"),
+    (["--grace", "inf"], "pyinit-check: --grace inf: not a number of seconds"),
+    (["--network", "bridge"], "pyinit-check: argument --network: invalid choice: 'bridge' (choose from"),
+    (["--ready-http", "http://127.0.0.1:1/", "--ready-status", "99"],
+     "pyinit-check: --ready-status 99: not an HTTP status (100 to 599)"),
+    (["--ready-http", "http://127.0.0.1:1/", "--ready-status", "600"], "pyinit-check: --ready-status 600: not"),
+    (["--ready-status", "200"], "pyinit-check: --ready-status: only with --ready-http"),
+    (["--ready-http", "https://127.0.0.1/"], "pyinit-check: --ready-http https://127.0.0.1/: not an http:// URL"),
+    (["--ready-http", "localhost:8080"], "pyinit-check: --ready-http localhost:8080: not an http:// URL"),
+    (["--ready-http", "http://:8080/"], "pyinit-check: --ready-http http://:8080/: not an http:// URL"),
+    (["--ready-http", "http://127.0.0.1:99999/"], "pyinit-check: --ready-http http://127.0.0.1:99999/: not an"),
+    (["--ready-http", "http://127.0.0.1/a b"], "pyinit-check: --ready-http http://127.0.0.1/a b: not an"),
+])
+def test_a_bad_sandbox_option_is_one_line_and_125_before_anything_runs(argv, message, tmp_path):
+    (tmp_path / "a-file").touch()
+    done = check([*CHECK, *argv, "--json", "result.json", "--", "touch", "ran"], cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (125, ""), done
+    assert len(done.stderr.splitlines()) == 1 and done.stderr.startswith(message), done.stderr
+    assert sorted(os.listdir(tmp_path)) == ["a-file"]  # neither the command nor a report
+
+
+def test_env_is_added_to_pyinit_checks_own_environment():
+    """--env NAME=VALUE reaches the command: a new name, one it overrides, a value with "=" in it; the rest stays."""
+    done = check([*CHECK, "--env", "GREETING=hello", "--env", "EQUATION=a=b", "--env", "EMPTY=",
+                  "--ready-output", "^kept hello a=b set$", "--ready-timeout", "10", "--expect-exit", "143", "--",
+                  "sh", "-c", 'echo "$KEPT $GREETING $EQUATION ${EMPTY+set}"; exec sleep 300'],
+                 env=clean_env(KEPT="kept", GREETING="overridden"))
+    assert done.returncode == 0, done
+
+
+def test_cwd_is_the_commands_working_directory_and_where_a_ready_path_is(tmp_path):
+    (tmp_path / "work dir").mkdir()
+    where = tmp_path / "work dir"
+    done = check([*CHECK, "--cwd", "work dir", "--ready-path", "up", "--ready-timeout", "10", "--expect-exit", "143",
+                  "--", "sh", "-c", "pwd > where; touch up; exec sleep 300"], cwd=tmp_path)
+    assert done.returncode == 0, done
+    assert (where / "where").read_text() == "%s\n" % where
+
+
+def test_grace_kills_a_command_that_ignores_the_signal():
+    """pyinit's grace period ends in SIGKILL: 137 is what --expect-exit then asks, well within --within."""
+    done = check([*CHECK, "--grace", "0.3", "--within", "5", "--expect-exit", "137", "--ready-output", "ready",
+                  "--json", "-", "--", "sh", "-c", "trap '' TERM; echo ready; exec sleep 300"])
+    assert done.returncode == 0, done
+    verdicts, report = done.stdout.split("\n", 2)[:2], json.loads(done.stdout.split("\n", 2)[2])
+    assert verdicts[1] == "PASS  exit code 137 (killed by SIGKILL), expected 137", verdicts
+    assert report["stop_duration"] < 5 and report["report"]["grace"]["killed"], report["report"]["grace"]
+
+
+TRAPPING = "trap 'exit 3' QUIT; trap 'exit 4' TERM; echo ready; while :; do sleep 0.05; done"
+
+
+@pytest.mark.parametrize("spec", ["TERM:QUIT", "15:3", "SIGTERM:SIGQUIT"])
+def test_rewrite_reaches_pyinit(spec):
+    """pyinit forwards the SIGTERM as SIGQUIT: the shell's QUIT trap answers (3), not its TERM trap (4)."""
+    done = check([*CHECK, "--rewrite", spec, "--rewrite", "HUP:0", "--expect-exit", "3", "--ready-output", "ready",
+                  "--json", "-", "--", "sh", "-c", TRAPPING])
+    assert done.returncode == 0, done
+    report = json.loads(done.stdout.split("\n", 2)[2])
+    assert report["report"]["signals"]["forwarded"] == {"SIGQUIT": 1}, report["report"]["signals"]
+
+
+def test_rewrite_to_0_drops_the_signal():
+    done = check([*CHECK, "--rewrite", "TERM:0", "--within", "0.5", "--ready-output", "ready", "--",
+                  "sh", "-c", TRAPPING])
+    assert done.returncode == 1, done
+    assert done.stdout.startswith("FAIL  still running 0.5 s after SIGTERM: SIGKILLed\n"), done.stdout
+    assert "pyinit received SIGTERM x1, forwarded nothing" in done.stdout
+
+
+def test_single_child_leaves_the_group_alone():
+    """The shell alone gets the SIGTERM: its background sleep runs on, and --no-leftovers names it. Without
+    --single-child the group gets it and nothing is left."""
+    sleep = unique_sleep()
+    script = "%s & echo ready; wait" % " ".join(sleep)
+    argv = ["--no-leftovers", "--expect-exit", "143", "--ready-output", "ready", "--", "sh", "-c", script]
+    alone = check([*CHECK, "--single-child", *argv])
+    assert alone.returncode == 1, alone
+    assert alone.stdout.splitlines()[2] == "FAIL  left running when it exited: %s (PID 3)" % " ".join(sleep)
+    group = check([*CHECK, *argv])
+    assert group.returncode == 0, group
+    assert running(sleep) == []
+
+
+def test_ready_http_waits_for_the_status(tmp_path):
+    """--ready-http with the default 200, and with --ready-status 404 for a path the server does not have;
+    a status that never comes is 'never ready', 125."""
+    port = free_port()
+    server = [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port)]
+    url = "http://127.0.0.1:%d" % port
+    for options in (["--ready-http", url + "/"], ["--ready-http", url + "/missing", "--ready-status", "404"]):
+        done = check([*CHECK, *options, "--expect-exit", "143", "--", *server], cwd=tmp_path)
+        assert done.returncode == 0, (options, done)
+    never = check([*CHECK, "--ready-http", url + "/", "--ready-status", "201", "--ready-timeout", "1", "--",
+                   *server], cwd=tmp_path)
+    assert (never.returncode, never.stdout) == (125, ""), never
+    assert never.stderr.startswith("pyinit-check: never ready: waited 1 s for an HTTP answer "), never.stderr
+
+
+def test_network_private_gives_the_command_a_port_the_host_holds(tmp_path):
+    """The host holds the port: in a network of its own the server binds it all the same, and --ready-http
+    looks inside that network. With --network host the server cannot bind it, and is never ready."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port)]
+        options = ["--ready-http", "http://127.0.0.1:%d/" % port, "--ready-timeout", "10", "--expect-exit", "143"]
+        private = check([*CHECK, "--network", "private", *options, "--", *server], cwd=tmp_path)
+        assert private.returncode == 0, private
+        host = subprocess.run([*CHECK, "--network", "host", *options, "--", *server], env=clean_env(), cwd=tmp_path,
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=4 * TIMEOUT)
+        assert host.returncode == 125, host  # (the traceback on its stderr is the server's)
+        assert host.stderr.startswith("pyinit-check: never ready: "), host.stderr
+        assert "Address already in use" in host.stderr
