@@ -7,6 +7,7 @@ inner runs carry LEAK_MARKER in their environment, so anything left over
 afterwards is found by scanning the host's /proc.
 """
 
+import os
 import re
 import subprocess
 import sys
@@ -171,3 +172,13 @@ def test_assert_exit_code_and_no_leftovers_messages():
     with Sandbox(["sleep", "300"]) as running:
         with pytest.raises(AssertionError, match="is still running"):
             assert_no_leftovers(running)
+
+
+def test_the_installed_plugin_is_turned_off_by_its_obvious_name(installed_pyinit, tmp_path):
+    """`-p no:pyinit` (the entry point's name) turns the plugin off, as `-p no:pyinit.pytest_plugin` does."""
+    (tmp_path / "test_it.py").write_text("def test_it(sandbox):\n    pass\n")
+    for off in ("no:pyinit", "no:pyinit.pytest_plugin"):
+        done = subprocess.run([os.path.join(installed_pyinit, "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                               "-p", off, "test_it.py"], env=clean_env(PYTHONPATH=""), cwd=tmp_path,
+                              capture_output=True, text=True, timeout=TIMEOUT)
+        assert done.returncode == 1 and "fixture 'sandbox' not found" in done.stdout, done
