@@ -457,6 +457,153 @@ def test_no_mount_proc_keeps_the_proc_above_but_a_new_pid_namespace(run):
     assert "-m pyinit --unshare" in pid1 and proc != host_proc and ids == ["2"]
 
 
+# --- network: --net ------------------------------------------------------------------------------
+
+# Run inside with the port as argument: bind 127.0.0.1:PORT (no SO_REUSEADDR), connect to it, pass a
+# byte string, print "served PORT ping", then hold the port until a line or end of input on stdin.
+# With lo down the connection fails (ENETUNREACH); with the port taken, the bind (EADDRINUSE).
+SERVE = """
+import socket, sys
+server = socket.socket()
+server.bind(("127.0.0.1", int(sys.argv[1])))
+server.listen()
+client = socket.create_connection(server.getsockname(), timeout=10)
+peer, _ = server.accept()
+client.sendall(b"ping")
+print("served", sys.argv[1], peer.recv(4).decode(), flush=True)
+sys.stdin.readline()
+"""
+
+# Connect to 127.0.0.1:PORT and print what came of it: "reached" or the errno's name.
+REACH = """
+import errno, socket, sys
+try:
+    socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10).close()
+    print("reached")
+except OSError as failure:
+    print(errno.errorcode.get(failure.errno, failure))
+"""
+
+
+class Launcher:
+    """The launcher as root (the test's interpreter), or as uid 65534 (a user namespace; Debian's python3
+    and a world-readable copy of the package). `python` runs Python inside."""
+
+    def __init__(self, who: str, request) -> None:
+        self.who = who
+        if who == "root":
+            self.python, self.options = sys.executable, {}
+            return
+        if shutil.which("setpriv") is None or not os.access(SYSTEM_PYTHON, os.X_OK):
+            pytest.skip("setpriv and %s are needed to run the launcher as a user" % SYSTEM_PYTHON)
+        top, env = request.getfixturevalue("world_readable_package")
+        self.python = SYSTEM_PYTHON
+        self.options = {"wrapper": AS_NOBODY, "python": SYSTEM_PYTHON, "env": env, "cwd": top}
+
+    def launch(self, argv) -> subprocess.CompletedProcess:
+        return launch(argv, **self.options)
+
+    def start(self, start, argv):
+        """The launcher in the background through the `start` fixture (killed at teardown)."""
+        options = dict(self.options)
+        pyinit = [options.pop("python", sys.executable), "-m", "pyinit"]
+        return start(argv, pyinit=pyinit, **options)
+
+    def script(self, text: str, *args: object) -> "list[str]":
+        return [self.python, "-I", "-S", "-c", text, *map(str, args)]
+
+
+@pytest.fixture(params=["root", "nobody"])
+def launcher(request) -> Launcher:
+    return Launcher(request.param, request)
+
+
+def listening_on_the_host() -> socket.socket:
+    """A socket of ours listening on 127.0.0.1 at a port the kernel picked."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    return listener
+
+
+def interfaces(proc_net_dev: str) -> "list[str]":
+    """The interface names of a /proc/net/dev text (two heading lines, then `NAME: counters`)."""
+    return [line.split(":")[0].strip() for line in proc_net_dev.splitlines()[2:]]
+
+
+def test_net_shows_only_lo_and_it_is_up(launcher):
+    """/proc/net/dev (the reader's network namespace) lists lo alone; 127.0.0.1 works, so lo is up;
+    `ip -o link`, where the machine has it, says LOOPBACK,UP. Control: util-linux `unshare --net`
+    leaves lo down, and the same check tells it."""
+    host_net = os.readlink("/proc/self/ns/net")
+    ip = shutil.which("ip")
+    script = ('readlink /proc/self/ns/net; "$@"; cat /proc/net/dev' + ("; %s -o link" % ip if ip else ""))
+    result = launcher.launch(["--unshare", "--net", "--", "sh", "-c", script, "sh", *launcher.script(SERVE, 0)])
+    assert (result.returncode, result.stderr) == (0, ""), result
+    net, served, *rest = result.stdout.splitlines()
+    assert net != host_net
+    assert served == "served 0 ping"  # port 0: the kernel's pick, on a loopback that is up
+    assert interfaces("\n".join(rest[:3])) == ["lo"], result.stdout
+    if ip:
+        (link,) = rest[3:]
+        assert re.match(r"1: lo: <[A-Z_,]*\bUP\b", link), link
+    if launcher.who == "root":
+        down = finish(["unshare", "--net", "--", *launcher.script(SERVE, 0)])
+        assert down.returncode == 1 and "[Errno %d]" % errno.ENETUNREACH in down.stderr, down
+
+
+def test_net_binds_a_port_the_host_holds(launcher):
+    """127.0.0.1:PORT is taken on the host, and free inside: the network is a separate one.
+    Control: without --net the same bind fails (the host's network)."""
+    with listening_on_the_host() as held:
+        port = held.getsockname()[1]
+        inside = launcher.launch(["--unshare", "--net", "--", *launcher.script(SERVE, port)])
+        assert (inside.returncode, inside.stdout, inside.stderr) == (0, "served %d ping\n" % port, ""), inside
+        shared = launcher.launch(["--unshare", "--", *launcher.script(SERVE, port)])
+        assert shared.returncode == 1 and "[Errno %d]" % errno.EADDRINUSE in shared.stderr, shared
+
+
+def test_without_net_the_network_is_the_hosts(launcher):
+    """Without --net a port listening on the host is reached from inside, and the namespace is the host's.
+    With --net the same connection is refused: nothing listens in the new network."""
+    with listening_on_the_host() as listener:
+        port = listener.getsockname()[1]
+        script = 'readlink /proc/self/ns/net; exec "$@"'
+        shared = launcher.launch(["--unshare", "--", "sh", "-c", script, "sh", *launcher.script(REACH, port)])
+        assert (shared.returncode, shared.stderr) == (0, ""), shared
+        assert shared.stdout.splitlines() == [os.readlink("/proc/self/ns/net"), "reached"]
+        listener.settimeout(TIMEOUT)
+        listener.accept()[0].close()  # the connection came to us
+        private = launcher.launch(["--unshare", "--net", "--", *launcher.script(REACH, port)])
+        assert (private.returncode, private.stdout, private.stderr) == (0, "ECONNREFUSED\n", ""), private
+
+
+def test_two_net_launchers_bind_the_same_fixed_port_at_once(launcher, start):
+    """Each launcher's server holds 127.0.0.1:8080 while the other does: what lets tests run in parallel."""
+    servers = [launcher.start(start, ["--unshare", "--net", "--", *launcher.script(SERVE, 8080)]) for _ in range(2)]
+    for server in servers:
+        assert server.out.next() == "served 8080 ping"
+    assert all(server.proc.poll() is None for server in servers)  # both still hold it
+    for server in servers:
+        server.close_stdin()
+    for server in servers:
+        assert server.wait() == 0
+        assert server.stderr == ""
+
+
+@needs_setpriv
+def test_net_without_cap_net_admin_is_told_to_add_user(run):
+    """Root without CAP_NET_ADMIN may make the network namespace (CAP_SYS_ADMIN) but not bring lo up:
+    one line naming lo and --user, 125; with --user the user namespace gives that right inside."""
+    without = ["setpriv", "--bounding-set=-net_admin"]
+    refused = run(["--unshare", "--net", "--", "sh", "-c", "echo ran"], wrapper=without)
+    assert (refused.returncode, refused.stdout) == (125, "")
+    message = one_error_line(refused.stderr)
+    assert "cannot bring up" in message and " lo " in message and "--user" in message, message
+    works = run(["--unshare", "--user", "--net", "--", sys.executable, "-I", "-S", "-c", SERVE, "0"], wrapper=without)
+    assert (works.returncode, works.stdout, works.stderr) == (0, "served 0 ping\n", "")
+
+
 # --- nesting ------------------------------------------------------------------------------------
 
 
@@ -525,7 +672,7 @@ def test_nesting_to_the_kernel_limit_then_one_more_fails_cleanly():
 
 
 @pytest.mark.parametrize("options", [["--ipc"], ["--hostname", "x"], ["--hostname=x"], ["--user"],
-                                     ["--no-mount-proc"]])
+                                     ["--no-mount-proc"], ["--net"]])
 def test_launcher_options_need_unshare(run, options):
     result = run([*options, "--", "sh", "-c", "echo ran"])
     assert (result.returncode, result.stdout) == (125, "")
