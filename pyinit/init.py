@@ -43,10 +43,12 @@ class Child:
     once per signal). `remap_exit`: exit codes reported as 0. `placement`:
     where it stands towards the terminal (terminal.py).
     The loop's state: `status`, its wait status once it has exited (None
-    before), and `stopped`, the wait status of a stop not yet acted on.
+    before), `stopped`, the wait status of a stop not yet acted on, and
+    `received`, the signals that came for it (the launcher dies of the one
+    that ended its init, see namespace.py).
     """
 
-    __slots__ = ("pid", "group", "rewrite", "remap_exit", "placement", "status", "stopped")
+    __slots__ = ("pid", "group", "rewrite", "remap_exit", "placement", "status", "stopped", "received")
 
     def __init__(self, pid: int, *, group: bool, placement: terminal.Placement = terminal.DETACHED,
                  rewrite: "dict[int, int] | None" = None, remap_exit: "frozenset[int]" = frozenset()) -> None:
@@ -57,6 +59,7 @@ class Child:
         self.placement = placement
         self.status: "int | None" = None
         self.stopped = 0
+        self.received: "set[int]" = set()
 
     def send(self, signo: int) -> None:
         """The one way anything is sent to the child: to its group, or to it alone."""
@@ -251,6 +254,7 @@ def supervise(child: Child, policy: "shutdown.Policy | None" = None, warn_reaped
 def _receive(signo: int, sender: int, child: Child, policy: "shutdown.Policy | None") -> None:
     """A signal for the child arrived: rewrite it, count it, let the policy hold or pass it, send what passes."""
     log.info("received %s from PID %d", signals.name(signo), sender)
+    child.received.add(signo)
     target = child.rewrite.get(signo, signo)
     if policy is not None:
         policy.report.count(policy.report.received, signals.name(signo))

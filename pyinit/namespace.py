@@ -30,6 +30,11 @@ if TYPE_CHECKING:
     from pyinit import relay
 
 MAX_PID_NAMESPACE_DEPTH = 32  # the kernel's MAX_PID_NS_LEVEL
+_api = signals.api
+# The signals whose default action ends a process without a core dump: the launcher dies of these as its
+# command did. (A core of the launcher would be noise; for SIGQUIT and the like it exits 128+N instead.)
+_DIE_OF = frozenset({_api.SIGHUP, _api.SIGINT, _api.SIGPIPE, _api.SIGALRM, _api.SIGTERM, _api.SIGUSR1, _api.SIGUSR2,
+                     *range(_api.SIGRTMIN, _api.SIGRTMAX + 1)})
 
 
 class NamespaceError(Exception):
@@ -71,9 +76,27 @@ def launch(config: Config) -> int:
         # The init rewrites, remaps, reaps and keeps the shutdown timers; the
         # launcher relays each signal to it as it came, and exits with its code.
         # To the init alone: until it has called setsid() it leads no group.
-        code = init.supervise(init.Child(init_pid, group=False), pdeathsig=config.pdeathsig, parent=parent)
+        child = init.Child(init_pid, group=False)
+        code = init.supervise(child, pdeathsig=config.pdeathsig, parent=parent)
+        if code - 128 in child.received:
+            _die_of(code - 128)
     log.flush()  # the launcher's own dropped lines, announced before it exits as the init's are
     return code
+
+
+def _die_of(signo: int) -> None:
+    """The signal we relayed ended the command (the init, as PID 1, exits 128+N): die of it too, as util-linux unshare does.
+
+    A calling shell then sees a death by the signal, not an exit code, and
+    stops its loop on Ctrl-C; its prompt starts on a line of its own. Only
+    for the signals in _DIE_OF.
+    """
+    if signo not in _DIE_OF:
+        return
+    log.flush()
+    _api.signal(signo, _api.SIG_DFL)
+    os.kill(os.getpid(), signo)
+    _api.pthread_sigmask(_api.SIG_UNBLOCK, {signo})  # delivered here, and the launcher ends
 
 
 def _open_pty(wanted: "bool | None") -> "relay.Pty | None":

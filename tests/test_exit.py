@@ -8,10 +8,12 @@ wrapper codes: 127 not found, 126 found but not executable.
 
 import os
 import signal
+import subprocess
+import time
 
 import pytest
 
-from support import clean_env, program, pyinit_lines, signal_name
+from support import PYINIT, TIMEOUT, clean_env, descendants, program, pyinit_lines, signal_name, wait_for
 
 
 @pytest.mark.parametrize("code", [0, 1, 7, 255])
@@ -163,3 +165,31 @@ def test_path_search_goes_on_past_a_file_that_is_not_executable(run, tmp_path):
     (second / "tool").chmod(0o755)
     result = run(["tool"], env=clean_env(PATH=os.pathsep.join([str(first), str(second), os.environ["PATH"]])))
     assert (result.returncode, result.stderr) == (8, "")
+
+
+# --- the launcher, as util-linux unshare: it dies of the signal it relayed when that ended the command ---------
+
+
+LAUNCHER_DEATHS = {
+    "INT": (signal.SIGINT, ["sleep", "100"], -signal.SIGINT),  # Ctrl-C: the calling shell's loop stops
+    "TERM": (signal.SIGTERM, ["sleep", "100"], -signal.SIGTERM),
+    "INT-handled-then-130": (signal.SIGINT, ["sh", "-c", "trap 'exit 130' INT; sleep 100 & wait"], -signal.SIGINT),
+    "QUIT-exits-131": (signal.SIGQUIT, ["sleep", "100"], 128 + signal.SIGQUIT),  # no core dump of the launcher
+    "INT-ignored": (signal.SIGINT, ["sh", "-c", "trap '' INT; sleep 0.5; exit 3"], 3),
+}
+
+
+@pytest.mark.parametrize("signo, command, expected", LAUNCHER_DEATHS.values(), ids=LAUNCHER_DEATHS.keys())
+def test_the_launcher_dies_of_the_signal_that_ended_its_command(signo, command, expected):
+    """The init, as PID 1, exits 128+N; the launcher outside dies of N when it relayed N (SIGQUIT and the like: 128+N)."""
+    proc = subprocess.Popen([*PYINIT, "--unshare", "--", *command], env=clean_env(), stdin=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: len(descendants(proc.pid)) >= 2, "the command to start under the launcher's init")
+        time.sleep(0.2)  # the shell's trap is set
+        proc.send_signal(signo)
+        assert proc.wait(TIMEOUT) == expected
+        assert proc.stderr.read() == b""
+    finally:
+        proc.kill()
+        proc.wait()
