@@ -28,11 +28,6 @@ def assert_stops_on(box: Sandbox, sig: SignalSpec, within: float, exit_code: int
     name = signals.name(signal_number(sig))
     sent = time.time()
     box.send_signal(sig)
-    before = exited_before(box, sent)
-    if before is not None:
-        result = box.wait(_END_TIMEOUT)
-        raise AssertionError("%s had already exited, %s, %.2f s before %s was sent: it did not stop on it\n%s"
-                             % (_command(box), how_it_ended(result), before, name, describe(result)))
     if not box.wait_for_exit(within):
         tree = box.tree()
         box.kill_command()
@@ -40,27 +35,28 @@ def assert_stops_on(box: Sandbox, sig: SignalSpec, within: float, exit_code: int
         raise AssertionError("%s did not exit within %g s of %s\n%s" % (_command(box), within, name,
                                                                        describe(result, tree=tree)))
     result = box.wait(_END_TIMEOUT)
+    before = exited_before(result, sent, name)
+    if before is not None:
+        raise AssertionError("%s had already exited, %s, %.2f s before %s was sent: it did not stop on it\n%s"
+                             % (_command(box), how_it_ended(result), before, name, describe(result)))
     if result.exit_code != exit_code:
         raise AssertionError("%s exited with %s after %s, expected exit code %d\n%s"
                              % (_command(box), how_it_ended(result), name, exit_code, describe(result)))
     return result
 
 
-def exited_before(box: Sandbox, sent: float) -> Optional[float]:
+def exited_before(result: Result, sent: float, signal_name: str) -> Optional[float]:
     """How long before wall-clock time `sent` the command had exited, as pyinit saw it; None if it had not.
 
-    Asked right after sending: a command that is still running was not gone
-    at `sent`; one that has exited is waited for, and pyinit's exit report
-    says when its exit was, and whether pyinit had taken any signal by then
-    (none: the command ended on its own, whatever the clocks say).
+    Judged once the command has ended, from pyinit's exit report: when its
+    exit came before `sent`, or when pyinit never took `signal_name` while
+    the command ran (it arrived after the exit, or was discarded as taken
+    after it), the command ended on its own, whatever the clocks say.
     """
-    if not box.wait_for_exit(0):
-        return None
-    result = box.wait(_END_TIMEOUT)
     if result.report is None or result.exit_time is None:
         return None
-    if result.exit_time <= sent or result.report["timeline"]["first_signal"] is None:
-        return max(0.0, sent - result.exit_time)  # the second: it exited before pyinit could take any signal
+    if result.exit_time <= sent or signal_name not in result.received():
+        return max(0.0, sent - result.exit_time)
     return None
 
 

@@ -109,13 +109,28 @@ def test_a_command_that_had_already_exited_does_not_stop_on_the_signal():
     assert "sleep 100" in message  # what it left, named
 
 
-def test_pyinit_check_says_the_command_had_already_exited():
-    """Ready on the parent's word, which exits at once: whether the signal comes after its exit (the usual case)
-    or just before it (then it cannot stop the daemon, in a session of its own), the check fails."""
+# A daemon made the classic way, with its session set up before the parent says it started and exits 0.
+DAEMONIZING = [sys.executable, "-c", textwrap.dedent("""
+    import os, time
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            time.sleep(100)
+        os._exit(0)
+    os.wait()
+    print("started", flush=True)
+""")]
+
+
+def test_pyinit_check_fails_a_daemonizing_command_naming_the_daemon():
+    """Whether SIGTERM comes after the parent's exit (it "had already exited"), during it, or just before it
+    (then the parent dies of it), the daemon in its own session runs on: the check fails, naming it."""
     for _ in range(5):
-        done = check("--ready-output", "started", "--no-leftovers", "--", "sh", "-c", DAEMON)
-        assert done.returncode != 0 and "PASS  nothing left" not in done.stdout, done.stdout
-        assert "sleep 100" in done.stdout + done.stderr, done
+        done = check("--ready-output", "started", "--no-leftovers", "--", *DAEMONIZING)
+        assert done.returncode == 1, done
+        assert "FAIL  left running" in done.stdout and "python" in done.stdout.split("FAIL  left running")[1], done
+        if "had already exited" in done.stdout:
+            assert "FAIL  had already exited, exit code 0" in done.stdout, done.stdout
 
 
 def test_a_main_thread_that_calls_pthread_exit_is_not_the_process_exiting(leader_exits):
