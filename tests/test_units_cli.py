@@ -128,13 +128,13 @@ def test_environment_gives_defaults_and_flags_win():
 def test_compatibility_variables():
     assert parse(["x"], TINI_VERBOSITY="0").verbosity == log.ERROR
     assert parse(["x"], TINI_VERBOSITY="0", PYINIT_VERBOSITY="2").verbosity == log.INFO
-    assert parse(["x"], PYINIT_VERBOSITY="99").verbosity == log.DEBUG
+    assert parse(["x"], TINI_VERBOSITY="99").verbosity == log.DEBUG  # tini takes any number: the highest level
     assert parse(["x"], DUMB_INIT_SETSID=" 0 ").single_child
     assert not parse(["x"], DUMB_INIT_SETSID="1").single_child
 
 
 @pytest.mark.parametrize("variable, value", [
-    ("PYINIT_VERBOSITY", "-1"), ("PYINIT_VERBOSITY", "\u30002"), ("PYINIT_VERBOSITY", "\u0663"),
+    ("PYINIT_VERBOSITY", "-1"), ("PYINIT_VERBOSITY", "99"), ("PYINIT_VERBOSITY", "\u30002"), ("PYINIT_VERBOSITY", "\u0663"),
     ("PYINIT_SINGLE_CHILD", "maybe"), ("PYINIT_SINGLE_CHILD", "\u3000yes"), ("PYINIT_SINGLE_CHILD", "\u0130"),
     ("PYINIT_WARN_REAPED", "2"), ("PYINIT_REWRITE", "TERM"), ("PYINIT_REWRITE", "TERM:QUIT\u3000HUP:0"),
     ("PYINIT_REMAP_EXIT", "3\u30004"), ("PYINIT_PDEATHSIG", "\u017figterm"),
