@@ -15,6 +15,8 @@ A moment from R on waits for readiness in its own run first (a slower start
 would otherwise be taken for a failure); if that came later than the moment,
 the signal goes at once, and the line says when. The spawn is the moment
 Sandbox.start() returns (the command runs); without a --ready-* option R is 0.
+A --ready-path that did not exist when the sweep began is removed after each
+run, so that the next run's readiness is its own.
 
 Every moment gets the same checks: stops within S, the exit code, and with
 --no-leftovers what it left. One exception, before readiness: death by the
@@ -26,8 +28,10 @@ matters then is whether it stopped and what it left.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import time
-from typing import List
+from typing import List, Optional
 
 from pyinit import signals
 from pyinit.check_run import Check, NotReady, Outcome, Run, sandbox, stop_and_check, wait_until_ready
@@ -44,7 +48,8 @@ def sweep(options: argparse.Namespace, outcome: Outcome) -> None:
     ran) is the caller's: no moment can be planned without it.
     """
     moments = options.sweep
-    probe = _probe(options, outcome)
+    marker = _ready_path(options)
+    probe = _probe(options, outcome, marker)
     last = probe.ms or 0
     ready_ms = outcome.ready_ms or 0.0
     print("sweep: %s at %d moments, 0 to %d ms after the spawn (ready at %d ms in the first run)"
@@ -53,7 +58,7 @@ def sweep(options: argparse.Namespace, outcome: Outcome) -> None:
         ms = round(i * last / (moments - 1))
         run = Run(ms, before_ready=ms < ready_ms)
         outcome.runs.append(run)
-        _at_moment(options, run)
+        _at_moment(options, run, marker)
         print(_line(run))
     print(_line(probe))
     outcome.runs.append(outcome.runs.pop(0))  # the probe, first made, is the last moment
@@ -72,9 +77,34 @@ def sweep(options: argparse.Namespace, outcome: Outcome) -> None:
     outcome.status = EXIT_FAILED if failed else 0
 
 
-def _probe(options: argparse.Namespace, outcome: Outcome) -> Run:
+def _ready_path(options: argparse.Namespace) -> Optional[str]:
+    """The --ready-path as the sandbox looks for it, when it does not exist yet: each run's command makes it,
+    and it is removed after each run, so that the next run's readiness is its own. None otherwise."""
+    if options.ready_path is None:
+        return None
+    path = os.path.join(options.cwd or os.getcwd(), options.ready_path)
+    return None if os.path.lexists(path) else path
+
+
+def _remove(marker: Optional[str]) -> None:
+    if marker is not None:
+        with contextlib.suppress(FileNotFoundError):
+            if not os.path.isdir(marker) or os.path.islink(marker):
+                os.unlink(marker)
+
+
+def _probe(options: argparse.Namespace, outcome: Outcome, marker: Optional[str]) -> Run:
     """The first run: readiness (outcome.ready_ms), then the signal one second after it: the last moment."""
     probe = Run()
+    try:
+        _probe_run(options, outcome, probe)
+    finally:
+        _remove(marker)
+    outcome.runs.append(probe)
+    return probe
+
+
+def _probe_run(options: argparse.Namespace, outcome: Outcome, probe: Run) -> None:
     with sandbox(options) as box:
         start = time.monotonic()
         wait_until_ready(box, options)
@@ -84,16 +114,21 @@ def _probe(options: argparse.Namespace, outcome: Outcome) -> Run:
         _sleep_until(start, probe.ms)
         probe.sent_ms = (time.monotonic() - start) * 1000
         stop_and_check(box, options, probe)
-    outcome.runs.append(probe)
-    return probe
 
 
 def _readiness_awaited(options: argparse.Namespace) -> bool:
     return any(getattr(options, name) is not None for name in ("ready_output", "ready_port", "ready_path", "ready_http"))
 
 
-def _at_moment(options: argparse.Namespace, run: Run) -> None:
+def _at_moment(options: argparse.Namespace, run: Run, marker: Optional[str]) -> None:
     """One run: the signal at run.ms after the spawn, without waiting for readiness when that comes before it."""
+    try:
+        _moment_run(options, run)
+    finally:
+        _remove(marker)
+
+
+def _moment_run(options: argparse.Namespace, run: Run) -> None:
     assert run.ms is not None
     with sandbox(options) as box:
         start = time.monotonic()

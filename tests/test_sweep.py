@@ -9,6 +9,7 @@ signal to the group does not end it.
 """
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -144,6 +145,21 @@ def test_a_moment_after_ready_waits_for_readiness_in_its_own_run(tmp_path):
     assert re.fullmatch(r"PASS +0 ms  stopped .*", lines[1]), lines[1]
     late = re.fullmatch(r"PASS +(\d+) ms \(sent at (\d+) ms\)  stopped .*", lines[2])
     assert late and int(late.group(2)) >= 600 > int(late.group(1)) + 50, lines[2]
+
+
+def test_a_ready_path_made_by_one_run_does_not_make_the_next_ready(tmp_path):
+    """The path the first run made is removed after it: the next run waits for its own (0.6 s late), not for
+    what the first left; a path that was there before the sweep is left alone."""
+    (tmp_path / "work").mkdir()
+    (tmp_path / "kept").touch()
+    script = "if [ -e seen ]; then sleep 0.6; fi; touch seen up; exec sleep 300"
+    done = check("--sweep", "3", "--cwd", "work", "--ready-path", "up", "--expect-exit", "143", "--",
+                 "sh", "-c", script, cwd=tmp_path)
+    assert done.returncode == 0, done
+    assert re.fullmatch(r"PASS +\d+ ms \(sent at (\d+) ms\)  stopped .*", done.stdout.splitlines()[2]), done.stdout
+    assert sorted(os.listdir(tmp_path / "work")) == ["seen"]
+    kept = check("--sweep", "2", "--ready-path", "kept", "--expect-exit", "143", "--", "sleep", "300", cwd=tmp_path)
+    assert kept.returncode == 0 and (tmp_path / "kept").exists(), kept
 
 
 def test_never_ready_in_the_first_run_is_125():
