@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any, Dict, List, Optional
+from typing import List, Optional
 
 from pyinit import signals
 from pyinit.sandbox import CommandExited, Process, Result, Sandbox, TimeoutExpired
@@ -80,11 +80,8 @@ class NotReady(Exception):
 
 def sandbox(options: argparse.Namespace) -> Sandbox:
     """The Sandbox the options describe, not yet started."""
-    extra: Dict[str, Any] = {}
-    if options.network == "private":  # "host" is the Sandbox's default
-        extra["network"] = "private"
     return Sandbox(options.command, env=options.environment, cwd=options.cwd, grace=options.grace,
-                   single_child=options.single_child, rewrite=options.rewrites or None, **extra)
+                   single_child=options.single_child, rewrite=options.rewrites or None, network=options.network)
 
 
 def wait_until_ready(box: Sandbox, options: argparse.Namespace) -> None:

@@ -35,6 +35,7 @@ from typing import List, Optional
 
 from pyinit import signals
 from pyinit.check_run import Check, NotReady, Outcome, Run, sandbox, stop_and_check, wait_until_ready
+from pyinit.sandbox import SandboxError
 
 EXIT_FAILED = 1
 _AFTER_READY_MS = 1000  # the last moment: one second after readiness
@@ -57,8 +58,11 @@ def sweep(options: argparse.Namespace, outcome: Outcome) -> None:
     for i in range(moments - 1):
         ms = round(i * last / (moments - 1))
         run = Run(ms, before_ready=ms < ready_ms)
+        try:
+            _at_moment(options, run, marker)
+        except (SandboxError, OSError) as problem:  # the check could not be made: which moment, in its first line
+            raise SandboxError("at %d ms: %s" % (ms, problem)) from problem
         outcome.runs.append(run)
-        _at_moment(options, run, marker)
         print(_line(run))
     print(_line(probe))
     outcome.runs.append(outcome.runs.pop(0))  # the probe, first made, is the last moment
