@@ -33,6 +33,7 @@ class Readiness:
     """The waits of a Sandbox (a mixin: the sandbox supplies the methods and attributes below)."""
 
     cwd: Optional[str]
+    network: str
     _output: Output
     _changed: threading.Condition
 
@@ -114,7 +115,9 @@ class Readiness:
         `port_or_url`: a port on 127.0.0.1 (with `path`), or a URL
         ("http://127.0.0.1:8080/health"). `status`: a code, a collection of
         codes, or a callable taking the response. A refused connection, a
-        reset, a 503 while the service warms up: the wait goes on. The body
+        reset, a 503 while the service warms up: the wait goes on. On the
+        host's network only a listener of a sandbox member is asked (another
+        process's server, as for wait_for_port, never counts). The body
         is read, so `response.read()` gives it again from the cached copy
         in `response.body`.
         """
@@ -124,6 +127,9 @@ class Readiness:
         found: "list[http.client.HTTPResponse]" = []
 
         def answered() -> bool:
+            if self.network == "host" and not members.listeners(self.processes(), port, host)[0]:
+                answers[:] = ["no member of the sandbox listens there"]  # another process's server is not ready
+                return False
             try:
                 response = _get(self.connect(port, host, timeout=min(timeout, 5.0)), host, port, target)
             except (OSError, http.client.HTTPException) as failure:

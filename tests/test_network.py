@@ -146,7 +146,7 @@ def test_wait_for_http_takes_a_url_a_set_of_codes_or_a_check():
 
 def test_wait_for_http_names_a_refused_connection_and_ends_when_the_command_exits():
     port = free_port()
-    with Sandbox(["sleep", "100"]) as box:
+    with Sandbox(["sleep", "100"], network="private") as box:
         with pytest.raises(TimeoutExpired, match=r"the last answer: \[Errno 111\] Connection refused"):
             box.wait_for_http(port, timeout=0.3)
     with Sandbox(["sh", "-c", "sleep 0.3; exit 4"]) as box:
@@ -238,3 +238,13 @@ def test_the_same_fixed_port_in_two_tests_under_pytest_n_2(tmp_path):
     pytest.importorskip("xdist")
     done = inner_pytest(tmp_path, "test_parallel.py", PARALLEL, "-n", "2")
     assert "2 passed" in done.stdout, done.stdout
+
+
+def test_wait_for_http_on_the_hosts_network_never_asks_another_processes_server():
+    """Another test's server answers 200 on the port: it is not this sandbox's, so the wait times out naming why."""
+    port = free_port()
+    with Sandbox(warming(port, 0)) as other:
+        other.wait_for_http(port, timeout=TIMEOUT)
+        with Sandbox(["sleep", "100"]) as box:
+            with pytest.raises(TimeoutExpired, match="no member of the sandbox listens there"):
+                box.wait_for_http(port, timeout=0.5)
