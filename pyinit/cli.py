@@ -68,8 +68,22 @@ launcher (pyinit creates the namespaces and runs itself in them as PID 1):
   --hostname NAME        also a UTS namespace, with this host name
   --ipc                  also an IPC namespace
   --net                  also a network namespace: lo alone, up
+  --name NAME            register the namespace under NAME while it runs, for
+                         --list and --enter (letters, digits, '.', '_', '-')
   --pty, --no-pty        give the command a pseudo-terminal of its own, relayed
-                         to yours, or not (default: when stdin is a terminal)
+                         to yours, or not (default: when stdin is a terminal);
+                         with --unshare or --enter
+
+getting back in:
+  --list [--json]        list your named namespaces that run: NAME, PID (their
+                         PID 1, on the host), AGE, PROCS (members), COMMAND
+  --enter NAME|PID       run COMMAND inside the running namespace of that name,
+                         or of that PID 1 of a PID namespace: its user (when
+                         its own), pid, mount, UTS, IPC, network, cgroup and
+                         time namespaces, its root and working directory; the
+                         command is a member (its orphans go to that PID 1),
+                         gets the signals pyinit gets, and its exit status is
+                         pyinit's. -c, -r, -e, -p and --pty apply
 
 environment (flags win over these):
   PYINIT_VERBOSITY=N     0 errors only, 1 warnings (default), 2 like -v,
@@ -79,6 +93,7 @@ environment (flags win over these):
   PYINIT_REMAP_EXIT=N,.. like -e for each item
   PYINIT_PDEATHSIG=SIG   like -p
   PYINIT_PTY=1|0         like --pty, --no-pty
+  PYINIT_NAME=NAME       like --name (read by the launcher only)
   PYINIT_WARN_REAPED=1   like -w
   PYINIT_GRACE, PYINIT_DRAIN, PYINIT_SETTLE, PYINIT_TERM_DELAY,
   PYINIT_EXIT_REPORT     like --grace, --drain, --settle, --term-delay,
@@ -110,9 +125,10 @@ _OPTIONS = {
 # Options with no short form are known by their long name.
 _SHUTDOWN_OPTIONS = {"grace": True, "drain": True, "settle": True, "term-delay": True, "exit-report": True}
 _LAUNCHER_OPTIONS = {"unshare": False, "user": False, "no-mount-proc": False, "hostname": True, "ipc": False,
-                     "net": False, "pty": False, "no-pty": False}
+                     "net": False, "pty": False, "no-pty": False, "name": True}
+_ENTER_OPTIONS = {"enter": True, "list": False, "json": False}
 _LONG = {long_name: (short, takes_value) for short, (long_name, takes_value) in _OPTIONS.items()}
-for _table in (_SHUTDOWN_OPTIONS, _LAUNCHER_OPTIONS):
+for _table in (_SHUTDOWN_OPTIONS, _LAUNCHER_OPTIONS, _ENTER_OPTIONS):
     _LONG.update((long_name, (long_name, takes_value)) for long_name, takes_value in _table.items())
 
 
@@ -264,6 +280,8 @@ def _from_environment(environ: "dict[str, str]") -> dict:
     fields["warn_reaped"] = _flag(environ, "PYINIT_WARN_REAPED")
     if environ.get("PYINIT_PTY", "").strip():  # unset: the launcher looks at its standard input
         fields["pty"] = _flag(environ, "PYINIT_PTY")
+    if _trim(environ.get("PYINIT_NAME", "")):  # checked in parse(), where it is known to be the launcher's
+        fields["name"] = environ["PYINIT_NAME"]
     return fields
 
 
@@ -276,7 +294,8 @@ def parse(argv: "list[str]", environ: "dict[str, str]") -> "Config | str":
     fields: "dict[str, Any]" = {"verbosity": log.WARNING, "pdeathsig": 0, "grace": None, "drain": None, "settle": 0.0,
               "term_delay": 0.0,
               "exit_report": None, "unshare": False, "user_namespace": False, "mount_proc": True,
-              "hostname": None, "ipc": False, "net": False, "pty": None}
+              "hostname": None, "ipc": False, "net": False, "pty": None, "name": None, "enter": None,
+              "listing": None}
     fields.update(_from_environment(environ))
     options, command = _split_options(argv)
     verbose_flags = 0
@@ -320,17 +339,73 @@ def parse(argv: "list[str]", environ: "dict[str, str]") -> "Config | str":
                 fields["net"] = True
             elif option in ("pty", "no-pty"):
                 fields["pty"] = option == "pty"
+            elif option == "name":
+                fields["name"] = _name(value)
+            elif option == "enter":
+                fields["enter"] = _enter_target(value)
+            elif option == "list":
+                fields["listing"] = fields["listing"] or "table"
+            elif option == "json":
+                fields["listing"] = "json"
             # -g and -s ask for what pyinit does anyway.
         except ValueError as problem:
             raise UsageError("option '%s': %s" % (_display(option), problem)) from None
-    if not fields["unshare"]:
-        for option, _ in options:
-            if option in _LAUNCHER_OPTIONS:
-                raise UsageError("option '--%s' only applies with --unshare" % option)
+    fields["remap_exit"] = frozenset(fields["remap_exit"])
+    given = {option for option, _ in options}
+    if "list" in given or "json" in given:
+        return _listing(given, command, fields)
+    if fields["enter"] is not None:
+        _check_enter(given)
+        fields["name"] = None  # PYINIT_NAME is the launcher's
+    elif not fields["unshare"]:
+        for option in sorted(given & set(_LAUNCHER_OPTIONS)):
+            raise UsageError("option '--%s' only applies with --unshare" % option)
+        fields["name"] = None  # PYINIT_NAME is the launcher's: an init ignores it
+    elif "name" not in given and fields["name"] is not None:
+        try:
+            _name(fields["name"])
+        except ValueError as problem:
+            raise UsageError("PYINIT_NAME=%s: %s" % (fields["name"], problem)) from None
     if not command:
         raise UsageError("no command given")
-    fields["remap_exit"] = frozenset(fields["remap_exit"])
     return Config(command=tuple(command), **fields)
+
+
+# What --enter does not do: it makes no namespace, and runs no init (no timers, no report).
+_NOT_WITH_ENTER = set(_SHUTDOWN_OPTIONS) | set(_LAUNCHER_OPTIONS) - {"pty", "no-pty"}
+_WITH_LIST = {"list", "json", "v", "q"}  # (-h and -V have returned before)
+PID_MAX_LIMIT = 1 << 22  # the kernel's highest pid_max: 4194304
+
+
+def _check_enter(given: "set[str]") -> None:
+    for option in sorted(given & _NOT_WITH_ENTER):
+        raise UsageError("option '%s' does not apply with --enter" % _display(option))
+
+
+def _listing(given: "set[str]", command: "list[str]", fields: "dict[str, Any]") -> Config:
+    if "list" not in given:
+        raise UsageError("option '--json' only applies with --list")
+    for option in sorted(given - _WITH_LIST):
+        raise UsageError("option '%s' does not apply with --list" % _display(option))
+    if command:
+        raise UsageError("--list takes no command (to run one inside a namespace: --enter NAME -- COMMAND)")
+    fields.update(name=None, enter=None)
+    return Config(command=(), **fields)
+
+
+def _name(text: str) -> str:
+    from pyinit import registry  # only where a name is given
+
+    return registry.check_name(text)
+
+
+def _enter_target(text: str) -> str:
+    """A PID (digits), or a name."""
+    if text.isascii() and text.isdigit():
+        if not 0 < int(text) <= PID_MAX_LIMIT:
+            raise ValueError("'%s' is no PID (1 to %d)" % (text, PID_MAX_LIMIT))
+        return str(int(text))
+    return _name(text)
 
 
 def _hostname(text: str) -> str:
@@ -354,6 +429,14 @@ def main(argv: "list[str]") -> int:
         return 0
     log.set_level(config.verbosity)
     try:
+        if config.listing is not None:
+            from pyinit import registry
+
+            return registry.show(config.listing == "json")
+        if config.enter is not None:
+            from pyinit import enter
+
+            return enter.enter(config)
         if config.unshare:
             from pyinit import namespace
 

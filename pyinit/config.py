@@ -24,7 +24,7 @@ class Config:
 
     __slots__ = ("command", "single_child", "rewrite", "remap_exit", "pdeathsig", "warn_reaped", "verbosity",
                  "grace", "drain", "settle", "term_delay", "exit_report",
-                 "unshare", "user_namespace", "mount_proc", "hostname", "ipc", "net", "pty")
+                 "unshare", "user_namespace", "mount_proc", "hostname", "ipc", "net", "pty", "name", "enter", "listing")
 
     command: "tuple[str, ...]"
     single_child: bool
@@ -44,7 +44,10 @@ class Config:
     hostname: "str | None"  # a UTS namespace with this name
     ipc: bool  # an IPC namespace
     net: bool  # a network namespace, with lo up and nothing else
-    pty: "bool | None"  # the launcher gives the command a pty of its own; None: when stdin is a terminal
+    pty: "bool | None"  # the launcher (or --enter) gives the command a pty of its own; None: when stdin is a terminal
+    name: "str | None"  # --name: the launcher registers its namespace under it (registry.py)
+    enter: "str | None"  # --enter NAME|PID: run the command in that running namespace (enter.py)
+    listing: "str | None"  # --list: "table", or "json" with --json; the command is then empty
 
     def __init__(self, **fields: object) -> None:
         for field, value in fields.items():

@@ -25,9 +25,9 @@ import os
 from pyinit import init, linux, log, signals
 from pyinit.config import EXIT_USAGE, Config
 
-TYPE_CHECKING = False  # mypy reads the block below; relay.py is imported only when there is a pty
+TYPE_CHECKING = False  # mypy reads the block below; relay.py is imported only with a pty, registry.py with a name
 if TYPE_CHECKING:
-    from pyinit import relay
+    from pyinit import registry, relay
 
 MAX_PID_NAMESPACE_DEPTH = 32  # the kernel's MAX_PID_NS_LEVEL
 _api = signals.api
@@ -42,7 +42,32 @@ class NamespaceError(Exception):
 
 
 def launch(config: Config) -> int:
-    """Create the namespaces, start the init in them, relay signals; return its exit code."""
+    """Create the namespaces, start the init in them, relay signals; return its exit code.
+
+    With --name the namespace is registered under it while it runs
+    (registry.py): claimed before anything is made, so that a name in use
+    is refused before the command runs, and removed on every way out but
+    SIGKILL. Without it, registry.py is not even imported.
+    """
+    if config.name is None:
+        return _launch(config, None)
+    from pyinit import registry
+
+    try:
+        registration = registry.Registration(config.name, config.command)
+    except registry.RegistryError as failure:
+        log.error("%s", failure)
+        return EXIT_USAGE
+    except OSError as failure:
+        log.error("cannot register the name %s: %s", config.name, failure.strerror)
+        return EXIT_USAGE
+    try:
+        return _launch(config, registration)
+    finally:
+        registration.release()
+
+
+def _launch(config: Config, registration: "registry.Registration | None") -> int:
     # Blocked before the fork, so nothing sent to either side is lost or
     # acted on by default while the init gets going; the init inherits it.
     ignored = init.block_signals()
@@ -67,9 +92,13 @@ def launch(config: Config) -> int:
         return EXIT_USAGE
     if init_pid == 0:
         os.close(launcher_holds)
+        if registration is not None:
+            registration.leave()  # its descriptors (the host's /proc among them) stay outside
         os._exit(_be_pid1(config, launcher_alive, ignored, pty))
     os.close(launcher_alive)
     log.info("started the init as PID %d (PID 1 of its namespace)", init_pid)
+    if registration is not None:
+        registration.started(init_pid)
     if pty is not None:
         code = pty.relay(init_pid, parent, config.pdeathsig)
     else:
@@ -79,6 +108,8 @@ def launch(config: Config) -> int:
         child = init.Child(init_pid, group=False)
         code = init.supervise(child, pdeathsig=config.pdeathsig, parent=parent)
         if code - 128 in child.received:
+            if registration is not None:
+                registration.release()  # _die_of does not return
             _die_of(code - 128)
     log.flush()  # the launcher's own dropped lines, announced before it exits as the init's are
     return code
