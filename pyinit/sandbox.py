@@ -45,13 +45,13 @@ from typing import IO, Any, Callable, List, Mapping, Optional, Sequence, Union
 
 from pyinit import sandbox_members as members
 from pyinit.sandbox_launch import (LAUNCHER, SETTLE, START_TIMEOUT, Launcher, Stream, decide_isolation,
-                                   init_options, namespaces_refused)
+                                   init_options, namespaces_refused, run_inside)
 from pyinit.sandbox_members import format_tree
 from pyinit.sandbox_network import Network
 from pyinit.sandbox_output import TAIL_LINES, Output, SignalsHeld
 from pyinit.sandbox_ready import Readiness
 from pyinit.sandbox_result import (CommandExited, IsolationError, IsolationWarning, Process, Result, SandboxError,
-                                   SignalSpec, TimeoutExpired, make_result, signal_number)
+                                   SignalSpec, TimeoutExpired, exec_result, make_result, signal_number)
 
 PIPE = subprocess.PIPE
 STDOUT = subprocess.STDOUT
@@ -214,6 +214,28 @@ class Sandbox(Readiness):
         number = signal_number(sig)
         if self._launcher is not None:
             self._launcher.send(number)
+
+    def exec(self, argv: Sequence[Union[str, "os.PathLike[str]"]], *, timeout: Optional[float] = None,
+             input: Optional[str] = None, env: Optional[Mapping[str, str]] = None,
+             cwd: Union[str, "os.PathLike[str]", None] = None) -> Result:
+        """Run `argv` inside the running sandbox (`pyinit --enter`), as `docker exec` does; its Result, text output.
+
+        It is a member of the sandbox's namespaces, its orphans go to PID 1.
+        `env`: the sandbox's by default. Raises SandboxError when the sandbox
+        does not run, TimeoutExpired (after killing what it started) when
+        `timeout` passes.
+        """
+        if self._launcher is None or self._launcher.init_pid is None or not self._launcher.init_running():
+            raise SandboxError("%s is not running: nothing to exec in" % self._name())
+        args, started = [os.fspath(arg) for arg in argv], time.monotonic()
+        try:
+            code, stdout, stderr = run_inside(self._launcher.init_pid, args, timeout=timeout, input=input,
+                                              env=self.env if env is None else env,
+                                              cwd=None if cwd is None else os.fspath(cwd))
+        except subprocess.TimeoutExpired:
+            raise TimeoutExpired("%s did not end within %g s in %s" % (args, timeout or 0.0, self._name()),
+                                 timeout or 0.0, self.tree()) from None
+        return exec_result(args, code, stdout, stderr, time.monotonic() - started)
 
     def kill_command(self) -> None:
         """SIGKILL the command itself (not PID 1): pyinit then ends the normal way and writes its exit report."""

@@ -33,6 +33,7 @@ from typing import IO, Any, Callable, List, Mapping, Optional, Union
 from pyinit import linux, proc, signals
 from pyinit.sandbox_members import inner_pid, kill_below, namespace_level
 from pyinit.sandbox_output import SignalsHeld
+from pyinit.sandbox_server import ForkServer, ServedProcess
 from pyinit.sandbox_result import IsolationError, IsolationWarning, SandboxError, SignalSpec, signal_number
 
 # How a user's process starts pyinit: the one place that knows it. The file
@@ -78,7 +79,7 @@ class Launcher:
 
     def __init__(self, isolated: bool) -> None:
         self.isolated = isolated
-        self.popen: Optional[subprocess.Popen] = None
+        self.popen: "subprocess.Popen | ServedProcess | None" = None
         self.pidfd: Optional[int] = None
         self.report_fd: Optional[int] = None
         self.init_pid: Optional[int] = None
@@ -87,29 +88,57 @@ class Launcher:
         self.command_pid: Optional[int] = None
         self.command_pidfd: Optional[int] = None
         self.command_gone = False  # it exited (and was reaped) before a pidfd could hold it
+        self._gone = False  # the launcher ended, its status lost
 
     def start(self, command: List[str], options: List[str], streams: "tuple[Stream, Stream, Stream]",
-              cwd: Optional[str], env: Mapping[str, str]) -> subprocess.Popen:
-        """Start the launcher (pyinit as a subreaper without namespaces); return its Popen."""
+              cwd: Optional[str], env: Mapping[str, str]) -> "subprocess.Popen | ServedProcess":
+        """Start the launcher (pyinit as a subreaper without namespaces): forked by this process's fork server
+        (sandbox_server.py), or directly where that cannot be; return what holds its pipes, as a Popen does."""
         if not proc.is_own_namespace():
             raise SandboxError("this process's /proc belongs to another PID namespace (one entered without a /proc of "
                                "its own, as `unshare --fork --pid` without --mount-proc gives), where the sandbox "
                                "cannot find its processes: mount a /proc for this namespace")
         if self.isolated:
-            ends = ["--unshare", "-p", "KILL"]  # the launcher dies with the caller's thread, PID 1 with it
+            ends = ["--unshare", "-p", "KILL"]  # the launcher dies with its parent, PID 1 with it
         else:
             ends = ["-p", ORPHANED, "--rewrite", "%s:KILL" % ORPHANED]
-        stdin, stdout, stderr = streams
+        argv = [*ends, *options, "--exit-report", "fd:REPORT", "--", *command]
         with SignalsHeld():  # a Ctrl-C waits until the pipe and the process are kept, for close() to end them
             self.report_fd, write_end = os.pipe2(os.O_CLOEXEC)
             try:
-                self.popen = subprocess.Popen([*LAUNCHER, *ends, *options, "--exit-report", "fd:%d" % write_end,
-                                               "--", *command], stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd,
-                                              env=env, pass_fds=(write_end,), start_new_session=True)
+                self.popen = (self._served(argv, streams, write_end, cwd, env)
+                              or subprocess.Popen([*LAUNCHER, *[arg.replace("fd:REPORT", "fd:%d" % write_end)
+                                                                for arg in argv]],
+                                                  stdin=streams[0], stdout=streams[1], stderr=streams[2], cwd=cwd,
+                                                  env=env, pass_fds=(write_end,), start_new_session=True))
             finally:
                 os.close(write_end)
-            self.pidfd = _pidfd(self.popen.pid)  # our child, not reaped yet: its PID is still its own
+            # Not reaped yet (by us or by the fork server): its PID is still its own.
+            self.pidfd = _pidfd(self.popen.pid)
         return self.popen
+
+    def _served(self, argv: List[str], streams: "tuple[Stream, Stream, Stream]", report: int, cwd: Optional[str],
+                env: Mapping[str, str]) -> "Optional[ServedProcess]":
+        """The launcher forked by this process's fork server; None where the server cannot (then it is started directly)."""
+        if cwd is not None and not os.path.isdir(cwd):
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), cwd)  # as subprocess would
+        try:
+            server = ForkServer.get()
+        except OSError:
+            return None
+        child, kept, made = _stream_ends(streams)
+        try:
+            pid = server.start(argv, [*child, report], cwd, env,
+                               signal.SIGKILL if self.isolated else signals.parse(ORPHANED))
+        except (OSError, ValueError):  # a server gone, an environment too large for one message
+            for pipe in kept:
+                if pipe is not None:
+                    pipe.close()
+            return None
+        finally:
+            for fd in made:
+                os.close(fd)
+        return ServedProcess(server, pid, kept)
 
     @property
     def returncode(self) -> Optional[int]:
@@ -121,17 +150,26 @@ class Launcher:
 
         Its status is lost where the kernel reaped it first (the caller
         ignores SIGCHLD): returncode stays None, and pyinit's report tells.
+        A launcher of the fork server's is reaped there, which sends its status.
         """
         popen = self.popen
-        if popen is None or popen.returncode is not None:
+        if popen is None or popen.returncode is not None or self._gone:
             return True
         if self.pidfd is not None and not select.select([self.pidfd], [], [], timeout)[0]:
             return False
+        if isinstance(popen, ServedProcess):
+            status = popen.server.status(popen.pid, START_TIMEOUT if timeout is None or self.pidfd else timeout)
+            if status is None:  # the server said nothing in time: gone, if its pidfd says so, with its status lost
+                self._gone = self.pidfd is not None
+                return self._gone
+            popen.returncode = os.waitstatus_to_exitcode(status)
+            return True
         # Without a pidfd (a start that failed for want of one) only a launcher
         # already killed is waited for with a timeout: waitpid(2) has none.
         try:
             pid, status = os.waitpid(popen.pid, os.WNOHANG if self.pidfd is not None or timeout == 0 else 0)
         except ChildProcessError:
+            self._gone = True
             return True
         if not pid:
             return False
@@ -254,6 +292,49 @@ class Launcher:
                     pipe.close()
 
 
+def _stream_ends(streams: "tuple[Stream, Stream, Stream]") -> "tuple[List[int], List[Optional[IO[bytes]]], List[int]]":
+    """What a launcher forked by the server gets for stdin, stdout and stderr, as subprocess.Popen would give them.
+
+    Returns the three descriptors to send, the pipe ends kept here (file
+    objects, as Popen's stdin, stdout and stderr), and the descriptors made
+    here to close once sent. None means this process's own stream.
+    """
+    child: List[int] = []
+    kept: List[Optional[IO[bytes]]] = []
+    made: List[int] = []
+    try:
+        for index, spec in enumerate(streams):
+            pipe: Optional[IO[bytes]] = None
+            if spec is None:
+                fd = index
+            elif spec == subprocess.PIPE:
+                read, write = os.pipe2(os.O_CLOEXEC)
+                fd, mine = (read, write) if index == 0 else (write, read)
+                made.append(fd)
+                made.append(mine)  # until a file object holds it
+                pipe = open(mine, "wb" if index == 0 else "rb")
+                made.remove(mine)
+            elif spec == subprocess.DEVNULL:
+                fd = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+                made.append(fd)
+            elif spec == subprocess.STDOUT and index == 2:
+                fd = child[1]
+            elif isinstance(spec, int):
+                fd = spec
+            else:
+                fd = spec.fileno()  # type: ignore[union-attr]
+            child.append(fd)
+            kept.append(pipe)
+    except BaseException:  # no descriptor left, say: nothing made here outlives the failure
+        for fd in made:
+            os.close(fd)
+        for pipe in kept:
+            if pipe is not None:
+                pipe.close()
+        raise
+    return child, kept, made
+
+
 def _pidfd(pid: int) -> Optional[int]:
     """A pidfd on `pid`; None when it has been reaped already. (Call with signals held: see SignalsHeld.)"""
     try:
@@ -296,13 +377,69 @@ def namespaces_refused(env: Optional[Mapping[str, str]] = None) -> Optional[str]
         uid = os.geteuid()
         if uid in _refusals:
             return _refusals[uid]
-        probe = subprocess.run([*LAUNCHER, "--unshare", "--", "true"], stdin=subprocess.DEVNULL,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               env=os.environ if env is None else env, timeout=START_TIMEOUT)
-        message = probe.stderr.decode(errors="replace").strip()
+        returncode, stderr = _probe(os.environ if env is None else env)
+        message = stderr.decode(errors="replace").strip()
         if message.startswith("pyinit: "):
             message = message[len("pyinit: "):]
-        reason = None if probe.returncode == 0 and not message else (message or "exit code %d" % probe.returncode)
+        reason = None if returncode == 0 and not message else (message or "exit code %d" % returncode)
         if reason is None or not any(os.strerror(code) in reason for code in _TRANSIENT):
             _refusals[uid] = reason
         return reason
+
+
+def _probe(env: Mapping[str, str]) -> "tuple[int, bytes]":
+    """`pyinit --unshare -- true`: (its exit code, its stderr), by the fork server where it can, as sandboxes start."""
+    try:
+        server = ForkServer.get()
+        with SignalsHeld():
+            read, write = os.pipe2(os.O_CLOEXEC)
+        try:
+            with open(os.devnull, "rb") as nothing:
+                pid = server.start(["--unshare", "--", "true"], [nothing.fileno(), nothing.fileno(), write,
+                                                                   nothing.fileno()], None, env, signal.SIGKILL)
+            os.close(write)
+            write = -1
+            stderr = proc.read_to_end(read)
+            status = server.status(pid, START_TIMEOUT)
+        finally:
+            for fd in (read, write):
+                if fd >= 0:
+                    os.close(fd)
+        if status is not None:
+            return os.waitstatus_to_exitcode(status), stderr
+    except (OSError, ValueError):
+        pass
+    probe = subprocess.run([*LAUNCHER, "--unshare", "--", "true"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, env=env, timeout=START_TIMEOUT)
+    return probe.returncode, probe.stderr
+
+
+# The working directory of an entered command: pyinit --enter takes the sandbox's own (as nsenter -w);
+# a test that names one gets this shell line around its command.
+_IN_DIRECTORY = 'cd -- "$1" && shift && exec "$@"'
+
+
+def run_inside(init_pid: int, argv: List[str], *, timeout: Optional[float], input: Optional[str],
+               env: Mapping[str, str], cwd: Optional[str]) -> "tuple[int, str, str]":
+    """Run `argv` in the namespaces of the sandbox whose PID 1 is `init_pid` (`pyinit --enter`), to its end.
+
+    Returns (returncode as subprocess gives it, stdout, stderr); raises
+    subprocess.TimeoutExpired when `timeout` passes first. Whatever ends the
+    wait early (the timeout, a Ctrl-C), what was started is SIGKILLed, the
+    entered command first: it is the `--enter` process's child, and would
+    otherwise run on inside.
+    """
+    command = argv if cwd is None else ["/bin/sh", "-c", _IN_DIRECTORY, "sh", cwd, *argv]
+    with SignalsHeld():
+        process = subprocess.Popen([*LAUNCHER, "--enter", str(init_pid), "--", *command],
+                                   stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+                                   start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(input, timeout)
+    finally:
+        if process.returncode is None:  # out of time, or interrupted: end what was started
+            kill_below(process.pid, lambda: None, START_TIMEOUT)
+            process.kill()
+            process.communicate()
+    return process.returncode, stdout, stderr

@@ -133,6 +133,14 @@ def make_result(argv: List[str], report_text: bytes, returncode: Optional[int], 
                   leftovers=None, report=None, argv=list(argv), started=started)
 
 
+def exec_result(argv: List[str], returncode: int, stdout: str, stderr: str, duration: float) -> Result:
+    """The Result of a command run inside a sandbox (Sandbox.exec): no report, so no leftovers to speak of."""
+    code = returncode if returncode >= 0 else 128 - returncode
+    return Result(exit_code=code, signal=signals.name(-returncode) if returncode < 0 else None, duration=duration,
+                  stdout=stdout, stderr=stderr, leftovers=None, report=None, argv=list(argv),
+                  started=code not in (125, 126, 127))
+
+
 def _leftovers(report: dict) -> Optional[List[Process]]:
     entries = report["leftovers"]
     if entries is None:

@@ -186,13 +186,20 @@ def _exec_child(argv: "list[str]", placement: terminal.Placement, dispositions: 
         os._exit(EXIT_CANNOT_EXECUTE)
 
 
+# The child's environment where it is not the one pyinit was started with: the test side's fork
+# server runs the launcher in a fork of itself (sandbox_server.py), not from an exec.
+ENVIRONMENT: "dict | None" = None
+
+
 def _original_environment() -> dict:
-    """The environment pyinit was started with, as the kernel keeps it.
+    """The environment pyinit was started with, as the kernel keeps it (or ENVIRONMENT, where set).
 
     Python's start-up may have added to os.environ (LC_CTYPE=C.UTF-8, when
     it coerces a C locale: PEP 538); the child must get what pyinit got.
     Where /proc cannot tell, os.environ is the best there is.
     """
+    if ENVIRONMENT is not None:
+        return ENVIRONMENT
     entries = proc.environ()
     if entries is None:
         return dict(os.environb)

@@ -45,6 +45,8 @@ def exhaust():
             held.append(os.open("/dev/null", os.O_RDONLY))
     except OSError:
         return held
+
+pyinit.run(["true"])  # once per process, outside what is counted: the namespace probe, the fork server's socket
 """
 
 CTRL_C_IN_CLOSE = STATE + """
@@ -131,7 +133,6 @@ def test_a_start_that_cannot_watch_its_processes_raises_and_leaves_nothing():
 FEW_DESCRIPTORS = STATE + """
 import resource
 from pyinit.sandbox import SandboxError
-pyinit.run(["true"])  # the namespace probe, outside the faults
 before = descriptors()
 outcomes = []
 for spare in range(0, 12):
@@ -300,3 +301,54 @@ def test_a_caller_whose_proc_is_another_namespaces_is_told_at_once():
                           capture_output=True, text=True, timeout=2 * TIMEOUT)
     assert done.returncode == 0 and done.stderr == "", done
     assert done.stdout.startswith("0 this process's /proc belongs to another PID namespace"), done.stdout
+
+
+# --- the fork server: one per process, single-threaded, ended with its caller ----------------------------
+
+SERVED = STATE + """
+from pyinit.sandbox_server import ForkServer
+
+def parent(pid):
+    return int(open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()[1])
+
+server = ForkServer.get().process.pid
+boxes = [pyinit.Sandbox(["sleep", "300"]).start() for _ in range(3)]
+launchers = {parent(box.pid) for box in boxes}  # each PID 1's parent: its launcher
+threads = open("/proc/%d/status" % server).read().split("Threads:")[1].split()[0]
+print(json.dumps({"launchers": len(launchers), "their_parents": sorted({parent(pid) for pid in launchers}),
+                  "server": server, "server_parent": parent(server), "me": os.getpid(), "threads": threads}),
+      flush=True)
+if sys.argv[1] == "exit-at-once":
+    os._exit(0)
+"""
+
+
+@pytest.mark.parametrize("ending", ["exit-at-once", "normal-exit"])
+def test_sandboxes_are_forked_by_one_single_threaded_server_that_ends_with_its_caller(ending):
+    """Three sandboxes, one fork server (a child of the caller, one thread), parent of their launchers.
+
+    The caller ends without closing them, by os._exit (no clean-up at all) or a normal exit (atexit):
+    the server sees its socket close, ends every launcher, and nothing is left.
+    """
+    marker = uuid.uuid4().hex
+    seen = caller(SERVED, marker, ending)
+    assert (seen["launchers"], seen["their_parents"], seen["server_parent"], seen["threads"]) == (
+        3, [seen["server"]], seen["me"], "1"), seen
+    wait_for(lambda: leaked(marker) == [], "the server and every sandbox to end with their caller")
+
+
+FALLBACK = STATE + """
+from pyinit import sandbox_server
+def refused(cls):
+    raise OSError("no fork server here")
+sandbox_server.ForkServer.get = classmethod(refused)
+with pyinit.Sandbox(["sh", "-c", "echo direct; exit 4"]) as box:
+    result = box.wait(30)
+print(json.dumps({"code": result.exit_code, "out": result.stdout, "report": result.report is not None}))
+"""
+
+
+def test_without_a_fork_server_a_sandbox_starts_its_launcher_directly():
+    marker = uuid.uuid4().hex
+    assert caller(FALLBACK, marker) == {"code": 4, "out": "direct\n", "report": True}
+    assert leaked(marker) == []
