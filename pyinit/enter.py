@@ -199,6 +199,23 @@ def _become_root_inside() -> None:
         log.debug("keeping our credentials in the user namespace: %s", failure.strerror)
 
 
+def _take_environment(entries: "list[bytes]") -> None:
+    """Make os.environ the environment we were started with, which spawn.py gives the command.
+
+    spawn.py reads it from /proc/self/environ, which the namespace's /proc
+    does not show us once we have joined its mount namespace; it then takes
+    os.environ, to which Python's start-up may have added (LC_CTYPE, PEP 538).
+    """
+    wanted: "dict[bytes, bytes]" = {}
+    for entry in entries:
+        name, equals, value = entry.partition(b"=")
+        if equals and name:
+            wanted.setdefault(name, value)  # getenv(3) finds the first of duplicates
+    for name in [name for name in os.environb if name not in wanted]:
+        del os.environb[name]
+    os.environb.update(wanted)
+
+
 def find(spec: str) -> Target:
     """The PID 1 that `spec` names: a PID (digits), or a name registered by a launcher."""
     if spec.isdigit():
@@ -220,7 +237,10 @@ def enter(config: Config) -> int:
     try:
         target = find(config.enter)
         pty = _open_pty(config.pty)  # the user's side's /dev/ptmx: before the mount namespace changes
+        environment = proc.environ()  # the /proc that shows us: inside, /proc/self is another PID namespace's
         target.join()
+        if environment is not None:
+            _take_environment(environment)
     except EnterError as failure:
         log.error("%s", failure)
         return EXIT_USAGE

@@ -206,6 +206,77 @@ def test_a_name_is_listed_while_its_namespace_runs_and_removed_at_its_end(who, s
     assert name not in who.run(["--list"]).stdout
 
 
+def test_pid_1_keeps_no_descriptor_of_the_registration(who, start, names):
+    """The launcher holds the host's /proc and the name directory open; PID 1, forked from it, closes both
+    (a process inside could otherwise reach the host's process table through /proc/1/fd)."""
+    name = names("fds")
+    inside = launch_named(who, start, name)
+    directory = "/proc/%d/fd" % inside.pid1
+    targets = [os.readlink(os.path.join(directory, fd)) for fd in os.listdir(directory)]
+    assert not [target for target in targets if target in ("/proc", who.registry)], targets
+
+
+def test_the_name_is_removed_whatever_way_the_launcher_ends(who, start, names):
+    """The command not found (127), the launcher dying of a signal it relayed, and as root namespaces
+    refused (125, no CAP_SYS_ADMIN): no entry is left. (SIGKILL leaves one: the stale test below.)"""
+    name = names("ends")
+    entry_file = os.path.join(who.registry, name)
+    result = who.run(["--unshare", "--name", name, "--", "pyinit-no-such-command"])
+    assert result.returncode == 127 and not os.path.exists(entry_file), result
+    inside = launch_named(who, start, name)
+    os.kill(inside.pid, signal.SIGTERM)
+    assert inside.wait() == -signal.SIGTERM
+    assert not os.path.exists(entry_file)
+    if who.who == "root":
+        refused = finish(["setpriv", "--bounding-set=-sys_admin", *who.pyinit, "--unshare", "--name", name, "--",
+                          *WITNESS], env=who.env, cwd=who.cwd)
+        assert "CAP_SYS_ADMIN" in one_error_line(refused)
+        assert not os.path.exists(entry_file)
+
+
+def test_entries_that_are_not_live_are_ignored(who, start, names):
+    """Written by hand: a running PID 1 with another start time (a reused PID), a PID namespace not ours,
+    and a file that is no entry. None is listed; --enter says which; the first and the last can be taken."""
+    live = launch_named(who, start, names("live"))
+    real_start = stat(live.pid1).start_time
+    own_ns = os.stat("/proc/self/ns/pid").st_ino
+
+    def entry(pid: int, start_time: int, namespace: int) -> bytes:
+        return (b"pyinit-name 1\npid %d\nstart-time %d\nlauncher %d\nlauncher-start-time %d\npid-namespace %d\n"
+                b"command\nsleep\x001000" % (pid, start_time, live.pid, stat(live.pid).start_time, namespace))
+
+    reused, foreign, garbage = names("reused"), names("foreign"), names("garbage")
+    for name, data in ((reused, entry(live.pid1, real_start - 1, own_ns)), (foreign, entry(live.pid1, real_start, 1)),
+                       (garbage, b"not an entry\n")):
+        with open(os.path.join(who.registry, name), "wb") as file:
+            file.write(data)
+        if who.who != "root":
+            os.chown(os.path.join(who.registry, name), NOBODY, NOBODY)
+    listed = who.listed()
+    assert not {reused, foreign, garbage} & set(listed) and live.pid1 in [e["pid"] for e in listed.values()]
+    assert "%s is gone" % reused in one_error_line(who.run(["--enter", reused, "--", *WITNESS]))
+    assert "another PID namespace" in one_error_line(who.run(["--enter", foreign, "--", *WITNESS]))
+    assert "no namespace is named %s" % garbage in one_error_line(who.run(["--enter", garbage, "--", *WITNESS]))
+    assert "another PID namespace" in one_error_line(who.run(["--unshare", "--name", foreign, "--", *WITNESS]))
+    for name in (reused, garbage):
+        result = who.run(["--unshare", "--name", name, "--", "sh", "-c", "exit 9"])
+        assert (result.returncode, result.stderr) == (9, "")
+        assert not os.path.exists(os.path.join(who.registry, name))
+
+
+def test_a_name_directory_that_is_not_the_users_is_refused(request):
+    user = Who("nobody", request)
+    runtime = tempfile.mkdtemp(prefix="pyinit-xdg-", dir="/tmp")
+    try:
+        os.chmod(runtime, 0o755)
+        os.mkdir(os.path.join(runtime, "pyinit"), 0o755)  # root's, readable by all
+        env = dict(user.env, XDG_RUNTIME_DIR=runtime)
+        for argv in (["--unshare", "--name", "web", "--", *WITNESS], ["--list"]):
+            assert "must be yours alone" in one_error_line(user.run(argv, env=env))
+    finally:
+        shutil.rmtree(runtime)
+
+
 def test_pyinit_name_registers_like_the_option_and_an_init_ignores_it(who, start, names):
     name = names("env")
     inside = who.start(start, ["--unshare", "--", *SLEEPER], env=dict(who.env, PYINIT_NAME=name))
@@ -305,6 +376,19 @@ def test_the_entered_command_runs_inside_beside_pid1(who, start, names, by):
     links = more[:len(NAMESPACE_KINDS)]
     assert links == [os.readlink("/proc/%d/ns/%s" % (inside.pid1, kind)) for kind in NAMESPACE_KINDS]
     assert [line.split(":")[0].strip() for line in more[len(NAMESPACE_KINDS):] if ":" in line] == ["lo"]
+
+
+def test_the_entered_command_gets_the_callers_environment_as_it_was(who, start, names):
+    """Not PID 1's, and without what Python's start-up adds in a C locale (LC_CTYPE, PEP 538), as nsenter gives it."""
+    name = names("env")
+    without_locale = {key: value for key, value in who.env.items() if key not in ("LANG", "LC_ALL", "LC_CTYPE")}
+    inside = who.start(start, ["--unshare", "--name", name, "--", *SLEEPER], env=dict(without_locale, LAUNCHER_ONLY="1"))
+    assert inside.out.next() == "ready"
+    wait_for(lambda: name in who.listed(), "%s to be listed" % name)
+    caller = dict(without_locale, ENTER_MARK="x y\nz")
+    result = who.run(["--enter", name, "--", "env", "-0"], env=caller)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert dict(item.split("=", 1) for item in result.stdout.split("\0") if item) == caller
 
 
 def test_a_pid_1_that_is_not_pyinits_can_be_entered(start):
