@@ -77,13 +77,13 @@ launcher (pyinit creates the namespaces and runs itself in them as PID 1):
 getting back in:
   --list [--json]        list your named namespaces that run: NAME, PID (their
                          PID 1, on the host), AGE, PROCS (members), COMMAND
-  --enter NAME|PID       run COMMAND inside the running namespace of that name,
-                         or of that PID 1 of a PID namespace: its user (when
-                         its own), pid, mount, UTS, IPC, network, cgroup and
-                         time namespaces, its root and working directory; the
-                         command is a member (its orphans go to that PID 1),
-                         gets the signals pyinit gets, and its exit status is
-                         pyinit's. -c, -r, -e, -p and --pty apply
+  --enter NAME|PID       run COMMAND inside a running namespace, named, or
+                         found by the host PID of its PID 1: in its user
+                         (when its own), pid, mount, UTS, IPC, network,
+                         cgroup and time namespaces, root and working
+                         directory. COMMAND is a member (its orphans go to
+                         that PID 1), gets the signals pyinit gets, and its
+                         exit status is pyinit's. -c, -r, -e, -p, --pty apply
 
 environment (flags win over these):
   PYINIT_VERBOSITY=N     0 errors only, 1 warnings (default), 2 like -v,

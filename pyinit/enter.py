@@ -111,13 +111,13 @@ class Target:
                 raise self._gone() from None
             return False  # a kind this kernel lacks
         except PermissionError:
-            raise self._refused("cannot look at its namespaces") from None
+            raise self._refused("cannot look at the namespaces") from None
 
     def _open(self, link: str) -> int:
         try:
             return os.open("/proc/%d/%s" % (self.pid, link), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         except PermissionError:
-            raise self._refused("cannot open its %s directory" % link) from None
+            raise self._refused("cannot open the %s directory" % link) from None
         except OSError as failure:
             if linux.pidfd_has_exited(self.pidfd):
                 raise self._gone() from None
