@@ -221,7 +221,8 @@ class Sandbox(Readiness):
         """Run `argv` inside the running sandbox (`pyinit --enter`), as `docker exec` does; its Result, text output.
 
         It is a member of the sandbox's namespaces, its orphans go to PID 1.
-        `env`: the sandbox's by default. Raises SandboxError when the sandbox
+        `env` and `cwd`: the sandbox's by default (with no cwd given to the
+        sandbox, PID 1's: /). Raises SandboxError when the sandbox
         does not run, TimeoutExpired (after killing what it started) when
         `timeout` passes.
         """
@@ -231,7 +232,7 @@ class Sandbox(Readiness):
         try:
             code, stdout, stderr = run_inside(self._launcher.init_pid, args, timeout=timeout, input=input,
                                               env=self.env if env is None else env,
-                                              cwd=None if cwd is None else os.fspath(cwd))
+                                              cwd=self.cwd if cwd is None else os.fspath(cwd))
         except subprocess.TimeoutExpired:
             raise TimeoutExpired("%s did not end within %g s in %s" % (args, timeout or 0.0, self._name()),
                                  timeout or 0.0, self.tree()) from None
