@@ -47,6 +47,10 @@ the init, and are read from a signalfd(2) (one ctypes call) in the same
 select(2) as the bytes: the whole state lives in one loop. The signalfd is
 opened after the fork, so the init never holds it, and the command gets its
 clean signal state from spawn.py as ever.
+
+The user's terminal itself (its modes, raw mode and back, its window size,
+whether the launcher is in its foreground, `tostop`) is user_terminal.py's:
+this module decides when, that one knows how.
 """
 
 import errno
@@ -56,6 +60,7 @@ import termios
 import time
 
 from pyinit import init, linux, log, signals, terminal
+from pyinit.user_terminal import UserTerminal
 
 api = signals.api
 _CHUNK = 1 << 14  # bytes read at a time
@@ -65,28 +70,11 @@ _STOP_SIGNALS = frozenset({api.SIGTSTP, api.SIGTTIN, api.SIGTTOU, api.SIGSTOP})
 _END_OF_FILE = b"\x04"  # VEOF of a fresh pty: how end of a piped input is told to the command
 
 
-def _raw(modes: list) -> list:
-    """cfmakeraw(3) applied to a copy of tcgetattr's list."""
-    iflag, oflag, cflag, lflag, ispeed, ospeed, cc = modes
-    iflag &= ~(termios.IGNBRK | termios.BRKINT | termios.PARMRK | termios.ISTRIP | termios.INLCR
-               | termios.IGNCR | termios.ICRNL | termios.IXON)
-    oflag &= ~termios.OPOST
-    lflag &= ~(termios.ECHO | termios.ECHONL | termios.ICANON | termios.ISIG | termios.IEXTEN)
-    cflag = (cflag & ~(termios.CSIZE | termios.PARENB)) | termios.CS8
-    cc = list(cc)
-    cc[termios.VMIN], cc[termios.VTIME] = 1, 0
-    return [iflag, oflag, cflag, lflag, ispeed, ospeed, cc]
-
-
 class Pty:
     """The pty and the two pipes, made before the fork; `in_init` and `relay` then split them."""
 
     def __init__(self) -> None:
-        self.user_is_terminal = os.isatty(0)
-        # The terminal the pty's output is shown on: the first standard
-        # stream that is a terminal. Streams that are not terminals (a
-        # file, a pipe) go to the command directly, as without a pty.
-        self.user_out = next((fd for fd in (1, 2, 0) if os.isatty(fd)), 1)
+        self.user = UserTerminal()
         self.slave_streams = [0] + [fd for fd in (1, 2) if os.isatty(fd)]
         self.master, self.slave = os.openpty()
         try:
@@ -100,14 +88,8 @@ class Pty:
         os.write(self.places_write, terminal.TO_FOREGROUND if self.foreground else terminal.TO_BACKGROUND)
 
     def _copy_user_terminal(self) -> None:
-        self.saved_modes: "list | None" = None  # the user's terminal's modes, while it is raw
-        self.foreground = self._in_foreground()
-        if self.user_is_terminal:
-            if self.foreground:
-                # In the background the modes may be the outer shell's line
-                # editor's; the pty keeps its sane defaults then.
-                termios.tcsetattr(self.slave, termios.TCSANOW, termios.tcgetattr(0))
-            linux.set_window_size(self.slave, linux.get_window_size(0))
+        self.foreground = self.user.in_foreground()
+        self.user.copy_to(self.slave, self.foreground)
 
     # ------------------------------------------------------------ the init's side
 
@@ -139,14 +121,14 @@ class Pty:
             self._forward(pdeathsig)  # the parent died before: as the kernel would have sent it
         try:
             if self.foreground:
-                self._enter_raw()
+                self.user.enter_raw()
             code = None
             while code is None:
                 code = self._step()
             self._drain()
             return code
         finally:
-            self._leave_raw()
+            self.user.leave_raw()
 
     def _step(self) -> "int | None":
         """Wait for anything, handle it; the init's exit code once it has exited."""
@@ -161,15 +143,15 @@ class Pty:
         if self.to_pty and self.master_open:
             writers.append(self.master)
         if self.to_user:
-            writers.append(self.user_out)
+            writers.append(self.user.out)
         readable, writable, _ = select.select(readers, writers, [])
-        if not self.foreground and self.master in readable and self._in_foreground():
+        if not self.foreground and self.master in readable and self.user.in_foreground():
             # `fg` of a running job sends no SIGCONT: the first output after
             # it is when we find out, and take the terminal.
             self._resume()
         if self.master in writable:
             self._write_pty()
-        if self.user_out in writable:
+        if self.user.out in writable:
             self._write_user()
         if self.master in readable:
             self._read_pty()
@@ -188,7 +170,7 @@ class Pty:
         if signo == api.SIGCHLD:
             return self._reap()
         if signo == api.SIGWINCH:
-            self._copy_window_size()  # the pty then sends SIGWINCH to its foreground group itself
+            self.user.copy_window_size(self.master)  # the pty then sends SIGWINCH to its foreground group itself
         elif signo == api.SIGCONT:
             log.info("continued")
             self._resume()
@@ -248,7 +230,7 @@ class Pty:
         except BlockingIOError:
             return
         except OSError as failure:
-            if failure.errno == errno.EIO and not self._in_foreground():
+            if failure.errno == errno.EIO and not self.user.in_foreground():
                 # Put in the background without a stop we saw (the shell
                 # took the terminal): wait for the next SIGCONT to read again.
                 self.foreground = False
@@ -258,7 +240,7 @@ class Pty:
             self.to_pty += data
             return
         self.user_in_open = False
-        if self.user_is_terminal:
+        if self.user.is_terminal:
             # The terminal hung up (a closed window, a dropped ssh): the
             # command's terminal is as good as gone, and it must hear so.
             log.info("the terminal hung up")
@@ -273,7 +255,7 @@ class Pty:
         if not self.foreground and self._stopped_by_tostop():
             return
         try:
-            written = os.write(self.user_out, self.to_user)
+            written = os.write(self.user.out, self.to_user)
         except BlockingIOError:
             return
         except OSError as failure:  # nobody can see it any more
@@ -291,7 +273,7 @@ class Pty:
 
     def _flush_to_user(self) -> None:
         while self.to_user and self.user_out_open:
-            if not select.select([], [self.user_out], [], _DRAIN_SECONDS)[1]:
+            if not select.select([], [self.user.out], [], _DRAIN_SECONDS)[1]:
                 return  # a terminal that takes nothing (held by Ctrl-S): no reason to hang here
             self._write_user()
 
@@ -306,16 +288,7 @@ class Pty:
             self._flush_to_user()
         self._flush_to_user()
 
-    # ------------------------------------------------------------ job control and the user's terminal
-
-    def _in_foreground(self) -> bool:
-        """Whether the launcher's process group is the foreground of the user's terminal."""
-        if not self.user_is_terminal:
-            return True  # nobody else reads it, the command owns its pty
-        try:
-            return os.tcgetpgrp(0) == os.getpgrp()
-        except OSError as failure:
-            return failure.errno == errno.ENOTTY  # a terminal but not our controlling one: no job control applies
+    # ------------------------------------------------------------ outer job control
 
     def _stopped_by_tostop(self) -> bool:
         """A background job may not write to a terminal set `tostop`: stop as the kernel would stop it.
@@ -323,13 +296,7 @@ class Pty:
         Our own writes would not stop us (SIGTTOU is blocked), so the check
         is made here; the command's output waits in the pty meanwhile.
         """
-        if not (self.user_is_terminal and os.isatty(self.user_out)):
-            return False
-        try:
-            tostop = termios.tcgetattr(self.user_out)[3] & termios.TOSTOP
-        except termios.error:
-            return False
-        if not tostop or self._in_foreground():
+        if not self.user.tostop() or self.user.in_foreground():
             return False
         self._stop_self(api.SIGTTOU)
         return True
@@ -345,7 +312,7 @@ class Pty:
             return
         stop_signal = reported[-1]
         log.info("the command stopped: %s", signals.name(stop_signal))
-        if stop_signal in (api.SIGTTIN, api.SIGTTOU) and self._in_foreground():
+        if stop_signal in (api.SIGTTIN, api.SIGTTOU) and self.user.in_foreground():
             self._resume()  # brought to the foreground while running (`fg` sends no SIGCONT then)
         else:
             self._stop_self(stop_signal)
@@ -354,7 +321,7 @@ class Pty:
         """Stop as the command did, so the outer shell sees the job stop; continue it when we are continued."""
         if self.foreground:
             self._show_pending_output()  # the pty's echo of the Ctrl-Z comes before the shell's "Stopped"
-        self._leave_raw()
+        self.user.leave_raw()
         signo = stop_signal if stop_signal in _STOP_SIGNALS else api.SIGTSTP
         os.kill(os.getpid(), signo)
         # Pending and blocked: unblocking it delivers it here, and its default
@@ -367,12 +334,12 @@ class Pty:
 
     def _resume(self) -> None:
         """Continue the command: in the pty's foreground if we are in the user's terminal's, else in its background."""
-        self.foreground = self._in_foreground()
-        if self.foreground and self.user_is_terminal:
-            self._enter_raw()
-            self._copy_window_size()
+        self.foreground = self.user.in_foreground()
+        if self.foreground and self.user.is_terminal:
+            self.user.enter_raw()
+            self.user.copy_window_size(self.master)
         else:
-            self.saved_modes = None  # not ours to touch in the background; the shell has the terminal
+            self.user.forget_modes()
         try:
             os.write(self.places_write, terminal.TO_FOREGROUND if self.foreground else terminal.TO_BACKGROUND)
         except OSError as failure:
@@ -380,34 +347,3 @@ class Pty:
         self._forward(api.SIGCONT)
         if self.foreground:
             self._forward(api.SIGWINCH)  # a full-screen program redraws
-
-    def _enter_raw(self) -> None:
-        if not self.user_is_terminal or self.saved_modes is not None:
-            return
-        try:
-            modes = termios.tcgetattr(0)
-            termios.tcsetattr(0, termios.TCSADRAIN, _raw(modes))
-        except termios.error as failure:
-            log.warning("cannot put the terminal in raw mode: %s", failure.args[-1])
-            return
-        self.saved_modes = modes
-        if os.isatty(2):  # raw mode turns ONLCR off: our own lines on that terminal must not staircase
-            log.line_end = "\r\n"
-
-    def _leave_raw(self) -> None:
-        if self.saved_modes is None:
-            return
-        try:
-            termios.tcsetattr(0, termios.TCSADRAIN, self.saved_modes)
-        except termios.error as failure:  # hung up: nothing left to restore
-            log.debug("cannot restore the terminal's modes: %s", failure.args[-1])
-        self.saved_modes = None
-        log.line_end = "\n"
-
-    def _copy_window_size(self) -> None:
-        if not self.user_is_terminal:
-            return
-        try:
-            linux.set_window_size(self.master, linux.get_window_size(0))
-        except OSError as failure:
-            log.debug("cannot copy the window size: %s", failure.strerror)

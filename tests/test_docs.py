@@ -174,7 +174,6 @@ def test_the_pyinit_check_example(tmp_path, commands):
     assert "<testsuite" in (tmp_path / "pyinit-check.xml").read_text()
 
 
-@pytest.mark.xfail(reason="relay.Pty is split next", strict=True)
 def test_modules_of_one_role():
     """No module of pyinit/ over 500 lines, no class over 300: split by responsibility before that."""
     too_big = []
