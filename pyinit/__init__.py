@@ -2,7 +2,7 @@
 
 It starts one command, forwards the signals it receives to that command's
 process group, reaps every zombie re-parented to it, and exits with the
-command's status. See README.md for the contract and DESIGN.md for the shape.
+command's status. See README.md and docs/ for the contract and DESIGN.md for the shape.
 
 This file stays import-free: every module pyinit loads is paid for at start-up,
 and the init imports this package first. The test-side API (`pyinit.Sandbox`,

@@ -144,7 +144,7 @@ def test_descriptors_run_out_while_the_child_runs(start, where, tmp_path):
     if placement == "pid1" or where == "launcher":
         options += ["--drain", "5"]
         script = "sleep 1000 & echo ready; read line; exit 3"
-    else:  # not PID 1, the drain lists what is left in /proc: see the README's robustness table
+    else:  # not PID 1, the drain lists what is left in /proc: see docs/robustness.md
         script = "echo ready; read line; exit 3"
     init = start([*options, "--", "sh", "-c", script], placement)
     assert init.out.next() == "ready"

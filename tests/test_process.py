@@ -123,8 +123,8 @@ def test_child_signal_state_from_a_caller_that_ignores_and_blocks(run, where):
     command it runs (here pyinit). Ignored dispositions pass through pyinit
     as exec(2) would pass them, but SIGPIPE (and SIGXFSZ), which Python
     ignores for itself at start-up, cannot be told apart from the caller's
-    and go back to the default. The mask is emptied: the README ("How it
-    works") and spawn.py say why.
+    and go back to the default. The mask is emptied: docs/how-it-works.md ("The
+    child's signal state") and spawn.py say why.
     """
     caller = ["env", "--ignore-signal=HUP,INT,PIPE,USR2", "--block-signal=TERM,USR1,QUIT"]
     placement, options = ("subreaper", ["--unshare"]) if where == "launcher" else (where, [])

@@ -1,4 +1,4 @@
-"""The exit report's JSON, in-process: the schema README.md documents, for each way a child can end."""
+"""The exit report's JSON, in-process: the schema docs/how-it-works.md documents, for each way a child can end."""
 
 import json
 import os

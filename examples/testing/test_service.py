@@ -1,4 +1,4 @@
-"""Tests of the service's signal semantics with pyinit's pytest plugin (README: "Testing a service").
+"""Tests of the service's signal semantics with pyinit's pytest plugin (docs/testing.md).
 
     pytest examples/testing                               # service.py: both pass
     SERVICE=service_buggy.py pytest examples/testing      # both fail, naming the fault
