@@ -681,6 +681,7 @@ class Venv:
         self.root = self.top / "venv"
         self.python = str(self.root / "bin" / "python")
         self.pyinit = str(self.root / "bin" / "pyinit")
+        self.added: set = set()  # what add() installed
         source = self.top / "source"
         source.mkdir()
         for name in ("pyproject.toml", "README.md", "LICENSE", "bin", "pyinit"):
@@ -690,6 +691,18 @@ class Venv:
         subprocess.run([CLEAN_PY, "-m", "venv", str(self.root)], check=True)
         subprocess.run([self.python, "-m", "pip", "install", "-q", "--disable-pip-version-check", str(source)],
                        check=True, stdout=subprocess.DEVNULL)
+
+    def add(self, *requirements: str) -> None:
+        """`pip install` benchmark-only packages (mirakuru) into the venv, once per run; pyinit is left as it is."""
+        missing = [name for name in requirements if name not in self.added]
+        if not missing:
+            return
+        done = subprocess.run([self.python, "-m", "pip", "install", "-q", "--disable-pip-version-check", *missing],
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600)
+        if done.returncode != 0:
+            raise RuntimeError("pip could not install %s into the venv: %s" % (
+                " ".join(missing), " ".join((done.stderr or done.stdout).strip().splitlines()[-3:])))
+        self.added.update(missing)
 
     @classmethod
     def made(cls) -> "Venv":
@@ -829,6 +842,253 @@ def installed_memory(s: dict) -> list:
     row.summarise().compare("python (venv)")
     row.extra["ratio_to_tini"] = row.values[row.subject] / row.values["tini"]
     return rows + [row]
+
+
+# The sandbox against a plain process helper (issue 20), on the venv's interpreter: a long-lived
+# worker, like a test process, that does one thing per line it reads on stdin (a name of OPS) and
+# answers on its stdout with one JSON line, {"ms": wall milliseconds} or {"error": the traceback's
+# end}. Its own fd 1 is its stderr, so nothing that a command prints can be taken for an answer.
+SANDBOX_WORKER = r"""
+import json, os, subprocess, sys, time, traceback
+answers = os.fdopen(os.dup(1), "w", buffering=1)
+os.dup2(2, 1)
+unshare = json.loads(sys.argv[1])
+import pyinit
+import mirakuru
+from mirakuru import SimpleExecutor
+
+def sandbox_sleep():
+    box = pyinit.Sandbox(["sleep", "60"])
+    try:
+        box.start()
+        code = box.stop("TERM", timeout=10).exit_code
+    finally:
+        box.close()
+    if code != 128 + 15:
+        raise RuntimeError("the sandbox's `sleep 60` ended with exit code %d, not 143 (SIGTERM)" % code)
+
+def mirakuru_sleep():
+    executor = SimpleExecutor(["sleep", "60"], sleep=0.001, timeout=10)
+    executor.start()
+    executor.stop()  # SIGTERM to its process group, polled every `sleep` s; raises unless SIGTERM ended it
+
+def pyinit_true():
+    code = pyinit.run(["true"]).exit_code
+    if code:
+        raise RuntimeError("pyinit.run(['true']) exited %d" % code)
+
+OPS = {
+    "sandbox sleep": sandbox_sleep,
+    "mirakuru sleep": mirakuru_sleep,
+    "pyinit.run true": pyinit_true,
+    "subprocess.run true": lambda: subprocess.run(["true"], check=True),
+    "subprocess.run unshare true": lambda: subprocess.run([*unshare, "true"], check=True),
+}
+pyinit.run(["true"])  # the first sandbox of the process (the one-time probe), outside the timings
+try:
+    from importlib.metadata import version
+    mirakuru_version = version("mirakuru")
+except Exception:
+    mirakuru_version = getattr(mirakuru, "__version__", "?")
+answers.write(json.dumps({"pyinit": pyinit.__file__, "pyinit_version": pyinit.__version__,
+                          "mirakuru": mirakuru_version, "python": sys.version.split()[0]}) + "\n")
+for line in iter(sys.stdin.readline, ""):
+    try:
+        start = time.perf_counter()
+        OPS[line.strip()]()
+        answers.write(json.dumps({"ms": (time.perf_counter() - start) * 1e3}) + "\n")
+    except Exception:
+        answers.write(json.dumps({"error": " | ".join(traceback.format_exc().strip().splitlines()[-3:])}) + "\n")
+"""
+
+# The first sandboxes of a fresh process: `import pyinit` (which imports nothing more), then
+# `pyinit.run(["true"])` three times, each timed. The first's time includes `pyinit.run` itself, the
+# import of pyinit.sandbox that the package does on first use: "import" is that part of it.
+FIRST_SANDBOX = r"""
+import json, sys, time
+import pyinit
+
+def ms_since(start):
+    return (time.perf_counter() - start) * 1e3
+
+times = {"runs": []}
+for i in range(3):
+    start = time.perf_counter()
+    if i == 0:
+        run = pyinit.run  # the expression `pyinit.run(["true"])`, in two steps: the attribute first
+        times["import"] = ms_since(start)
+    code = run(["true"]).exit_code
+    times["runs"].append(ms_since(start))
+    if code:
+        sys.exit("pyinit.run(['true']) exited %d" % code)
+times["pyinit"] = pyinit.__file__
+print(json.dumps(times))
+"""
+
+WORKER_TIMEOUT = 120.0  # seconds for one answer: a sandbox's start and close may each take 30 s at the worst
+SANDBOX_BUDGET = 600.0  # seconds for all of sandbox_vs's rounds (about 15 s here, in the default mode)
+
+
+class VenvWorker:
+    """SANDBOX_WORKER running on the venv's interpreter, in a session of its own; a context manager."""
+
+    def __init__(self, venv: "Venv", script: str, *args: str) -> None:
+        self.errors = tempfile.TemporaryFile()
+        self.buffer = b""
+        self.proc = subprocess.Popen([venv.python, script, *args], cwd=venv.top, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self.errors, start_new_session=True)
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.stdin, self.stdout = self.proc.stdin, self.proc.stdout
+
+    def __enter__(self) -> "VenvWorker":
+        return self
+
+    def __exit__(self, exc_type: object, *exc_info: object) -> None:
+        self.close(grace=30.0 if exc_type is None else 2.0)  # after a failure it may well be stuck
+
+    def stderr_tail(self) -> str:
+        self.errors.seek(0)
+        lines = self.errors.read().decode(errors="replace").strip().splitlines()
+        return " | ".join(lines[-3:]) or "nothing on its stderr"
+
+    def answer(self, what: str, timeout: "float | None" = None) -> dict:
+        """The worker's next JSON line; RuntimeError if it reports an error, ends, or stays silent `timeout` s."""
+        timeout = WORKER_TIMEOUT if timeout is None else timeout
+        fd = self.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buffer:
+            if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                raise RuntimeError("the venv's worker gave no answer to %r within %.0f s" % (what, timeout))
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise RuntimeError("the venv's worker ended (exit status %s) at %r: %s"
+                                   % (self.proc.wait(), what, self.stderr_tail()))
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise RuntimeError("the venv's worker failed at %r: %s" % (what, reply["error"]))
+        return reply
+
+    def time(self, name: str) -> float:
+        """Milliseconds the worker took for OPS[name]."""
+        try:
+            self.stdin.write(name.encode() + b"\n")
+            self.stdin.flush()
+        except OSError as failure:
+            raise RuntimeError("the venv's worker is gone (%s): %s" % (failure, self.stderr_tail()))
+        return self.answer(name)["ms"]
+
+    def close(self, grace: float = 30.0) -> None:
+        """End of input ends the worker; a worker still there `grace` s later is killed, with its process group."""
+        with contextlib.suppress(OSError):
+            self.stdin.close()
+        try:
+            self.proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(OSError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.stdout.close()
+        self.errors.close()
+
+
+def first_sandbox(venv: "Venv", script: str) -> dict:
+    """One fresh process of the venv's python running FIRST_SANDBOX: {"import": ms, "runs": [ms, ms, ms]}.
+
+    Its output goes to files, not pipes: the wait is for the process, not for whatever it left holding them.
+    """
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        try:
+            code = subprocess.run([venv.python, script], cwd=venv.top, stdin=subprocess.DEVNULL, stdout=out,
+                                  stderr=err, timeout=WORKER_TIMEOUT, start_new_session=True).returncode
+        except subprocess.TimeoutExpired:
+            raise RuntimeError("a fresh process's first three pyinit.run(['true']) took over %.0f s"
+                               % WORKER_TIMEOUT)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
+    if code != 0 or not stdout.strip():
+        raise RuntimeError("a fresh process's first pyinit.run(['true']) failed (exit status %d): %s" % (
+            code, " | ".join(stderr.strip().splitlines()[-3:]) or "nothing on its stderr"))
+    times = json.loads(stdout.strip().splitlines()[-1])
+    if not times["pyinit"].startswith(str(venv.root)):
+        raise RuntimeError("the fresh process imported pyinit from %s, not from the venv" % times["pyinit"])
+    return times
+
+
+def sandbox_versus(s: dict) -> list:
+    """Issue 20's rows, on the venv's interpreter, in one set of interleaved rounds.
+
+    1. `pyinit.Sandbox(["sleep", "60"])`: start(), stop("TERM", timeout=10), close(), beside mirakuru's
+       `SimpleExecutor(["sleep", "60"], sleep=0.001)`: start(), stop(); both in one long-lived worker
+       process that has made its first sandbox already (what a test suite pays per test).
+    2. The first `pyinit.run(["true"])` of a fresh process beside its third.
+    3. `pyinit.run(["true"])` beside `subprocess.run(["true"])` and `subprocess.run(unshare ... true)`,
+       in the worker.
+    mirakuru is a benchmark-only dependency, pip-installed into the venv here (pyproject's `bench` extra).
+    """
+    venv = Venv.made()
+    worker_script, first_script = venv.top / "sandbox_worker.py", venv.top / "first_sandbox.py"
+    worker_script.write_text(SANDBOX_WORKER)
+    first_script.write_text(FIRST_SANDBOX)
+    fresh = "fresh process"  # a round of the first-sandbox row; the others are asked of the worker
+    ops = {"Sandbox (venv)": "sandbox sleep", "mirakuru (venv)": "mirakuru sleep", fresh: "",
+           "pyinit.run (venv)": "pyinit.run true", "subprocess.run (venv)": "subprocess.run true",
+           "subprocess.run unshare (venv)": "subprocess.run unshare true"}
+    samples: "dict[str, list]" = {name: [] for name in ops}
+    firsts = []
+    try:
+        print("sandbox_vs: pip install mirakuru into the venv", file=sys.stderr, flush=True)
+        venv.add("mirakuru")
+        with VenvWorker(venv, str(worker_script), json.dumps(UNSHARE)) as worker:
+            info = worker.answer("its start (import pyinit and mirakuru, a first pyinit.run(['true']))")
+            if not info["pyinit"].startswith(str(venv.root)):
+                raise RuntimeError("the worker imported pyinit from %s, not from the venv" % info["pyinit"])
+            deadline = time.monotonic() + SANDBOX_BUDGET
+            for r, name in interleaved(list(ops), s["startup_rounds"]):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the rounds took over %.0f s (at round %d of %d): a sandbox, mirakuru or "
+                                       "a fresh process is far slower than it should be"
+                                       % (SANDBOX_BUDGET, r + 1, s["startup_rounds"]))
+                if name == fresh:
+                    times = first_sandbox(venv, str(first_script))
+                    if r >= 0:
+                        firsts.append(times)
+                else:
+                    elapsed = worker.time(ops[name])
+                    if r >= 0:
+                        samples[name].append(elapsed)
+    except (OSError, subprocess.SubprocessError, KeyError) as failure:
+        raise RuntimeError("the venv's sandbox rounds: %s: %s" % (type(failure).__name__, failure))
+    versions = "mirakuru %s, pyinit %s, python %s" % (info["mirakuru"], info["pyinit_version"], info["python"])
+
+    stop = Row("installed_sandbox_sleep", "Sandbox start + stop of `sleep 60` (SIGTERM), wall (ms)", "{:.1f}",
+               subject="Sandbox (venv)", table=INSTALLED)
+    stop.samples = {name: samples[name] for name in ("Sandbox (venv)", "mirakuru (venv)")}
+    stop.extra["versions"] = versions
+    stop.summarise().versus("mirakuru (venv)", 1.0)
+
+    first = Row("installed_sandbox_first", "the first sandbox of a process, `pyinit.run([\"true\"])`, wall (ms)",
+                "{:.1f}", subject="first sandbox (venv)", table=INSTALLED)
+    first.samples = {"first sandbox (venv)": [t["runs"][0] for t in firsts],
+                     "later sandbox (venv)": [t["runs"][2] for t in firsts]}
+    first.extra.update(import_ms=[t["import"] for t in firsts], second_ms=[t["runs"][1] for t in firsts],
+                       per_process_ratio=statistics.median(t["runs"][0] / t["runs"][2] for t in firsts))
+    first.summarise().versus("later sandbox (venv)", 1.5)
+    first.extra["note"] = ("the later one is the third of the process; of the first, `pyinit.run` itself "
+                           "(the import of pyinit.sandbox on first use) took %.1f ms; the second run "
+                           "%.1f ms; the median of each process's own first / third is %.2f" % (
+                               statistics.median(first.extra["import_ms"]), statistics.median(first.extra["second_ms"]),
+                               first.extra["per_process_ratio"]))
+
+    true = Row("installed_sandbox_true", "Sandbox start + stop of `true`, `pyinit.run([\"true\"])`, wall (ms)",
+               "{:.1f}", subject="pyinit.run (venv)", table=INSTALLED)
+    true.samples = {name: samples[name] for name in
+                    ("pyinit.run (venv)", "subprocess.run (venv)", "subprocess.run unshare (venv)")}
+    true.summarise().compare("subprocess.run unshare (venv)")
+    stop.extra["note"] = "%s; %d rounds, each contender once a round" % (versions, len(stop.samples["Sandbox (venv)"]))
+    return [stop, first, true]
 
 
 def signal_window(trace: str) -> "float | None":
@@ -990,6 +1250,7 @@ MEASUREMENTS = {
     "teardown": teardown,
     "realtime": realtime_signals,
     "sandbox": sandbox_cost,
+    "sandbox_vs": sandbox_versus,
     "storm": fork_storm,
 }
 
@@ -1061,6 +1322,8 @@ def report(rows: list, info: dict) -> str:
                     "%s %.1f ms" % (name, mean) for name, mean in means.items()), row.extra["hyperfine_ratio"]))
             if "ratio_to_tini" in row.extra:
                 lines.append("- %s: pyinit %.2f x tini." % (row.label, row.extra["ratio_to_tini"]))
+            if "note" in row.extra:
+                lines.append("- %s: %s." % (row.label, row.extra["note"]))
     others = [row for row in rows if row.table != INSTALLED]
     if others:
         lines += ["", "## pyinit from the source tree, `%s -m pyinit`" % PY, "", markdown_table(others), ""]
