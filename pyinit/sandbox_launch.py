@@ -219,7 +219,7 @@ class Launcher:
         popen = self.popen
         assert popen is not None
         deadline = time.monotonic() + START_TIMEOUT
-        delay = 0.0005
+        delay = 0.0001  # short steps: a sandbox's start is a few milliseconds, and each step is one /proc read
         while True:
             found = [pid for pid in proc.children(parent) if wanted(pid)]
             if found:
@@ -229,7 +229,7 @@ class Launcher:
             if time.monotonic() > deadline:
                 raise SandboxError("the launcher did not start the command within %.0f s" % START_TIMEOUT)
             time.sleep(delay)
-            delay = min(delay * 2, 0.005)
+            delay = min(delay * 1.5, 0.002)
 
     def send(self, signo: int, to_command: bool = False) -> None:
         """Send `signo` to PID 1 (or to the command); nothing once it has ended."""

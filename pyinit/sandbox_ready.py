@@ -11,21 +11,23 @@ methods below name.
 
 from __future__ import annotations
 
-import http.client
 import os
 import re
 import socket
 import threading
 import time
 import urllib.parse
-from typing import Callable, Collection, List, Optional, Union
+from typing import TYPE_CHECKING, Callable, Collection, List, Optional, Union
 
 from pyinit import sandbox_members as members
 from pyinit.sandbox_output import Cursor, Output
 from pyinit.sandbox_result import CommandExited, Process, Result, TimeoutExpired
 
+if TYPE_CHECKING:
+    import http.client  # imported by wait_for_http when it runs: with ssl and email, a third of the API's import
+
 START_TIMEOUT = 30.0
-StatusSpec = Union[int, Collection[int], Callable[[http.client.HTTPResponse], bool]]
+StatusSpec = Union[int, Collection[int], Callable[["http.client.HTTPResponse"], bool]]
 Description = Union[str, Callable[[], str]]
 
 
@@ -109,7 +111,7 @@ class Readiness:
         self.wait_until(lambda: os.path.exists(full), timeout, "the path %s" % full, poll=0.01)
 
     def wait_for_http(self, port_or_url: Union[int, str], path: str = "/", status: StatusSpec = 200,
-                      timeout: float = 10) -> http.client.HTTPResponse:
+                      timeout: float = 10) -> "http.client.HTTPResponse":
         """Wait until an HTTP GET answers with `status`, in the sandbox's network; return that response (read).
 
         `port_or_url`: a port on 127.0.0.1 (with `path`), or a URL
@@ -121,6 +123,8 @@ class Readiness:
         is read, so `response.read()` gives it again from the cached copy
         in `response.body`.
         """
+        import http.client
+
         host, port, target = http_target(port_or_url, path)
         accepts = _status_check(status)
         answers: "list[str]" = []
@@ -195,8 +199,10 @@ def _port(port: int) -> int:
     return port
 
 
-def _get(connection: socket.socket, host: str, port: int, target: str) -> http.client.HTTPResponse:
+def _get(connection: socket.socket, host: str, port: int, target: str) -> "http.client.HTTPResponse":
     """GET `target` over an open connection; the response is read whole (its body kept in `body`)."""
+    import http.client
+
     client = http.client.HTTPConnection(host, port)
     client.sock = connection  # made by the sandbox, in its network: connect() is not called
     try:
@@ -208,7 +214,7 @@ def _get(connection: socket.socket, host: str, port: int, target: str) -> http.c
         client.close()
 
 
-def _status_check(status: StatusSpec) -> Callable[[http.client.HTTPResponse], bool]:
+def _status_check(status: StatusSpec) -> Callable[["http.client.HTTPResponse"], bool]:
     if callable(status):
         return status
     codes = {status} if isinstance(status, int) else set(status)
