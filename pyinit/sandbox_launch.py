@@ -89,6 +89,7 @@ class Launcher:
         self.command_pidfd: Optional[int] = None
         self.command_gone = False  # it exited (and was reaped) before a pidfd could hold it
         self._gone = False  # the launcher ended, its status lost
+        self._init_argv: List[str] = []
 
     def start(self, command: List[str], options: List[str], streams: "tuple[Stream, Stream, Stream]",
               cwd: Optional[str], env: Mapping[str, str]) -> "subprocess.Popen | ServedProcess":
@@ -196,6 +197,7 @@ class Launcher:
                 return
             self.level = namespace_level(init)
         self.init_pid = init
+        self._init_argv = proc.cmdline(init)
         command = self._wait_for(init, self._is_command)
         if command is not None:
             with SignalsHeld():
@@ -209,10 +211,16 @@ class Launcher:
                     os.close(fd)
 
     def _is_command(self, pid: int) -> bool:
+        """Whether `pid` is the command, past its exec: a child not yet exec'd still has the init's argv
+        (its session and group not yet its own either), and is not the command yet."""
         if self.level is not None:
-            return inner_pid(pid, self.level) == 2
-        info = proc.stat(pid)
-        return info is not None and info.ppid == self.init_pid
+            if inner_pid(pid, self.level) != 2:
+                return False
+        else:
+            info = proc.stat(pid)
+            if info is None or info.ppid != self.init_pid:
+                return False
+        return proc.cmdline(pid) != self._init_argv
 
     def _wait_for(self, parent: int, wanted: Any) -> Optional[int]:
         """The child of `parent` that `wanted` accepts (the oldest), once there; None if the launcher ends first."""
