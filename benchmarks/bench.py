@@ -1166,7 +1166,7 @@ def fork_storm(s: dict) -> list:
     a child that leads a session of its own (pyinit's default, dumb-init's)
     gets a scheduling autogroup of its own, and the init then competes for
     the CPU with everything else on the host instead of with the storm: tini
-    whose child calls setsid piles up zombies the same way (README, Benchmark).
+    whose child calls setsid piles up zombies the same way (docs/performance.md).
     """
     for controller in (PIDS_CGROUP, CPU_CGROUP):
         if not os.path.isdir(controller):

@@ -100,7 +100,7 @@ def wait_until_ready(box: Sandbox, options: argparse.Namespace) -> None:
         raise NotReady("never ready: %s" % failure) from None
     except CommandExited as failure:
         result = box.wait(END_TIMEOUT)
-        if not result.started:  # pyinit's own message says why (not found, not executable), as the README promises
+        if not result.started:  # pyinit's own message says why (not found, not executable), as docs/cli.md promises
             raise NotReady(why_not_run(result), result) from None
         # The first line says what was awaited; describe() says the rest, what the command left among it.
         raise NotReady("never ready: %s\n%s" % (str(failure).splitlines()[0], describe(result)), result) from None

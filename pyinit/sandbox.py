@@ -65,8 +65,8 @@ __all__ = ["Sandbox", "run", "Process", "Result", "SandboxError", "TimeoutExpire
 class Sandbox(Readiness):
     """A command under pyinit as PID 1 of fresh PID and mount namespaces; a context manager.
 
-    See the module's docstring for how it works, README.md ("Testing a
-    service") for a tutorial. stdin=None means /dev/null: a test's service
+    See the module's docstring for how it works, docs/testing.md for a
+    tutorial and the reference. stdin=None means /dev/null: a test's service
     has no business reading the terminal. `settle`: seconds pyinit gives
     what the command left to exit on its own before listing the leftovers.
     `max_output`: characters kept of each captured stream (its tail); None

@@ -82,7 +82,7 @@ class Result:
     # What still ran once pyinit's settle period after the command's exit was
     # over; None when unknown (pyinit wrote no report, or /proc could not tell).
     leftovers: Optional[List[Process]]
-    report: Optional[dict]  # pyinit's exit report (README: "The exit report"), None if it wrote none
+    report: Optional[dict]  # pyinit's exit report (docs/how-it-works.md, "The exit report"), None if it wrote none
     stop_duration: Optional[float] = None  # seconds from the first signal pyinit received to the exit
     argv: List[str] = field(default_factory=list)
     started: bool = True  # False when the command never ran (not found, not executable, pyinit failed)
