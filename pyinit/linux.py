@@ -85,6 +85,12 @@ def _loaded_for(function_name: str) -> None:
             raise LoadError(function_name, failure) from None
 
 
+def load() -> None:
+    """Load `_ctypes` now rather than at the first call: the test side's fork server does, so that each
+    launcher it forks has it already (OSError, as a call would raise, when it cannot be loaded)."""
+    _loaded_for("setns")
+
+
 def _call(function_name: str, *args: object) -> int:
     """Call a libc function; raise OSError on -1, return the result otherwise.
 

@@ -55,7 +55,9 @@ _DESCRIPTORS = 4  # stdin, stdout, stderr, the report's write end
 
 def serve(control_fd: int) -> None:
     """Fork a launcher for each request; send back each one's start and exit; end everything at end-of-file."""
-    from pyinit import cli, namespace, spawn  # noqa: F401 (imported once here, not in every fork)
+    # Imported once here, not in every fork: what a launcher and its init load (the report's json too), _ctypes.
+    from pyinit import cli, init, linux, namespace, report, shutdown, spawn  # noqa: F401
+    linux.load()
 
     # Only SIGCHLD is taken (through a wake-up pipe); the rest is blocked: the
     # server's life is its socket's, and a fork starts with everything blocked.
