@@ -236,12 +236,12 @@ def enter(config: Config) -> int:
     parent = os.getppid()
     try:
         target = find(config.enter)
-        pty = _open_pty(config.pty)  # the user's side's /dev/ptmx: before the mount namespace changes
+        pty = namespace.open_pty(config.pty)  # the user's side's /dev/ptmx: before the mount namespace changes
         environment = proc.environ()  # the /proc that shows us: inside, /proc/self is another PID namespace's
         target.join()
         if environment is not None:
             _take_environment(environment)
-    except EnterError as failure:
+    except (EnterError, namespace.NamespaceError) as failure:
         log.error("%s", failure)
         return EXIT_USAGE
     except OSError as failure:
@@ -266,11 +266,11 @@ def _run(config: Config, target: Target, ignored: "frozenset[int]", parent: int)
         return _not_started(failure, target)
     log.info("started %s as PID %d in %s", config.command[0], pid, target.what)
     child = init.Child(pid, group=not placement.shares_group and not config.single_child, placement=placement,
-                       rewrite=init._rewrite_table(config.rewrite, placement), remap_exit=config.remap_exit)
+                       rewrite=init.rewrite_table(config.rewrite, placement), remap_exit=config.remap_exit)
     code = init.supervise(child, pdeathsig=config.pdeathsig, parent=parent)
     terminal.take_back_foreground(placement, pid)
     if code - 128 in child.received:
-        namespace._die_of(code - 128)  # the signal we relayed ended it: die of it too, as the launcher does
+        namespace.die_of(code - 128)  # the signal we relayed ended it: die of it too, as the launcher does
     return code
 
 
@@ -282,20 +282,6 @@ def _not_started(failure: Exception, target: Target) -> int:
     return failure.exit_code if isinstance(failure, SpawnError) else EXIT_USAGE
 
 
-def _open_pty(wanted: "bool | None") -> "relay.Pty | None":
-    """As the launcher's: by default when stdin and stdout are terminals."""
-    if wanted is False or (wanted is None and not (os.isatty(0) and os.isatty(1))):
-        return None
-    from pyinit import relay
-
-    try:
-        return relay.Pty()
-    except OSError as failure:
-        if wanted:
-            raise EnterError("cannot open a pseudo-terminal for the command: %s" % failure.strerror) from None
-        log.warning("cannot open a pseudo-terminal (%s): the command runs on yours, without job control",
-                    failure.strerror)
-        return None
 
 
 def _run_on_pty(config: Config, target: Target, pty: "relay.Pty", ignored: "frozenset[int]", parent: int) -> int:
@@ -338,7 +324,7 @@ def _lead_session(config: Config, pty: "relay.Pty", ignored: "frozenset[int]", e
         log.error("%s", failure)
         return failure.exit_code if isinstance(failure, SpawnError) else EXIT_USAGE
     child = init.Child(pid, group=not config.single_child, placement=placement,
-                       rewrite=init._rewrite_table(config.rewrite, placement), remap_exit=config.remap_exit)
+                       rewrite=init.rewrite_table(config.rewrite, placement), remap_exit=config.remap_exit)
     code = init.supervise(child)
     log.flush()
     return code

@@ -118,7 +118,7 @@ def run(config: Config, inherited_ignored: "frozenset[int] | None" = None,
         log.debug("the child is in %s", placement)
         _leave_working_directory()
         child = Child(pid, group=not placement.shares_group and not config.single_child, placement=placement,
-                      rewrite=_rewrite_table(config.rewrite, placement), remap_exit=config.remap_exit)
+                      rewrite=rewrite_table(config.rewrite, placement), remap_exit=config.remap_exit)
         if policy is not None:
             policy.report.child_pid = pid
         code = supervise(child, policy, config.warn_reaped, config.pdeathsig, parent)
@@ -185,7 +185,7 @@ def _shutdown_policy(config: Config, subreaper: bool) -> "shutdown.Policy":
     return shutdown.Policy(config.grace, config.term_delay, drain, Report(config.command), settle=config.settle)
 
 
-def _rewrite_table(rewrite: "dict[int, int]", placement: terminal.Placement) -> "dict[int, int]":
+def rewrite_table(rewrite: "dict[int, int]", placement: terminal.Placement) -> "dict[int, int]":
     """The -r rules, and SIGSTOP for the suspending signals where the child's group is orphaned.
 
     The kernel discards SIGTSTP, SIGTTIN and SIGTTOU sent to an orphaned

@@ -81,7 +81,7 @@ def _launch(config: Config, registration: "registry.Registration | None") -> int
         log.error("cannot make a pipe for the init: %s", failure.strerror)
         return EXIT_USAGE
     try:
-        pty = _open_pty(config.pty)
+        pty = open_pty(config.pty)
         _unshare(config)
         init_pid = os.fork()
     except NamespaceError as failure:
@@ -109,13 +109,13 @@ def _launch(config: Config, registration: "registry.Registration | None") -> int
         code = init.supervise(child, pdeathsig=config.pdeathsig, parent=parent)
         if code - 128 in child.received:
             if registration is not None:
-                registration.release()  # _die_of does not return
-            _die_of(code - 128)
+                registration.release()  # die_of does not return
+            die_of(code - 128)
     log.flush()  # the launcher's own dropped lines, announced before it exits as the init's are
     return code
 
 
-def _die_of(signo: int) -> None:
+def die_of(signo: int) -> None:
     """The signal we relayed ended the command (the init, as PID 1, exits 128+N): die of it too, as util-linux unshare does.
 
     A calling shell then sees a death by the signal, not an exit code, and
@@ -130,8 +130,8 @@ def _die_of(signo: int) -> None:
     _api.pthread_sigmask(_api.SIG_UNBLOCK, {signo})  # delivered here, and the launcher ends
 
 
-def _open_pty(wanted: "bool | None") -> "relay.Pty | None":
-    """The command's own pty when asked for; by default when stdin and stdout are terminals.
+def open_pty(wanted: "bool | None") -> "relay.Pty | None":
+    """The command's own pty when asked for; by default when stdin and stdout are terminals (--enter's too).
 
     Not by default in a pipeline (`pyinit --unshare -- git log | less`):
     the relay reads every key from the terminal while the command runs,

@@ -31,14 +31,18 @@ def sandbox(request: pytest.FixtureRequest) -> Iterator[Any]:
 
     boxes: List[Sandbox] = []
     request.node.stash[_SANDBOXES] = boxes
+    yield _starter(Sandbox, boxes)
+    _close_all(boxes)
 
-    def start(argv: Any, **options: Any) -> Sandbox:
-        box = Sandbox(argv, **options)
+
+def _starter(sandbox: "type[Sandbox]", boxes: "List[Sandbox]") -> Any:
+    """What a fixture gives: start(argv, **options) makes a Sandbox, keeps it in `boxes` to close, starts it."""
+    def start(argv: Any, **options: Any) -> "Sandbox":
+        box = sandbox(argv, **options)
         boxes.append(box)
         return box.start()
 
-    yield start
-    _close_all(boxes)
+    return start
 
 
 def _close_all(boxes: "List[Sandbox]") -> None:
@@ -74,13 +78,7 @@ def sandbox_factory() -> Iterator[Any]:
     from pyinit.sandbox import Sandbox
 
     boxes: List[Sandbox] = []
-
-    def start(argv: Any, **options: Any) -> Sandbox:
-        box = Sandbox(argv, **options)
-        boxes.append(box)
-        return box.start()
-
-    yield start
+    yield _starter(Sandbox, boxes)
     _close_all(boxes)
 
 
