@@ -35,13 +35,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import signal
 import socket
 import subprocess
 import threading
 import time
-from typing import IO, Any, Callable, List, Mapping, Optional, Sequence, Union
+from typing import IO, Any, List, Mapping, Optional, Sequence, Union
 
 from pyinit import sandbox_members as members
 from pyinit.sandbox_launch import (LAUNCHER, SETTLE, START_TIMEOUT, Launcher, Stream, decide_isolation,

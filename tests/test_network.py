@@ -12,12 +12,10 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 import urllib.request
 
 import pytest
 
-import pyinit
 from pyinit.sandbox import CommandExited, IsolationError, Sandbox, TimeoutExpired
 from support import AS_NOBODY, SYSTEM_PYTHON, TIMEOUT, clean_env, free_port, leaked
 
@@ -101,7 +99,6 @@ def test_a_private_network_needs_namespaces():
 
 PRIVATE_AS_NOBODY = """
 import json, sys, urllib.request
-import pyinit
 server = [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "8080"]
 with pyinit.Sandbox(server, network="private") as a, pyinit.Sandbox(server, network="private") as b:
     a.wait_for_port(8080, timeout=30)

@@ -10,7 +10,6 @@ SIGKILL) hit a caller and not the test suite.
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -19,7 +18,7 @@ import uuid
 import pytest
 
 from pyinit import sandbox_output
-from support import REPO, TIMEOUT, clean_env, leaked, program, wait_for
+from support import REPO, TIMEOUT, clean_env, leaked, wait_for
 
 
 def caller(script: str, marker: str, *args: str, timeout: float = 4 * TIMEOUT) -> dict:

@@ -9,8 +9,6 @@ command and to fail on the broken one.
 """
 
 import json
-import os
-import signal
 import socket
 import subprocess
 import sys
