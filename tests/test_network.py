@@ -99,6 +99,7 @@ def test_a_private_network_needs_namespaces():
 
 PRIVATE_AS_NOBODY = """
 import json, sys, urllib.request
+import pyinit
 server = [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "8080"]
 with pyinit.Sandbox(server, network="private") as a, pyinit.Sandbox(server, network="private") as b:
     a.wait_for_port(8080, timeout=30)
