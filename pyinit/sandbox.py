@@ -191,9 +191,7 @@ class Sandbox(Readiness):
         launcher = self._launcher
         if launcher is None or launcher.init_pid is None or not launcher.init_running():
             return []
-        found = members.members(launcher.init_pid, launcher.level)
-        self._seen.update(members.start_times(found))
-        return found
+        return members.members(launcher.init_pid, launcher.level, self._seen)
 
     def tree(self) -> str:
         """processes() as indented text, for failure messages."""

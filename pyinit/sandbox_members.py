@@ -13,7 +13,7 @@ import os
 import signal
 import socket
 import time
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 from pyinit import proc
 from pyinit.sandbox_result import Process
@@ -32,10 +32,12 @@ def inner_pid(pid: int, level: int) -> Optional[int]:
     return int(levels[level]) if len(levels) > level else None
 
 
-def members(root: int, level: Optional[int]) -> List[Process]:
+def members(root: int, level: Optional[int], seen: Dict[int, int]) -> List[Process]:
     """`root` and every process below it, `root` first; `level`: the sandbox's namespace (None: not isolated).
 
-    A process gone between two reads is left out; its children, re-parented
+    Each one's start time goes into `seen` (host PID -> start time), which
+    tells it from a later process with the same PID at teardown. A process
+    gone between two reads is left out; its children, re-parented
     meanwhile, still are found under their new parent on the next call.
     """
     raw = []
@@ -47,19 +49,10 @@ def members(root: int, level: Optional[int]) -> List[Process]:
         if inside is None:
             continue  # gone, and its PID reused, between the two reads
         raw.append((inside, info, proc.cmdline(host_pid)))
+        seen[host_pid] = info.start_time
     by_host = {info.pid: inside for inside, info, _ in raw}
     return [Process(inside, info.pid, 0 if info.pid == root and level is not None else by_host.get(info.ppid, info.ppid),
                     info.state, info.name, argv) for inside, info, argv in raw]
-
-
-def start_times(found: Iterable[Process]) -> Dict[int, int]:
-    """host PID -> start time, of the processes still there (to tell them from a later process with the PID)."""
-    times = {}
-    for member in found:
-        info = proc.stat(member.host_pid) if member.host_pid is not None else None
-        if info is not None:
-            times[info.pid] = info.start_time
-    return times
 
 
 def alive(pid: int, start_time: Optional[int] = None) -> bool:
