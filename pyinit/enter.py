@@ -102,10 +102,8 @@ class Target:
             raise self._gone()
 
     def _differs(self, ours: str, theirs: str) -> bool:
-        from pyinit import registry
-
         try:
-            return registry.namespace_id(self.pid, theirs) != registry.namespace_id("self", ours)
+            return proc.namespace(self.pid, theirs) != proc.namespace("self", ours)
         except FileNotFoundError:
             if linux.pidfd_has_exited(self.pidfd):
                 raise self._gone() from None

@@ -157,6 +157,17 @@ def environ(pid: "int | str" = "self", proc: str = "/proc") -> "list[bytes] | No
     return None if text is None else [entry for entry in text.split(b"\0") if entry]
 
 
+def namespace(pid: "int | str", kind: str, proc: str = "/proc") -> "tuple[int, int]":
+    """(device, inode) of the namespace of `kind` ('pid', 'net', 'user', 'pid_for_children'...) that `pid` is in.
+
+    Two processes are in the same namespace when these are equal. Raises
+    OSError: FileNotFoundError when the process is gone or the kernel lacks
+    the kind, PermissionError when it is not ours to look at (ptrace rules).
+    """
+    info = os.stat("%s/%s/ns/%s" % (proc, pid, kind))
+    return info.st_dev, info.st_ino
+
+
 def is_own_namespace(proc: str = "/proc") -> bool:
     """Whether `proc` is the procfs of our own PID namespace: only then are its PIDs ours to signal.
 

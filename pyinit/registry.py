@@ -27,8 +27,8 @@ both take a name, and a launcher never removes an entry that is not its own.
 Entries written from another PID namespace (a launcher nested in one)
 cannot be checked from here: they are listed nowhere and their name is refused.
 
-This module also reads which namespace a process is in (/proc/PID/ns/KIND),
-for --list's member count and for --enter.
+Which namespace a process is in (for --list's member count) comes from
+proc.namespace, as for --enter and the sandbox's network.
 """
 
 import errno
@@ -198,21 +198,11 @@ def _write_entry(fd: int, entry: Entry) -> None:
         raise RegistryError("cannot write the entry of %s in %s: %s" % (entry.name, directory(), failure.strerror)) from None
 
 
-def namespace_id(pid: "int | str", kind: str) -> "tuple[int, int]":
-    """(device, inode) of the namespace of `kind` ('pid', 'mnt', 'pid_for_children'...) that process `pid` is in.
-
-    Raises OSError: FileNotFoundError when the process is gone or the kernel
-    lacks the kind, PermissionError when it is not ours to look at (ptrace rules).
-    """
-    info = os.stat("/proc/%s/ns/%s" % (pid, kind))
-    return info.st_dev, info.st_ino
-
-
 def _own_pid_namespace() -> int:
     if not proc.is_own_namespace():
         raise RegistryError("this process's /proc shows another PID namespace than its own, so PIDs cannot be "
                             "checked: mount a /proc of its own (as pyinit --unshare does)")
-    return namespace_id("self", "pid")[1]
+    return proc.namespace("self", "pid")[1]
 
 
 # ------------------------------------------------------------------ the launcher's registration
@@ -374,7 +364,7 @@ def members(pid: int) -> int:
     outside). Processes we may not look at are not counted.
     """
     try:
-        target = namespace_id(pid, "pid")
+        target = proc.namespace(pid, "pid")
     except OSError:
         return 0
     found = set(proc.descendants(pid))
@@ -382,7 +372,7 @@ def members(pid: int) -> int:
     for name in os.listdir("/proc"):
         if name.isdigit() and int(name) not in found:
             try:
-                if namespace_id(name, "pid") == target:
+                if proc.namespace(name, "pid") == target:
                     found.add(int(name))
             except OSError:
                 pass

@@ -98,7 +98,10 @@ class Network:
         return connection
 
     def _start_helper(self) -> None:
-        flags = CLONE_NEWNET | (0 if _same_namespace(self._init_pid, "user") else CLONE_NEWUSER)
+        from pyinit import proc
+
+        own_user_namespace = proc.namespace(self._init_pid, "user") == proc.namespace("self", "user")
+        flags = CLONE_NEWNET | (0 if own_user_namespace else CLONE_NEWUSER)
         with self._held():
             self._control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             try:
@@ -207,11 +210,6 @@ def _registered(selector: selectors.BaseSelector, connection: socket.socket) -> 
     except KeyError:
         return False
     return True
-
-
-def _same_namespace(pid: int, kind: str) -> bool:
-    """Whether `pid` is in this process's namespace of `kind` ("user", "net")."""
-    return os.stat("/proc/self/ns/%s" % kind).st_ino == os.stat("/proc/%d/ns/%s" % (pid, kind)).st_ino
 
 
 if __name__ == "__main__":
