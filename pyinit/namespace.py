@@ -27,7 +27,12 @@ from pyinit.config import EXIT_USAGE, Config
 
 TYPE_CHECKING = False  # mypy reads the block below; relay.py is imported only with a pty, registry.py with a name
 if TYPE_CHECKING:
+    from typing import Callable, Optional
+
     from pyinit import registry, relay
+
+    # Given the Config the namespaces were made with, and whether it runs in PID 1: the Config to go on with.
+    Completion = Callable[[Config, bool], Config]
 
 MAX_PID_NAMESPACE_DEPTH = 32  # the kernel's MAX_PID_NS_LEVEL
 _api = signals.api
@@ -41,8 +46,15 @@ class NamespaceError(Exception):
     """The namespaces (or the command's pty) could not be set up: one line for the user, exit 125."""
 
 
-def launch(config: Config) -> int:
+def launch(config: Config, complete: "Optional[Completion]" = None) -> int:
     """Create the namespaces, start the init in them, relay signals; return its exit code.
+
+    `complete` is for the sandboxes' fork server (sandbox_server.py), which
+    makes the namespaces ahead of a sandbox, before its command is known:
+    each of the two processes calls it once the namespaces are ready (PID 1
+    after its /proc is mounted), and goes on with the Config it returns,
+    which must ask for the same namespaces (see made_before_the_command).
+    Raising NamespaceError or OSError there makes pyinit exit 125.
 
     With --name the namespace is registered under it while it runs
     (registry.py): claimed before anything is made, so that a name in use
@@ -50,7 +62,7 @@ def launch(config: Config) -> int:
     SIGKILL. Without it, registry.py is not even imported.
     """
     if config.name is None:
-        return _launch(config, None)
+        return _launch(config, None, complete)
     from pyinit import registry
 
     try:
@@ -62,12 +74,12 @@ def launch(config: Config) -> int:
         log.error("cannot register the name %s: %s", config.name, failure.strerror)
         return EXIT_USAGE
     try:
-        return _launch(config, registration)
+        return _launch(config, registration, complete)
     finally:
         registration.release()
 
 
-def _launch(config: Config, registration: "registry.Registration | None") -> int:
+def _launch(config: Config, registration: "registry.Registration | None", complete: "Optional[Completion]") -> int:
     # Blocked before the fork, so nothing sent to either side is lost or
     # acted on by default while the init gets going; the init inherits it.
     ignored = init.block_signals()
@@ -94,8 +106,14 @@ def _launch(config: Config, registration: "registry.Registration | None") -> int
         os.close(launcher_holds)
         if registration is not None:
             registration.leave()  # its descriptors (the host's /proc among them) stay outside
-        os._exit(_be_pid1(config, launcher_alive, ignored, pty))
+        os._exit(_be_pid1(config, launcher_alive, ignored, pty, complete))
     os.close(launcher_alive)
+    if complete is not None:
+        try:
+            config = complete(config, False)
+        except (NamespaceError, OSError) as failure:
+            log.error("%s", failure)
+            return EXIT_USAGE  # the init dies of its parent-death signal
     log.info("started the init as PID %d (PID 1 of its namespace)", init_pid)
     if registration is not None:
         registration.started(init_pid)
@@ -113,6 +131,12 @@ def _launch(config: Config, registration: "registry.Registration | None") -> int
             die_of(code - 128)
     log.flush()  # the launcher's own dropped lines, announced before it exits as the init's are
     return code
+
+
+def made_before_the_command(config: Config) -> "tuple[object, ...]":
+    """What of `config` the launcher uses before `complete` is called: two Configs equal here make the same namespaces."""
+    return (config.unshare, config.user_namespace, config.mount_proc, config.hostname, config.ipc, config.net,
+            config.pty, config.name)
 
 
 def die_of(signo: int) -> None:
@@ -210,7 +234,8 @@ def _map_to_root(uid: int, gid: int) -> None:
             raise NamespaceError("cannot write %s in the new user namespace: %s" % (path, failure.strerror)) from None
 
 
-def _be_pid1(config: Config, launcher_alive: int, ignored: "frozenset[int]", pty: "relay.Pty | None") -> int:
+def _be_pid1(config: Config, launcher_alive: int, ignored: "frozenset[int]", pty: "relay.Pty | None",
+             complete: "Optional[Completion]") -> int:
     """In the fork's child, PID 1: bind our life to the launcher, set up, run the init.
 
     The launcher may die before PR_SET_PDEATHSIG is armed, and then the
@@ -235,6 +260,8 @@ def _be_pid1(config: Config, launcher_alive: int, ignored: "frozenset[int]", pty
         _mount_private_proc(config.mount_proc)
         if config.hostname is not None:
             linux.sethostname(config.hostname)
+        if complete is not None:
+            config = complete(config, True)
     except NamespaceError as failure:
         log.error("%s", failure)
         return EXIT_USAGE

@@ -33,6 +33,9 @@ pyinit's descendants one by one, and a caller that dies takes them along
 
 from __future__ import annotations
 
+# First: importing it starts the fork server, whose start-up then overlaps the rest of this import.
+from pyinit import sandbox_client  # noqa: F401  # isort: skip
+
 import contextlib
 import os
 import signal
@@ -47,7 +50,8 @@ from pyinit.sandbox_launch import (LAUNCHER, SETTLE, START_TIMEOUT, Launcher, St
                                    init_options, namespaces_refused, run_inside)
 from pyinit.sandbox_members import format_tree
 from pyinit.sandbox_network import Network
-from pyinit.sandbox_output import TAIL_LINES, Output, SignalsHeld
+from pyinit.sandbox_client import SignalsHeld
+from pyinit.sandbox_output import TAIL_LINES, Output
 from pyinit.sandbox_ready import Readiness
 from pyinit.sandbox_result import (CommandExited, IsolationError, IsolationWarning, Process, Result, SandboxError,
                                    SignalSpec, TimeoutExpired, exec_result, make_result, signal_number)

@@ -32,8 +32,7 @@ from typing import IO, Any, Callable, List, Mapping, Optional, Union
 
 from pyinit import linux, proc, signals
 from pyinit.sandbox_members import inner_pid, kill_below, namespace_level
-from pyinit.sandbox_output import SignalsHeld
-from pyinit.sandbox_server import ForkServer, ServedProcess
+from pyinit.sandbox_client import ForkServer, ServedProcess, SignalsHeld
 from pyinit.sandbox_result import IsolationError, IsolationWarning, SandboxError, SignalSpec, signal_number
 
 # How a user's process starts pyinit: the one place that knows it. The file
@@ -94,7 +93,7 @@ class Launcher:
     def start(self, command: List[str], options: List[str], streams: "tuple[Stream, Stream, Stream]",
               cwd: Optional[str], env: Mapping[str, str]) -> "subprocess.Popen | ServedProcess":
         """Start the launcher (pyinit as a subreaper without namespaces): forked by this process's fork server
-        (sandbox_server.py), or directly where that cannot be; return what holds its pipes, as a Popen does."""
+        (sandbox_client.py), or directly where that cannot be; return what holds its pipes, as a Popen does."""
         if not proc.is_own_namespace():
             raise SandboxError("this process's /proc belongs to another PID namespace (one entered without a /proc of "
                                "its own, as `unshare --fork --pid` without --mount-proc gives), where the sandbox "
@@ -374,52 +373,37 @@ def decide_isolation(isolate: Union[bool, str]) -> bool:
 def namespaces_refused(env: Optional[Mapping[str, str]] = None) -> Optional[str]:
     """Why the launcher cannot create namespaces here, or None when it can.
 
-    Asked once per user ID, with the caller's environment (the launcher's
-    interpreter ignores it anyway, see LAUNCHER). A refusal for want of a
-    resource (EAGAIN, ENOMEM, no descriptor) is not remembered: the next
-    sandbox asks again rather than run without isolation for good. The
-    verdict is read from pyinit's stderr as well as its status: a caller
-    that ignores SIGCHLD sees every child exit 0.
+    Asked once per user ID: of the fork server, whose first spare launcher
+    (sandbox_server.py) tells; without one, of `pyinit --unshare -- true`
+    run with the caller's environment (which the launcher's interpreter
+    ignores anyway, see LAUNCHER), whose verdict is read from its stderr as
+    well as its status: a caller that ignores SIGCHLD sees every child exit
+    0. A refusal for want of a resource (EAGAIN, ENOMEM, no descriptor) is
+    not remembered: the next sandbox asks again rather than run without
+    isolation for good.
     """
     with _refusals_lock:
         uid = os.geteuid()
         if uid in _refusals:
             return _refusals[uid]
-        returncode, stderr = _probe(os.environ if env is None else env)
-        message = stderr.decode(errors="replace").strip()
-        if message.startswith("pyinit: "):
-            message = message[len("pyinit: "):]
-        reason = None if returncode == 0 and not message else (message or "exit code %d" % returncode)
+        reason = _probe(os.environ if env is None else env)
+        if reason is not None and reason.startswith("pyinit: "):
+            reason = reason[len("pyinit: "):]
         if reason is None or not any(os.strerror(code) in reason for code in _TRANSIENT):
             _refusals[uid] = reason
         return reason
 
 
-def _probe(env: Mapping[str, str]) -> "tuple[int, bytes]":
-    """`pyinit --unshare -- true`: (its exit code, its stderr), by the fork server where it can, as sandboxes start."""
+def _probe(env: Mapping[str, str]) -> Optional[str]:
+    """The fork server's answer, or else `pyinit --unshare -- true`'s: None, or what stopped it."""
     try:
-        server = ForkServer.get()
-        with SignalsHeld():
-            read, write = os.pipe2(os.O_CLOEXEC)
-        try:
-            with open(os.devnull, "rb") as nothing:
-                pid = server.start(["--unshare", "--", "true"], [nothing.fileno(), nothing.fileno(), write,
-                                                                   nothing.fileno()], None, env, signal.SIGKILL)
-            os.close(write)
-            write = -1
-            stderr = proc.read_to_end(read)
-            status = server.status(pid, START_TIMEOUT)
-        finally:
-            for fd in (read, write):
-                if fd >= 0:
-                    os.close(fd)
-        if status is not None:
-            return os.waitstatus_to_exitcode(status), stderr
+        return ForkServer.get().namespaces_refused()
     except (OSError, ValueError):
         pass
     probe = subprocess.run([*LAUNCHER, "--unshare", "--", "true"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                            stderr=subprocess.PIPE, env=env, timeout=START_TIMEOUT)
-    return probe.returncode, probe.stderr
+    message = probe.stderr.decode(errors="replace").strip()
+    return None if probe.returncode == 0 and not message else (message or "exit code %d" % probe.returncode)
 
 
 # The working directory of an entered command: pyinit --enter takes the sandbox's own (as nsenter -w);

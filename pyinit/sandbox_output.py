@@ -17,35 +17,15 @@ import codecs
 import collections
 import os
 import re
-import _signal
 import select
 import threading
 from typing import IO, Deque, Dict, List, Optional, Sequence
 
-_ALL_SIGNALS = _signal.valid_signals()
+from pyinit.sandbox_client import SignalsHeld
+
 CARRY = 4096  # characters searched again before what is new: the longest match that may straddle two reads
 TAIL_LINES = 20
 _READ = 65536
-
-
-class SignalsHeld:
-    """Block every signal in this thread for the few statements that make a descriptor and keep it.
-
-    An exception from a signal handler (a KeyboardInterrupt) raised between
-    the system call that returns a descriptor and the statement that stores
-    it would lose the descriptor. Held back, the signal arrives as the block
-    ends, once the descriptor is kept where close() finds it. The thread's
-    mask is restored exactly; a thread started inside inherits the full mask
-    (the output reader: signals are never delivered to it).
-    """
-
-    def __enter__(self) -> None:
-        # _signal's, not signal's: the latter turns each set into Signals members, a third of a sandbox's
-        # start-up once per call (the profile showed it).
-        self._mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, _ALL_SIGNALS)
-
-    def __exit__(self, *exc_info: object) -> None:
-        _signal.pthread_sigmask(_signal.SIG_SETMASK, self._mask)
 
 
 class _Stream:

@@ -2,103 +2,222 @@
 
 Started as `python -I -S __main__.py` (sandbox_launch.LAUNCHER), a launcher
 pays an interpreter's start for every sandbox: most of a sandbox's cost. The
-fork server pays it once per process. Started with the first sandbox, it has
-pyinit's launcher imported, and for each sandbox it forks and runs the
-launcher in the fork, in its own interpreter, with the standard streams and
-the report's pipe it was sent over a Unix socket (SCM_RIGHTS), the working
-directory and the environment asked for.
+fork server pays it once per process (sandbox_client.py starts it when the
+test side is imported). It has pyinit's launcher imported, and for each
+sandbox it forks, and runs the launcher in the fork, with the standard
+streams and the report's pipe it was sent over a Unix socket (SCM_RIGHTS),
+the working directory, umask and environment asked for.
+
+The spare. Most of what is left of a sandbox's start is making its
+namespaces: the launcher's fork, unshare(2), PID 1's fork, its private
+mounts and /proc. None of it depends on the command, so the server does it
+ahead of time: it keeps one spare launcher whose PID 1 is ready, both
+waiting for the rest of their Config (namespace.launch's `complete`). A
+request that asks for the same namespaces (namespace.made_before_the_command)
+is handed to the spare, and PID 1 has only the command to start; the next
+spare is made once the request is answered. Any other request gets a fork
+of its own, as before, and the next spare takes its shape. The first spare
+is the namespace probe too: whether it could be made is what `isolate="auto"`
+asks, and why not is what its launcher or PID 1 wrote on their stderr, a
+pipe the server reads.
 
 Every guarantee of a launcher started directly holds:
 - nothing outlives the caller: the server's end of the socket pair reads
   end-of-file when the caller's process ends, however it ends (SIGKILL
-  included: the kernel closes its descriptors); the server then SIGKILLs its
-  launchers and exits. A launcher dies with the server (PR_SET_PDEATHSIG),
-  and its PID 1 with it, which takes the whole namespace along.
+  included: the kernel closes its descriptors); the server then signals its
+  launchers (each with the signal asked for, the spare with SIGKILL) and
+  exits. A launcher dies with the server (PR_SET_PDEATHSIG), and its PID 1
+  with it, which takes the whole namespace along.
 - the caller is left undisturbed: the server is its child (started once, and
   ended with it), no thread of the caller's, one socket; the launchers are
   the server's children, reaped there, their statuses sent back.
 - the server has one thread, so each fork can unshare a user namespace: the
   unprivileged case works as before.
 One thing differs: a launcher forked by the server starts with the server's
-signal dispositions, not the caller's at that moment (a disposition the
-caller set to SIG_IGN after the server started does not reach the command).
+signal dispositions and resource limits, not the caller's at that moment.
 
-Messages (SOCK_SEQPACKET, one per datagram): the caller sends a request as
-JSON, with the launcher's four descriptors (stdin, stdout, stderr, the
-report's write end); the server answers `started PID` or `error TEXT`, and
-later, for each launcher that has ended, `exit PID STATUS` (a wait status).
+Messages (SOCK_SEQPACKET, one per datagram): the caller sends a request
+(encode_request: NUL-separated, as argv and the environment are), with the
+launcher's four descriptors (stdin, stdout, stderr, the report's write
+end); the server answers `started PID` or `error TEXT`, and later, for each
+launcher that has ended, `exit PID STATUS` (a wait status). `probe` is
+answered `namespaces ok` or `namespaces refused WHY`.
 
-Run as a file, this module is the server: `python -I -S sandbox_server.py FD`.
+The server's process is `python -I -S -c "...; main()" FD` (see sandbox_client.py).
+Its imports are few (`_socket` and `_signal`, not their enum-laden
+wrappers; json, for the reports, once the server runs): its start-up is
+what the first sandbox of a process may wait for. The caller's end (sandbox_client.py) imports it
+for the protocol.
 """
 
-from __future__ import annotations
-
-import array
-import atexit
-import json
+import _signal
+import _socket
 import os
 import select
-import signal
-import socket
-import subprocess
 import sys
-import threading
-from typing import IO, Any, Dict, List, Mapping, Optional
 
-_MESSAGE = 1 << 16
-START_TIMEOUT = 30.0
-_DESCRIPTORS = 4  # stdin, stdout, stderr, the report's write end
+MESSAGE = 1 << 16  # the longest request: a longer one (a huge environment) gets a launcher started directly
+DESCRIPTORS = 4  # stdin, stdout, stderr, the report's write end
+_INT = 4  # bytes of a C int: a descriptor in SCM_RIGHTS
+SPARE_WAIT = 30.0  # seconds a request or the probe waits for a spare being made
+# The next spare is made once the server has been idle this long (or by the request that needs it): not at
+# once, when it would take a core from the sandbox that has just started.
+SPARE_DELAY = 0.001
+# What a sandbox asks of the launcher by default (the command aside): the spare made first, and the probe.
+PROBE = ["--unshare", "-p", "KILL", "--exit-report", "fd:0", "--", "true"]
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Mapping, Optional
+
+    from pyinit.config import Config
 
 
-# --- the server --------------------------------------------------------------------------------------
+class Spare:
+    """A launcher forked ahead of its sandbox; its PID 1 says `ready` on `channel` once its /proc is mounted."""
+
+    def __init__(self, pid: int, shape: "tuple[object, ...]", channel: "_socket.socket", stderr: int) -> None:
+        self.pid, self.shape, self.channel, self.stderr = pid, shape, channel, stderr
+        self.ready = False
+        self.failure: "Optional[str]" = None  # why it could not be made, once known
+        self.said = b""  # what it wrote on its stderr
+
+    def fds(self) -> "List[int]":
+        return [self.channel.fileno(), self.stderr]
+
+    def check(self, timeout: "Optional[float]") -> None:
+        """Take in what the spare has sent (waiting up to `timeout` s for it to be ready or to fail)."""
+        poller = select.poll()
+        for fd in self.fds():
+            poller.register(fd, select.POLLIN)
+        while not self.ready and self.failure is None:
+            events = poller.poll(None if timeout is None else timeout * 1e3)
+            if not events:
+                return
+            for fd, _ in events:
+                if fd == self.stderr:
+                    said = os.read(self.stderr, 4096)
+                    self.said += said
+                    if not said or not self.ready:  # written, or closed: dying, whatever it says
+                        self.failure = self.said.decode(errors="replace").strip() or "its launcher ended"
+                elif self.channel.recv(16) == b"ready":
+                    self.ready = True
+            timeout = 0 if self.ready or self.failure else timeout
+
+    def usable(self) -> bool:
+        """Ready, and nothing written on its stderr since (a PID 1 that died after `ready` closes it)."""
+        self.check(SPARE_WAIT)
+        if self.ready and select.select([self.stderr], [], [], 0)[0]:
+            self.failure = "it ended after it was ready"
+        return self.ready and self.failure is None
+
+    def hand_over(self, request: bytes, fds: "List[int]") -> int:
+        """Send the request to the launcher and to its PID 1 (each takes one copy); return the launcher's PID."""
+        for _ in range(2):
+            send(self.channel, request, fds)
+        self.close()
+        return self.pid
+
+    def discard(self) -> None:
+        """SIGKILL it (its PID 1 follows by its parent-death signal); the server's loop reaps it."""
+        try:
+            os.kill(self.pid, _signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.close()
+
+    def close(self) -> None:
+        self.channel.close()
+        if self.stderr >= 0:
+            os.close(self.stderr)
+            self.stderr = -1
 
 
 def serve(control_fd: int) -> None:
-    """Fork a launcher for each request; send back each one's start and exit; end everything at end-of-file."""
+    """Answer each request (a launcher, or the probe); send back each launcher's exit; end everything at end-of-file."""
     # Imported once here, not in every fork: what a launcher and its init load (the report's json too), _ctypes.
+    import json  # noqa: F401
     from pyinit import cli, init, linux, namespace, report, shutdown, spawn  # noqa: F401
     linux.load()
+    os.closerange(3, control_fd)  # what the caller had not marked close-on-exec is not the server's
+    os.closerange(control_fd + 1, 1 << 20)
 
     # Only SIGCHLD is taken (through a wake-up pipe); the rest is blocked: the
     # server's life is its socket's, and a fork starts with everything blocked.
-    signal.pthread_sigmask(signal.SIG_SETMASK, signal.valid_signals() - {signal.SIGCHLD})
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, _signal.valid_signals() - {_signal.SIGCHLD})
     wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    signal.set_wakeup_fd(wake_write)
-    signal.signal(signal.SIGCHLD, lambda signo, frame: None)
-    control = socket.socket(fileno=control_fd)
-    launchers: "dict[int, int]" = {}  # PID -> the signal that ends it when the caller has gone
-    poller = select.poll()
-    poller.register(control, select.POLLIN)
-    poller.register(wake_read, select.POLLIN)
+    _signal.set_wakeup_fd(wake_write)
+    _signal.signal(_signal.SIGCHLD, lambda signo, frame: None)
+    control = _socket.socket(fileno=control_fd)
+    own = [control.fileno(), wake_read, wake_write]  # what no fork keeps
+    launchers: "Dict[int, int]" = {}  # PID -> the signal that ends it when the caller has gone
+    spare: "Optional[Spare]" = _make_spare(_probe_config(), own)
+    next_spare: "Optional[Config]" = None  # made once the server has been idle for SPARE_DELAY
     while True:
-        for fd, _ in _poll(poller):
-            if fd == wake_read:
-                _drain(wake_read)
-                _reap(launchers, control)
-                continue
+        making = spare is not None and not spare.ready  # watched until it is ready, or has failed
+        readable = select.select([control.fileno(), wake_read, *(spare.fds() if spare and making else [])], [], [],
+                                 None if next_spare is None else SPARE_DELAY)[0]
+        if not readable and next_spare is not None:
+            if spare is not None:
+                spare.discard()
+            spare, next_spare = _make_spare(next_spare, own), None
+            continue
+        if wake_read in readable:
+            _drain(wake_read)
+            _reap(launchers, control)
+        if spare is not None and making and set(spare.fds()) & set(readable):
+            spare.check(0)
+            if spare.failure is not None:  # made again for the next request that could use it
+                spare.discard()
+                spare = None
+        if control.fileno() not in readable:
+            continue
+        try:
             request, fds = _receive(control)
-            if not request:  # the caller has gone: its sandboxes go too
-                for pid, signo in launchers.items():
-                    os.kill(pid, signo)
-                return
-            try:
-                parsed = json.loads(request)
-                pid = _fork_launcher(parsed, fds, (control.fileno(), wake_read, wake_write))
-            except Exception as failure:  # one line back; the server goes on
-                control.send(("error %s" % failure).encode(errors="replace"))
+        except ValueError as failure:
+            control.send(("error %s" % failure).encode())
+            continue
+        if not request:  # the caller has gone: its sandboxes go too
+            for pid, signo in launchers.items():
+                os.kill(pid, signo)
+            if spare is not None:
+                spare.discard()
+            return
+        try:
+            if request == b"probe":
+                spare = _probe(spare, control, own)
+                continue
+            parsed = decode_request(request)
+            prepared = _spare_could_serve(parsed["argv"], parsed["env"], fds)
+            if prepared is not None:
+                spare = _spare_for(prepared, spare, own)
+                if not spare.usable():
+                    spare.discard()
+                    spare = None
+            if prepared is not None and spare is not None:
+                pid = spare.hand_over(request, fds)
+                spare, next_spare = None, prepared  # the next request is likely alike
             else:
-                launchers[pid] = parsed["orphaned"]
-                control.send(b"started %d" % pid)
-            finally:
-                for received in fds:
-                    os.close(received)
+                pid = _fork_launcher(parsed, fds, own + (spare.fds() if spare else []))
+        except Exception as failure:  # one line back; the server goes on
+            control.send(("error %s" % failure).encode(errors="replace"))
+            continue
+        finally:
+            for received in fds:  # closed before the next fork: no spare may hold a sandbox's pipe
+                os.close(received)
+        launchers[pid] = parsed["orphaned"]
+        control.send(b"started %d" % pid)
 
 
-def _poll(poller: "select.poll") -> "list[tuple[int, int]]":
-    try:
-        return poller.poll()
-    except InterruptedError:  # SIGCHLD's handler ran: the wake-up pipe says so next time round
-        return []
+def _spare_for(config: "Config", spare: "Optional[Spare]", own: "List[int]") -> Spare:
+    """`spare` if it makes the namespaces `config` asks for; else a new one (the other discarded)."""
+    from pyinit import namespace
+
+    if spare is not None and spare.shape == namespace.made_before_the_command(config):
+        return spare
+    if spare is not None:
+        spare.discard()
+    return _make_spare(config, own)
 
 
 def _drain(fd: int) -> None:
@@ -109,28 +228,202 @@ def _drain(fd: int) -> None:
         pass
 
 
-def _reap(launchers: "dict[int, int]", control: socket.socket) -> None:
-    while launchers:
+def _reap(launchers: "Dict[int, int]", control: "_socket.socket") -> None:
+    """Reap every child that has ended; tell the caller of each of its launchers (a spare's end is nobody's news)."""
+    while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             return
         if not pid:
             return
-        launchers.pop(pid, None)
-        control.send(b"exit %d %d" % (pid, status))
+        if launchers.pop(pid, None) is not None:
+            control.send(b"exit %d %d" % (pid, status))
 
 
-def _receive(control: socket.socket) -> "tuple[bytes, List[int]]":
-    fds = array.array("i")
-    message, ancillary, _, _ = control.recvmsg(_MESSAGE, socket.CMSG_LEN(_DESCRIPTORS * fds.itemsize))
-    for level, kind, data in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
-    return message, list(fds)
+def encode_request(argv: "List[str]", cwd: str, env: "Mapping[str, str]", umask: int, orphaned: int) -> bytes:
+    """A request to start a launcher: `orphaned` is the signal it gets should the caller go first."""
+    fields = ["start", str(orphaned), "%o" % umask, cwd, str(len(argv)), *argv,
+              *("%s=%s" % item for item in env.items())]
+    message = b"\0".join(os.fsencode(field) for field in fields)
+    if len(message) > MESSAGE or any(b"\0" in os.fsencode(field) for field in fields):
+        raise ValueError("a request the fork server cannot take: over %d bytes, or a NUL in it" % MESSAGE)
+    return message
 
 
-def _fork_launcher(request: Dict[str, Any], fds: List[int], own: "tuple[int, ...]") -> int:
+def decode_request(message: bytes) -> "Dict[str, Any]":
+    """encode_request's arguments, by name (ValueError for a message that is not one)."""
+    kind, orphaned, umask, cwd, count, *rest = [os.fsdecode(field) for field in message.split(b"\0")]
+    if kind != "start" or len(rest) < int(count):
+        raise ValueError("not a request: %r" % message[:40])
+    argv, env = rest[:int(count)], rest[int(count):]
+    return {"argv": argv, "cwd": cwd, "umask": int(umask, 8), "orphaned": int(orphaned),
+            "env": dict(item.split("=", 1) for item in env)}
+
+
+def send(channel: "_socket.socket", message: bytes, fds: "List[int]") -> None:
+    """One datagram, with `fds` attached (SCM_RIGHTS)."""
+    attached = b"".join(fd.to_bytes(_INT, sys.byteorder, signed=True) for fd in fds)
+    channel.sendmsg([message], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, attached)])
+
+
+def _receive(channel: "_socket.socket") -> "tuple[bytes, List[int]]":
+    """One datagram and the descriptors attached to it (a truncated one is refused: ValueError)."""
+    message, ancillary, flags, _ = channel.recvmsg(MESSAGE + 1, _socket.CMSG_LEN(DESCRIPTORS * _INT))
+    fds = [int.from_bytes(data[start:start + _INT], sys.byteorder, signed=True)
+           for level, kind, data in ancillary if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS
+           for start in range(0, len(data) - len(data) % _INT, _INT)]
+    if flags & (_socket.MSG_TRUNC | _socket.MSG_CTRUNC) or len(message) > MESSAGE:
+        for fd in fds:
+            os.close(fd)
+        raise ValueError("a message too long for the fork server")
+    return message, fds
+
+
+def _prepared(argv: "List[str]", env: "Dict[str, str]") -> "Optional[Config]":
+    """The Config of `argv` where a spare could serve it (namespaces, no pty, no name); None otherwise."""
+    from pyinit import cli
+
+    try:
+        config = cli.parse([arg.replace("fd:REPORT", "fd:0") for arg in argv], env)
+    except cli.UsageError:
+        return None  # a fork of its own says why, on the sandbox's stderr
+    if isinstance(config, str) or not config.unshare or config.pty or config.name is not None:
+        return None
+    return config
+
+
+def _spare_could_serve(argv: "List[str]", env: "Dict[str, str]", fds: "List[int]") -> "Optional[Config]":
+    """The Config of a request a spare could serve; None for one that needs a fork of its own.
+
+    A pty is opened when the sandbox's stdin and stdout are terminals
+    (config.pty None): a spare has neither, so such a request is not its.
+    """
+    config = _prepared(argv, env)
+    if config is None or (config.pty is None and os.isatty(fds[0]) and os.isatty(fds[1])):
+        return None
+    return config
+
+
+def _probe_config() -> "Config":
+    config = _prepared(PROBE, {})
+    assert config is not None
+    return config
+
+
+def _probe(spare: "Optional[Spare]", control: "_socket.socket", own: "List[int]") -> "Optional[Spare]":
+    """Answer `probe` with whether the spare for a default sandbox could be made (making one if need be)."""
+    from pyinit import namespace
+
+    config = _probe_config()
+    if spare is None or spare.shape != namespace.made_before_the_command(config):
+        if spare is not None:
+            spare.discard()
+        spare = _make_spare(config, own)
+    spare.check(SPARE_WAIT)
+    if spare.failure is None and not spare.ready:
+        spare.failure = "no answer from the namespaces' init within %.0f s" % SPARE_WAIT
+    control.send(b"namespaces ok" if spare.failure is None else
+                 ("namespaces refused %s" % spare.failure).encode(errors="replace"))
+    if spare.failure is None:
+        return spare
+    spare.discard()
+    return None
+
+
+def _make_spare(config: "Config", own: "List[int]") -> Spare:
+    """Fork a launcher that makes the namespaces `config` asks for, its PID 1 too, and waits for its command."""
+    from pyinit import namespace
+
+    channel, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
+    stderr, their_stderr = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid:
+        theirs.close()
+        os.close(their_stderr)
+        return Spare(pid, namespace.made_before_the_command(config), channel, stderr)
+    code = 125
+    try:
+        for fd in [*own, channel.fileno(), stderr]:
+            os.close(fd)
+        _as_launcher()
+        nothing = os.open(os.devnull, os.O_RDWR)
+        for target, source in ((0, nothing), (1, nothing), (2, their_stderr)):
+            os.dup2(source, target)
+        os.close(nothing)
+        os.close(their_stderr)
+        code = _launch(config, lambda prepared, in_init: _complete(theirs, prepared, in_init))
+    except BaseException as failure:  # one line to the server, never a traceback
+        os.write(2, ("pyinit: the fork server could not make a spare launcher: %r\n" % failure).encode(errors="replace"))
+    finally:
+        os._exit(code)
+
+
+def _launch(config: "Config", complete: "Any") -> int:
+    """namespace.launch(), guarded as cli.main guards it: a bug of ours is one line, never a traceback."""
+    from pyinit import log, namespace
+
+    log.set_level(config.verbosity)
+    try:
+        return namespace.launch(config, complete)
+    except Exception as failure:
+        log.error("internal error: %r", failure)
+        return 125
+
+
+def _complete(channel: "_socket.socket", prepared: "Config", in_init: bool) -> "Config":
+    """In the spare's launcher and in its PID 1: wait for the request, take it in, return its Config."""
+    from pyinit import cli, log, namespace
+
+    if in_init:
+        channel.send(b"ready")
+    else:  # PID 1 is made: from now on the server's pipe is PID 1's alone, and its end says that PID 1 died
+        nothing = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(nothing, 2)
+        os.close(nothing)
+    request, fds = _receive(channel)
+    channel.close()
+    if not request:
+        raise namespace.NamespaceError("the fork server has gone")
+    parsed = decode_request(request)
+    argv = _take(parsed, fds, keep_report=in_init)
+    try:
+        config = cli.parse(argv, os.environ)  # type: ignore[arg-type]
+    except cli.UsageError as problem:
+        raise namespace.NamespaceError(str(problem)) from None
+    if isinstance(config, str) or namespace.made_before_the_command(config) != namespace.made_before_the_command(prepared):
+        raise namespace.NamespaceError("the fork server gave a spare launcher a sandbox that needs other namespaces")
+    log.set_level(config.verbosity)
+    return config
+
+
+def _as_launcher() -> None:
+    """In a fork of the server: signals as bin/pyinit starts (everything blocked, no handler), a session of its own."""
+    _signal.pthread_sigmask(_signal.SIG_BLOCK, {_signal.SIGCHLD})
+    _signal.set_wakeup_fd(-1)
+    _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
+    os.setsid()
+
+
+def _take(request: "Dict[str, Any]", fds: "List[int]", keep_report: bool) -> "List[str]":
+    """Take the request's streams, directory, umask and environment; return its argv with the report's descriptor in it."""
+    from pyinit import spawn
+
+    stdin, stdout, stderr, report = fds
+    for target, source in ((0, stdin), (1, stdout), (2, stderr)):
+        os.dup2(source, target)  # inheritable, as the command's
+    kept = {0, 1, 2, report} if keep_report else {0, 1, 2}
+    for source in {stdin, stdout, stderr, report} - kept:
+        os.close(source)  # the command gets exactly what a launcher started directly would
+    os.chdir(request["cwd"])
+    os.umask(request["umask"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    spawn.ENVIRONMENT = {os.fsencode(name): os.fsencode(value) for name, value in request["env"].items()}
+    return [arg.replace("fd:REPORT", "fd:%d" % report) for arg in request["argv"]]
+
+
+def _fork_launcher(request: "Dict[str, Any]", fds: "List[int]", own: "List[int]") -> int:
     """Fork, and in the fork run the launcher as `pyinit ARGV` would, with the streams, directory and environment asked for.
 
     The launcher's own -p (in ARGV) ties it to the server, as it would be tied
@@ -141,135 +434,18 @@ def _fork_launcher(request: Dict[str, Any], fds: List[int], own: "tuple[int, ...
         return pid
     code = 125
     try:
-        from pyinit import cli, spawn
+        from pyinit import cli
 
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})  # everything blocked, as bin/pyinit starts
-        signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         for fd in own:
             os.close(fd)
-        stdin, stdout, stderr, report = fds
-        for target, source in ((0, stdin), (1, stdout), (2, stderr)):
-            os.dup2(source, target)  # inheritable, as the command's
-        for source in {stdin, stdout, stderr} - {0, 1, 2, report}:
-            os.close(source)  # the command gets exactly what a launcher started directly would
-        os.setsid()
-        if request["cwd"] is not None:
-            os.chdir(request["cwd"])
-        environment = {os.fsencode(name): os.fsencode(value) for name, value in request["env"].items()}
-        os.environ.clear()
-        os.environ.update(request["env"])
-        spawn.ENVIRONMENT = environment
-        argv = [arg.replace("fd:REPORT", "fd:%d" % report) for arg in request["argv"]]
-        code = cli.main(argv)
+        _as_launcher()
+        code = cli.main(_take(request, fds, keep_report=True))
     except BaseException as failure:  # one line on the sandbox's stderr, never a traceback
         os.write(2, ("pyinit: the fork server could not run the launcher: %r\n" % failure).encode(errors="replace"))
     finally:
         os._exit(code)
 
 
-# --- the caller's side -------------------------------------------------------------------------------
-
-
-class ServedProcess:
-    """A launcher forked by the server: what the sandbox uses of a subprocess.Popen (pid, the pipes, returncode)."""
-
-    def __init__(self, server: "ForkServer", pid: int, pipes: "List[Optional[IO[bytes]]]") -> None:
-        self.server, self.pid = server, pid
-        self.stdin, self.stdout, self.stderr = pipes
-        self.returncode: Optional[int] = None
-
-    def kill(self) -> None:
-        """SIGKILL it while it is still the server's child (not reaped yet, so the PID is still its own)."""
-        from pyinit import proc
-
-        info = proc.stat(self.pid)
-        if info is not None and info.ppid == self.server.process.pid:
-            os.kill(self.pid, signal.SIGKILL)
-
-
-class ForkServer:
-    """The caller's end of its process's fork server: start launchers, learn how they ended."""
-
-    _lock = threading.Lock()
-    _current: "Optional[ForkServer]" = None
-
-    @classmethod
-    def get(cls) -> "ForkServer":
-        """This process's server, started on first use (a fork of the caller gets a server of its own)."""
-        with cls._lock:
-            server = cls._current
-            if server is None or server.owner != os.getpid() or server.process.poll() is not None:
-                server = cls._current = ForkServer()
-            return server
-
-    def __init__(self) -> None:
-        from pyinit.sandbox_output import SignalsHeld
-
-        self.owner = os.getpid()
-        self._lock = threading.Lock()
-        self._statuses: Dict[int, int] = {}
-        with SignalsHeld():
-            self._control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-            try:
-                self.process = subprocess.Popen([sys.executable, "-I", "-S", os.path.abspath(__file__),
-                                                 str(theirs.fileno())], stdin=subprocess.DEVNULL,
-                                                pass_fds=(theirs.fileno(),), start_new_session=True)
-            finally:
-                theirs.close()
-        atexit.register(self.close)
-
-    def close(self) -> None:
-        """End the server (its socket closes; it ends any launcher left) and reap it: at this process's exit."""
-        self._control.close()
-        try:
-            self.process.wait(START_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-    def start(self, argv: List[str], fds: List[int], cwd: Optional[str], env: Mapping[str, str], orphaned: int) -> int:
-        """Have the server fork a launcher running `pyinit ARGV` ("fd:REPORT" stands for the report's descriptor).
-
-        `orphaned`: the signal the server sends it if this process ends first.
-        """
-        request = json.dumps({"argv": argv, "cwd": cwd, "env": dict(env), "orphaned": orphaned}).encode()
-        with self._lock:
-            self._control.sendmsg([request], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
-            while True:
-                word, _, rest = self._next(None).partition(b" ")
-                if word == b"started":
-                    return int(rest)
-                if word == b"error":
-                    raise OSError("the sandboxes' fork server: %s" % rest.decode(errors="replace"))
-
-    def status(self, pid: int, timeout: float) -> Optional[int]:
-        """The wait status of launcher `pid` once the server has reaped it; None if it does not say within `timeout`."""
-        with self._lock:
-            while pid not in self._statuses:
-                try:
-                    self._next(timeout)
-                except TimeoutError:
-                    return None
-            return self._statuses.pop(pid)
-
-    def _next(self, timeout: Optional[float]) -> bytes:
-        """The next message that is not an exit (those are kept); the lock held."""
-        while True:
-            if timeout is not None and not select.select([self._control], [], [], timeout)[0]:
-                raise TimeoutError("the sandboxes' fork server did not answer")
-            message = self._control.recv(_MESSAGE)
-            if not message:
-                raise ConnectionError("the sandboxes' fork server has gone")
-            word, _, rest = message.partition(b" ")
-            if word != b"exit":
-                return message
-            pid, status = rest.split()
-            self._statuses[int(pid)] = int(status)
-            if timeout is not None:
-                return message
-
-
-if __name__ == "__main__":
-    sys.path.append(__file__.rsplit("/", 2)[0])  # run as a file, under -I -S: the package is beside it
+def main() -> None:
+    """`python -I -S -c "...; main()" FD`, as sandbox_client.py starts it: serve on socket FD."""
     serve(int(sys.argv[1]))

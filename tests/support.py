@@ -211,6 +211,19 @@ def wait_for(predicate, what: str, timeout: float = TIMEOUT):
         delay = min(delay * 2, 0.05)
 
 
+def caller(script: str, marker: str, *args: str, timeout: float = 4 * TIMEOUT) -> dict:
+    """Run `script` as a caller of the test-side API, with LEAK_MARKER=marker; it prints one JSON object last.
+
+    Fails on a hang (the timeout), a non-zero exit or a traceback.
+    """
+    import json
+
+    done = subprocess.run([sys.executable, "-c", script, *args], env=clean_env(LEAK_MARKER=marker), cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done
+    return json.loads(done.stdout.splitlines()[-1])
+
+
 def leaked(marker: str) -> "list[int]":
     """Host PIDs of live processes whose environment holds LEAK_MARKER=marker."""
     found = []

@@ -7,7 +7,6 @@ the faults (an itimer's KeyboardInterrupt, a lowered RLIMIT_NOFILE, a
 SIGKILL) hit a caller and not the test suite.
 """
 
-import json
 import os
 import re
 import subprocess
@@ -18,15 +17,7 @@ import uuid
 import pytest
 
 from pyinit import sandbox_output
-from support import REPO, TIMEOUT, clean_env, leaked, wait_for
-
-
-def caller(script: str, marker: str, *args: str, timeout: float = 4 * TIMEOUT) -> dict:
-    """Run `script` as a caller of the API; it prints one JSON object last. Fails on a hang (the timeout)."""
-    done = subprocess.run([sys.executable, "-c", script, *args], env=clean_env(LEAK_MARKER=marker), cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0 and "Traceback" not in done.stderr, done
-    return json.loads(done.stdout.splitlines()[-1])
+from support import REPO, TIMEOUT, caller, clean_env, leaked, wait_for
 
 
 STATE = """
@@ -305,12 +296,12 @@ def test_a_caller_whose_proc_is_another_namespaces_is_told_at_once():
 # --- the fork server: one per process, single-threaded, ended with its caller ----------------------------
 
 SERVED = STATE + """
-from pyinit.sandbox_server import ForkServer
+from pyinit.sandbox_client import ForkServer
 
 def parent(pid):
     return int(open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()[1])
 
-server = ForkServer.get().process.pid
+server = ForkServer.get().pid
 boxes = [pyinit.Sandbox(["sleep", "300"]).start() for _ in range(3)]
 launchers = {parent(box.pid) for box in boxes}  # each PID 1's parent: its launcher
 threads = open("/proc/%d/status" % server).read().split("Threads:")[1].split()[0]
@@ -337,10 +328,10 @@ def test_sandboxes_are_forked_by_one_single_threaded_server_that_ends_with_its_c
 
 
 FALLBACK = STATE + """
-from pyinit import sandbox_server
+from pyinit import sandbox_client
 def refused(cls):
     raise OSError("no fork server here")
-sandbox_server.ForkServer.get = classmethod(refused)
+sandbox_client.ForkServer.get = classmethod(refused)
 with pyinit.Sandbox(["sh", "-c", "echo direct; exit 4"]) as box:
     result = box.wait(30)
 print(json.dumps({"code": result.exit_code, "out": result.stdout, "report": result.report is not None}))

@@ -1,0 +1,208 @@
+"""The caller's end of the fork server (sandbox_server.py): start launchers there, learn how they ended.
+
+The server is started when this module is imported (by pyinit.sandbox,
+so by the first use of pyinit.Sandbox or pyinit.run, or a test module's
+import of them), not by the first sandbox: its interpreter's start and
+its first spare launcher are made while the caller goes on (its own
+imports, collecting tests), and the first sandbox finds it ready. Where it
+cannot start, nothing is said: each sandbox then starts its launcher
+directly (sandbox_launch.py), as before the server.
+
+Its socket is close-on-exec, and a fork of this process (multiprocessing,
+say) closes its copy at once, so the server's end reads end-of-file when
+this process ends, and takes every sandbox along; a fork that makes
+sandboxes gets a server of its own.
+"""
+
+from __future__ import annotations
+
+# Few imports, and light ones, before the server is started: this module is
+# the first that pyinit.sandbox imports, so the server's start-up overlaps
+# all the rest of that import.
+import _signal
+import _socket
+import _thread
+import atexit
+import os
+import select
+import sys
+
+from pyinit import linux, proc
+from pyinit.sandbox_server import MESSAGE, encode_request, send
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import IO, Dict, List, Mapping, Optional
+
+# The server's command: a file run as a script is compiled at each start (no .pyc for __main__); imported,
+# the module's .pyc is used. Under -I -S the package's directory is put on sys.path by hand.
+_SERVER = ["-I", "-S", "-c", "import sys; sys.path.append(%r); from pyinit.sandbox_server import main; main()"
+           % os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
+_ALL_SIGNALS = _signal.valid_signals()
+START_TIMEOUT = 30.0
+
+
+class SignalsHeld:
+    """Block every signal in this thread for the few statements that make a descriptor and keep it.
+
+    An exception from a signal handler (a KeyboardInterrupt) raised between
+    the system call that returns a descriptor and the statement that stores
+    it would lose the descriptor. Held back, the signal arrives as the block
+    ends, once the descriptor is kept where close() finds it. The thread's
+    mask is restored exactly; a thread started inside inherits the full mask
+    (the output reader: signals are never delivered to it).
+    """
+
+    def __enter__(self) -> None:
+        # _signal's, not signal's: the latter turns each set into Signals members, a third of a sandbox's
+        # start-up once per call (the profile showed it).
+        self._mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, _ALL_SIGNALS)
+
+    def __exit__(self, *exc_info: object) -> None:
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, self._mask)
+
+
+class ServedProcess:
+    """A launcher forked by the server: what the sandbox uses of a subprocess.Popen (pid, the pipes, returncode)."""
+
+    def __init__(self, server: "ForkServer", pid: int, pipes: "List[Optional[IO[bytes]]]") -> None:
+        self.server, self.pid = server, pid
+        self.stdin, self.stdout, self.stderr = pipes
+        self.returncode: Optional[int] = None
+
+    def kill(self) -> None:
+        """SIGKILL it while it is still the server's child (not reaped yet, so the PID is still its own)."""
+        info = proc.stat(self.pid)
+        if info is not None and info.ppid == self.server.pid:
+            os.kill(self.pid, _signal.SIGKILL)
+
+
+class ForkServer:
+    """The caller's end of its process's fork server: start launchers, learn how they ended."""
+
+    _lock = _thread.allocate_lock()
+    _current: "Optional[ForkServer]" = None
+
+    @classmethod
+    def get(cls) -> "ForkServer":
+        """This process's server, started if need be (OSError where it cannot be)."""
+        with cls._lock:
+            server = cls._current
+            if server is None or not server.serves_this_process():
+                server = cls._current = ForkServer()
+            return server
+
+    @classmethod
+    def prestart(cls) -> None:
+        """Start this process's server now, so that the first sandbox finds it ready; silent where it cannot."""
+        try:
+            cls.get()
+        except OSError:
+            pass
+
+    @classmethod
+    def _forget_in_fork(cls) -> None:
+        """In a fork of this process: close the inherited socket, which must not keep the parent's server alive."""
+        server, cls._current = cls._current, None
+        cls._lock = _thread.allocate_lock()  # another thread may have held it at the fork, and no thread of that name is here
+        if server is not None:
+            server._control.close()
+            os.close(server.pidfd)
+            server.pidfd = -1
+
+    def __init__(self) -> None:
+        self.owner = (os.getpid(), os.geteuid(), os.getegid())
+        self._lock = _thread.allocate_lock()
+        self._statuses: Dict[int, int] = {}
+        self.pidfd = -1
+        with SignalsHeld():
+            self._control, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
+            try:
+                # Not subprocess (whose import would come first): posix_spawn, with what Popen would give it
+                # (stdin from /dev/null, SIGPIPE and SIGXFSZ to their defaults, a session of its own, no
+                # signal blocked); the server closes every other descriptor it inherits.
+                fd = theirs.fileno()
+                self.pid = os.posix_spawn(sys.executable, [sys.executable, *_SERVER, str(fd)], os.environ,
+                                          file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                                                        (os.POSIX_SPAWN_DUP2, fd, fd)],  # dup2 onto itself: no CLOEXEC
+                                          setsid=True, setsigmask=(), setsigdef=(_signal.SIGPIPE, _signal.SIGXFSZ))
+                self.pidfd = os.pidfd_open(self.pid)
+            except BaseException:
+                self._control.close()
+                raise
+            finally:
+                theirs.close()
+        atexit.register(self.close)
+
+    def serves_this_process(self) -> bool:
+        """Started by this process, with the user and group it has now, and still there."""
+        return self.owner == (os.getpid(), os.geteuid(), os.getegid()) and not linux.pidfd_has_exited(self.pidfd)
+
+    def close(self) -> None:
+        """End the server (its socket closes; it ends any launcher left) and reap it: at this process's exit."""
+        self._control.close()
+        if self.owner[0] != os.getpid() or self.pidfd < 0:
+            return  # a fork's: the server is its parent's child
+        if not select.select([self.pidfd], [], [], START_TIMEOUT)[0]:
+            _signal.pidfd_send_signal(self.pidfd, _signal.SIGKILL)
+        os.close(self.pidfd)
+        self.pidfd = -1
+        try:
+            os.waitpid(self.pid, 0)
+        except ChildProcessError:  # reaped by the kernel: this process ignores SIGCHLD
+            pass
+
+    def start(self, argv: List[str], fds: List[int], cwd: Optional[str], env: Mapping[str, str], orphaned: int) -> int:
+        """Have the server fork a launcher running `pyinit ARGV` ("fd:REPORT" stands for the report's descriptor).
+
+        It runs in `cwd` (None: this process's working directory now), with
+        this process's umask. `orphaned`: the signal the server sends it if
+        this process ends first.
+        """
+        request = encode_request(argv, os.getcwd() if cwd is None else cwd, env,
+                                 int(proc.status(os.getpid()).get("Umask", "022"), 8), orphaned)
+        with self._lock:
+            send(self._control, request, fds)
+            word, _, rest = self._next(None).partition(b" ")
+            if word == b"started":
+                return int(rest)
+            raise OSError("the sandboxes' fork server: %s" % rest.decode(errors="replace"))
+
+    def namespaces_refused(self) -> Optional[str]:
+        """Why the server could not make the namespaces of a default sandbox; None if it could."""
+        with self._lock:
+            self._control.send(b"probe")
+            answer = self._next(None)
+        if answer == b"namespaces ok":
+            return None
+        return answer.partition(b"namespaces refused ")[2].decode(errors="replace") or answer.decode(errors="replace")
+
+    def status(self, pid: int, timeout: float) -> Optional[int]:
+        """The wait status of launcher `pid` once the server has reaped it; None if it does not say within `timeout`."""
+        with self._lock:
+            while pid not in self._statuses:
+                try:
+                    self._next(timeout)
+                except TimeoutError:
+                    return None
+            return self._statuses.pop(pid)
+
+    def _next(self, timeout: Optional[float]) -> bytes:
+        """The next message that is not an exit (those are kept); the lock held."""
+        while True:
+            if timeout is not None and not select.select([self._control], [], [], timeout)[0]:
+                raise TimeoutError("the sandboxes' fork server did not answer")
+            message = self._control.recv(MESSAGE)
+            if not message:
+                raise ConnectionError("the sandboxes' fork server has gone")
+            word, _, rest = message.partition(b" ")
+            if word != b"exit":
+                return message
+            pid, status = rest.split()
+            self._statuses[int(pid)] = int(status)
+            if timeout is not None:
+                return message
+
+
+os.register_at_fork(after_in_child=ForkServer._forget_in_fork)
+ForkServer.prestart()

@@ -1,0 +1,188 @@
+"""The fork server and its spare launcher (issue 20): fast, and every guarantee of a launcher started directly.
+
+The server starts when pyinit.sandbox is imported; it keeps one spare
+launcher whose namespaces and PID 1 are made ahead, and hands it the next
+sandbox that asks for the same namespaces. Each scenario runs in a caller
+process of its own (support.caller), found afterwards by its LEAK_MARKER.
+"""
+
+import os
+import signal
+import sys
+import uuid
+
+import pexpect
+import pytest
+
+from support import REPO, TIMEOUT, caller, clean_env, leaked, wait_for
+
+SERVER = """
+import json, os, subprocess, sys, time
+import pyinit.sandbox
+from pyinit.sandbox_client import ForkServer
+
+def parent(pid):
+    return int(open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()[1])
+
+def children(pid):
+    return [int(child) for child in open("/proc/%d/task/%d/children" % (pid, pid)).read().split()]
+
+server = ForkServer.get().pid
+"""
+
+
+def test_the_server_starts_with_the_import_and_its_spare_is_the_first_sandboxs_launcher():
+    """Imported, the test side has a server already, with a spare; the first sandbox runs in that spare."""
+    script = SERVER + """
+started = ForkServer._current is not None and ForkServer._current.pid == server
+deadline = time.monotonic() + 30
+while not children(server) and time.monotonic() < deadline:
+    time.sleep(0.01)
+spare = children(server)
+with pyinit.Sandbox(["sleep", "300"]) as box:
+    launcher = parent(box.pid)
+print(json.dumps({"started": started, "server_parent": parent(server), "me": os.getpid(), "spare": spare,
+                  "launcher": launcher}))
+"""
+    marker = uuid.uuid4().hex
+    seen = caller(script, marker)
+    assert seen["started"] and seen["server_parent"] == seen["me"], seen
+    assert seen["spare"] == [seen["launcher"]], seen  # the spare made as the server started ran the first sandbox
+    wait_for(lambda: leaked(marker) == [], "the server to end with its caller")
+
+
+def test_a_served_sandbox_runs_in_the_callers_working_directory_and_umask_of_now(tmp_path):
+    """The server started long before: what the command gets is the caller's at the sandbox's start, as with Popen."""
+    script = SERVER + """
+pyinit.run(["true"])
+os.chdir(sys.argv[1])
+os.umask(0o027)
+result = pyinit.run(["sh", "-c", "pwd; umask"])
+print(json.dumps({"out": result.stdout.split()}))
+"""
+    assert caller(script, uuid.uuid4().hex, str(tmp_path)) == {"out": [str(tmp_path), "0027"]}
+
+
+def test_spares_take_the_shape_of_the_namespaces_asked_for():
+    """Sandboxes with their own network and without, in turn: each gets what it asked for, each from the server."""
+    script = SERVER + """
+seen = []
+for network in ["private", "host", "private", "private", "host", "host"]:
+    with pyinit.Sandbox(["sh", "-c", "cat /proc/net/dev; sleep 300"], network=network) as box:
+        box.wait_for_output("lo:")
+        launcher = parent(box.pid)
+        interfaces = sorted(line.split(":")[0].strip() for line in box.stdout.splitlines() if ":" in line)
+        seen.append([network, interfaces, parent(launcher) == server])
+print(json.dumps({"seen": seen}))
+"""
+    for network, interfaces, served in caller(script, uuid.uuid4().hex)["seen"]:
+        assert served, (network, interfaces)
+        assert (interfaces == ["lo"]) == (network == "private"), (network, interfaces)
+
+
+@pytest.mark.parametrize("victim", ["launcher", "its PID 1"])
+def test_a_spare_killed_while_it_waits_is_replaced(victim):
+    """SIGKILL to the idle spare (its launcher, or its PID 1): the next sandboxes run all the same, and are served."""
+    script = SERVER + """
+deadline = time.monotonic() + 30
+while not (children(server) and children(children(server)[0])) and time.monotonic() < deadline:
+    time.sleep(0.01)
+spare = children(server)[0]
+os.kill(spare if sys.argv[1] == "launcher" else children(spare)[0], 9)
+time.sleep(0.2)
+results = []
+for _ in range(3):
+    with pyinit.Sandbox(["sh", "-c", "read line; echo ran; exit 3"], stdin=subprocess.PIPE) as box:
+        served = parent(parent(box.pid)) == server
+        box.stdin.close()
+        result = box.wait(30)
+        results.append([result.exit_code, result.stdout, served])
+print(json.dumps({"results": results}))
+"""
+    marker = uuid.uuid4().hex
+    assert caller(script, marker, victim.split()[-1]) == {"results": [[3, "ran\n", True]] * 3}
+    wait_for(lambda: leaked(marker) == [], "nothing left of the killed spare")
+
+
+def test_the_server_holds_no_descriptor_of_the_callers():
+    """An inheritable pipe of the caller's: the server (started by posix_spawn, which closes nothing) closes it."""
+    script = """
+import json, os, select
+read_end, write_end = os.pipe()
+os.set_inheritable(write_end, True)
+import pyinit
+pyinit.run(["true"])
+os.close(write_end)
+readable = select.select([read_end], [], [], 10)[0]
+print(json.dumps({"end_of_file": bool(readable) and os.read(read_end, 1) == b""}))
+"""
+    assert caller(script, uuid.uuid4().hex) == {"end_of_file": True}
+
+
+def test_a_fork_of_the_caller_does_not_keep_its_server_alive():
+    """A child forked after the import lives on; the caller exits: its server (and spare) go with the caller."""
+    script = SERVER + """
+pyinit.run(["true"])
+child = os.fork()
+if child == 0:
+    nothing = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(nothing, fd)  # the caller's output is read to its end by the test
+    time.sleep(60)
+    os._exit(0)
+print(json.dumps({"server": server, "child": child}))
+"""
+    marker = uuid.uuid4().hex
+    seen = caller(script, marker)
+    try:
+        wait_for(lambda: leaked(marker) == [seen["child"]], "the caller's server to end while its forked child lives")
+    finally:
+        os.kill(seen["child"], signal.SIGKILL)
+
+
+def test_sandboxes_from_several_threads_at_once_are_all_served():
+    """Eight threads, four sandboxes each, one server: every one runs its own command and ends as it should."""
+    script = SERVER + """
+import threading
+results, lock = [], threading.Lock()
+def work(n):
+    for i in range(4):
+        result = pyinit.run(["sh", "-c", "echo %d-%d; exit %d" % (n, i, n)])
+        with lock:
+            results.append([result.exit_code, result.stdout])
+threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print(json.dumps({"results": sorted(results)}))
+"""
+    marker = uuid.uuid4().hex
+    expected = sorted([n, "%d-%d\n" % (n, i)] for n in range(8) for i in range(4))
+    assert caller(script, marker) == {"results": expected}
+    wait_for(lambda: leaked(marker) == [], "nothing left")
+
+
+def test_a_sandbox_on_the_callers_terminal_gets_a_pty_of_its_own_not_the_spare():
+    """stdin and stdout a terminal: as the launcher started directly, the command gets a pty (a spare has none)."""
+    script = ("import pyinit\n"
+              "result = pyinit.run(['sh', '-c', 'test -t 0 && test -t 1 && echo ON-A-TTY; tty'], stdin=0, stdout=1)\n"
+              "print('EXIT', result.exit_code)\n")
+    child = pexpect.spawn(sys.executable, ["-c", script], env=clean_env(), cwd=str(REPO), timeout=TIMEOUT,
+                          encoding="utf-8")
+    child.expect("ON-A-TTY")
+    child.expect(r"/dev/pts/\d+")
+    child.expect("EXIT 0")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
+def test_a_request_too_large_for_the_server_starts_its_launcher_directly():
+    """An environment over the server's message: the sandbox still runs, with every variable, started directly."""
+    script = SERVER + """
+big = "x" * 70000
+result = pyinit.run(["sh", "-c", 'printf %s "$BIG" | wc -c'], env={**os.environ, "BIG": big})
+print(json.dumps({"code": result.exit_code, "length": result.stdout.strip()}))
+"""
+    assert caller(script, uuid.uuid4().hex) == {"code": 0, "length": "70000"}
