@@ -119,11 +119,13 @@ class ForkServer:
             self._control, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
             try:
                 # Not subprocess (whose import would come first): posix_spawn, with what Popen would give it
-                # (stdin from /dev/null, SIGPIPE and SIGXFSZ to their defaults, a session of its own, no
-                # signal blocked); the server closes every other descriptor it inherits.
+                # (SIGPIPE and SIGXFSZ to their defaults, a session of its own, no signal blocked), and
+                # /dev/null for stdin and stdout: it holds no pipe of the caller's but stderr, for a last
+                # word. The server closes every other descriptor it inherits.
                 fd = theirs.fileno()
                 self.pid = os.posix_spawn(sys.executable, [sys.executable, *_SERVER, str(fd)], os.environ,
                                           file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                                                        (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
                                                         (os.POSIX_SPAWN_DUP2, fd, fd)],  # dup2 onto itself: no CLOEXEC
                                           setsid=True, setsigmask=(), setsigdef=(_signal.SIGPIPE, _signal.SIGXFSZ))
                 self.pidfd = os.pidfd_open(self.pid)

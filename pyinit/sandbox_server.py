@@ -79,8 +79,7 @@ class Spare:
     def __init__(self, pid: int, shape: "tuple[object, ...]", channel: "_socket.socket", stderr: int) -> None:
         self.pid, self.shape, self.channel, self.stderr = pid, shape, channel, stderr
         self.ready = False
-        self.failure: "Optional[str]" = None  # why it could not be made, once known
-        self.said = b""  # what it wrote on its stderr
+        self.failure: "Optional[str]" = None  # why it could not be made (what it wrote on its stderr), once known
 
     def fds(self) -> "List[int]":
         return [self.channel.fileno(), self.stderr]
@@ -95,14 +94,11 @@ class Spare:
             if not events:
                 return
             for fd, _ in events:
-                if fd == self.stderr:
+                if fd == self.stderr:  # written to, or closed: either way it is dying
                     said = os.read(self.stderr, 4096)
-                    self.said += said
-                    if not said or not self.ready:  # written, or closed: dying, whatever it says
-                        self.failure = self.said.decode(errors="replace").strip() or "its launcher ended"
+                    self.failure = said.decode(errors="replace").strip() or "its launcher ended"
                 elif self.channel.recv(16) == b"ready":
                     self.ready = True
-            timeout = 0 if self.ready or self.failure else timeout
 
     def usable(self) -> bool:
         """Ready, and nothing written on its stderr since (a PID 1 that died after `ready` closes it)."""
@@ -148,76 +144,103 @@ def serve(control_fd: int) -> None:
     wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     _signal.set_wakeup_fd(wake_write)
     _signal.signal(_signal.SIGCHLD, lambda signo, frame: None)
-    control = _socket.socket(fileno=control_fd)
-    own = [control.fileno(), wake_read, wake_write]  # what no fork keeps
-    launchers: "Dict[int, int]" = {}  # PID -> the signal that ends it when the caller has gone
-    spare: "Optional[Spare]" = _make_spare(_probe_config(), own)
-    next_spare: "Optional[Config]" = None  # made once the server has been idle for SPARE_DELAY
-    while True:
-        making = spare is not None and not spare.ready  # watched until it is ready, or has failed
-        readable = select.select([control.fileno(), wake_read, *(spare.fds() if spare and making else [])], [], [],
-                                 None if next_spare is None else SPARE_DELAY)[0]
-        if not readable and next_spare is not None:
-            if spare is not None:
-                spare.discard()
-            spare, next_spare = _make_spare(next_spare, own), None
-            continue
-        if wake_read in readable:
-            _drain(wake_read)
-            _reap(launchers, control)
-        if spare is not None and making and set(spare.fds()) & set(readable):
-            spare.check(0)
-            if spare.failure is not None:  # made again for the next request that could use it
-                spare.discard()
-                spare = None
-        if control.fileno() not in readable:
-            continue
+    Server(_socket.socket(fileno=control_fd), wake_read, wake_write).run()
+
+
+class Server:
+    """The server's state, and its loop: one request at a time, the launchers' exits, the spare."""
+
+    def __init__(self, control: "_socket.socket", wake_read: int, wake_write: int) -> None:
+        self.control, self.wake = control, wake_read
+        self.own = [control.fileno(), wake_read, wake_write]  # what no fork keeps
+        self.launchers: "Dict[int, int]" = {}  # PID -> the signal that ends it when the caller has gone
+        self.spare: "Optional[Spare]" = _make_spare(_probe_config(), self.own)
+        self.next_spare: "Optional[Config]" = None  # made once the server has been idle for SPARE_DELAY
+
+    def run(self) -> None:
+        """Until the caller has gone: then its launchers and the spare go too."""
+        while True:
+            spare = self.spare
+            making = spare is not None and not spare.ready  # watched until it is ready, or has failed
+            watched = [self.control.fileno(), self.wake, *(spare.fds() if spare and making else [])]
+            readable = select.select(watched, [], [], None if self.next_spare is None else SPARE_DELAY)[0]
+            if not readable and self.next_spare is not None:
+                self._replace_spare(_make_spare(self.next_spare, self.own))
+                self.next_spare = None
+            if self.wake in readable:
+                _drain(self.wake)
+                _reap(self.launchers, self.control)
+            if spare is not None and making and set(spare.fds()) & set(readable):
+                spare.check(0)
+                if spare.failure is not None:  # made again by the next request that could use it
+                    self._replace_spare(None)
+            if self.control.fileno() in readable and not self._answer():
+                for pid, signo in self.launchers.items():
+                    os.kill(pid, signo)
+                self._replace_spare(None)
+                return
+
+    def _answer(self) -> bool:
+        """Take one message and answer it; False at end-of-file."""
         try:
-            request, fds = _receive(control)
+            request, fds = _receive(self.control)
         except ValueError as failure:
-            control.send(("error %s" % failure).encode())
-            continue
-        if not request:  # the caller has gone: its sandboxes go too
-            for pid, signo in launchers.items():
-                os.kill(pid, signo)
-            if spare is not None:
-                spare.discard()
-            return
+            self.control.send(("error %s" % failure).encode())
+            return True
+        if not request:
+            return False
+        if request == b"probe":
+            self._probe()
+            return True
         try:
-            if request == b"probe":
-                spare = _probe(spare, control, own)
-                continue
             parsed = decode_request(request)
-            prepared = _spare_could_serve(parsed["argv"], parsed["env"], fds)
-            if prepared is not None:
-                spare = _spare_for(prepared, spare, own)
-                if not spare.usable():
-                    spare.discard()
-                    spare = None
-            if prepared is not None and spare is not None:
-                pid = spare.hand_over(request, fds)
-                spare, next_spare = None, prepared  # the next request is likely alike
-            else:
-                pid = _fork_launcher(parsed, fds, own + (spare.fds() if spare else []))
+            pid = self._start(request, parsed, fds)
         except Exception as failure:  # one line back; the server goes on
-            control.send(("error %s" % failure).encode(errors="replace"))
-            continue
+            self.control.send(("error %s" % failure).encode(errors="replace"))
+            return True
         finally:
             for received in fds:  # closed before the next fork: no spare may hold a sandbox's pipe
                 os.close(received)
-        launchers[pid] = parsed["orphaned"]
-        control.send(b"started %d" % pid)
+        self.launchers[pid] = parsed["orphaned"]
+        self.control.send(b"started %d" % pid)
+        return True
 
+    def _start(self, request: bytes, parsed: "Dict[str, Any]", fds: "List[int]") -> int:
+        """A launcher for the request: the spare, where it makes the namespaces asked for; else a fork of its own."""
+        from pyinit import namespace
 
-def _spare_for(config: "Config", spare: "Optional[Spare]", own: "List[int]") -> Spare:
-    """`spare` if it makes the namespaces `config` asks for; else a new one (the other discarded)."""
-    from pyinit import namespace
+        prepared = _spare_could_serve(parsed["argv"], parsed["env"], fds)
+        if prepared is not None:
+            if self.spare is None or self.spare.shape != namespace.made_before_the_command(prepared):
+                self._replace_spare(_make_spare(prepared, self.own))
+            spare = self.spare
+            if spare is not None and spare.usable():
+                self.spare, self.next_spare = None, prepared  # the next request is likely alike
+                return spare.hand_over(request, fds)
+            self._replace_spare(None)
+        return _fork_launcher(parsed, fds, self.own + (self.spare.fds() if self.spare else []))
 
-    if spare is not None and spare.shape == namespace.made_before_the_command(config):
-        return spare
-    if spare is not None:
-        spare.discard()
-    return _make_spare(config, own)
+    def _probe(self) -> None:
+        """Answer `probe`: whether the spare of a default sandbox could be made (made now if need be)."""
+        from pyinit import namespace
+
+        config = _probe_config()
+        if self.spare is None or self.spare.shape != namespace.made_before_the_command(config):
+            self._replace_spare(_make_spare(config, self.own))
+        spare = self.spare
+        assert spare is not None
+        spare.check(SPARE_WAIT)
+        if spare.failure is None and not spare.ready:
+            spare.failure = "no answer from the namespaces' init within %.0f s" % SPARE_WAIT
+        self.control.send(b"namespaces ok" if spare.failure is None else
+                          ("namespaces refused %s" % spare.failure).encode(errors="replace"))
+        if spare.failure is not None:
+            self._replace_spare(None)
+
+    def _replace_spare(self, spare: "Optional[Spare]") -> None:
+        if self.spare is not None:
+            self.spare.discard()
+        self.spare = spare
 
 
 def _drain(fd: int) -> None:
@@ -309,26 +332,6 @@ def _probe_config() -> "Config":
     config = _prepared(PROBE, {})
     assert config is not None
     return config
-
-
-def _probe(spare: "Optional[Spare]", control: "_socket.socket", own: "List[int]") -> "Optional[Spare]":
-    """Answer `probe` with whether the spare for a default sandbox could be made (making one if need be)."""
-    from pyinit import namespace
-
-    config = _probe_config()
-    if spare is None or spare.shape != namespace.made_before_the_command(config):
-        if spare is not None:
-            spare.discard()
-        spare = _make_spare(config, own)
-    spare.check(SPARE_WAIT)
-    if spare.failure is None and not spare.ready:
-        spare.failure = "no answer from the namespaces' init within %.0f s" % SPARE_WAIT
-    control.send(b"namespaces ok" if spare.failure is None else
-                 ("namespaces refused %s" % spare.failure).encode(errors="replace"))
-    if spare.failure is None:
-        return spare
-    spare.discard()
-    return None
 
 
 def _make_spare(config: "Config", own: "List[int]") -> Spare:
