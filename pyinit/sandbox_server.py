@@ -107,12 +107,11 @@ class Spare:
             self.failure = "it ended after it was ready"
         return self.ready and self.failure is None
 
-    def hand_over(self, request: bytes, fds: "List[int]") -> int:
-        """Send the request to the launcher and to its PID 1 (each takes one copy); return the launcher's PID."""
+    def hand_over(self, request: bytes, fds: "List[int]") -> None:
+        """Send the request to the launcher and to its PID 1 (each takes one copy)."""
         for _ in range(2):
             send(self.channel, request, fds)
         self.close()
-        return self.pid
 
     def discard(self) -> None:
         """SIGKILL it (its PID 1 follows by its parent-death signal); the server's loop reaps it."""
@@ -194,19 +193,17 @@ class Server:
             return True
         try:
             parsed = decode_request(request)
-            pid = self._start(request, parsed, fds)
+            self._start(request, parsed, fds)
         except Exception as failure:  # one line back; the server goes on
             self.control.send(("error %s" % failure).encode(errors="replace"))
-            return True
         finally:
             for received in fds:  # closed before the next fork: no spare may hold a sandbox's pipe
                 os.close(received)
-        self.launchers[pid] = parsed["orphaned"]
-        self.control.send(b"started %d" % pid)
         return True
 
-    def _start(self, request: bytes, parsed: "Dict[str, Any]", fds: "List[int]") -> int:
-        """A launcher for the request: the spare, where it makes the namespaces asked for; else a fork of its own."""
+    def _start(self, request: bytes, parsed: "Dict[str, Any]", fds: "List[int]") -> None:
+        """A launcher for the request (the spare, where it makes the namespaces asked for; else a fork of its own),
+        and `started PID` back."""
         from pyinit import namespace
 
         prepared = _spare_could_serve(parsed["argv"], parsed["env"], fds)
@@ -216,9 +213,20 @@ class Server:
             spare = self.spare
             if spare is not None and spare.usable():
                 self.spare, self.next_spare = None, prepared  # the next request is likely alike
-                return spare.hand_over(request, fds)
+                self._started(spare.pid, parsed)
+                # Answered first: the caller sets up its side while the launcher and PID 1 take the request in.
+                # A launcher that cannot be handed it is SIGKILLed, and the caller sees it end.
+                try:
+                    spare.hand_over(request, fds)
+                except OSError:
+                    spare.discard()
+                return
             self._replace_spare(None)
-        return _fork_launcher(parsed, fds, self.own + (self.spare.fds() if self.spare else []))
+        self._started(_fork_launcher(parsed, fds, self.own + (self.spare.fds() if self.spare else [])), parsed)
+
+    def _started(self, pid: int, parsed: "Dict[str, Any]") -> None:
+        self.launchers[pid] = parsed["orphaned"]
+        self.control.send(b"started %d" % pid)
 
     def _probe(self) -> None:
         """Answer `probe`: whether the spare of a default sandbox could be made (made now if need be)."""
