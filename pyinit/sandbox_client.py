@@ -114,6 +114,8 @@ class ForkServer:
         self.owner = (os.getpid(), os.geteuid(), os.getegid())
         self._lock = _thread.allocate_lock()
         self._statuses: Dict[int, int] = {}
+        self._verdict: Optional[str] = None  # the probe's answer, once it has come
+        self._asked = False  # a probe sent and not answered yet
         self.pidfd = -1
         with SignalsHeld():
             self._control, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
@@ -129,6 +131,8 @@ class ForkServer:
                                                         (os.POSIX_SPAWN_DUP2, fd, fd)],  # dup2 onto itself: no CLOEXEC
                                           setsid=True, setsigmask=(), setsigdef=(_signal.SIGPIPE, _signal.SIGXFSZ))
                 self.pidfd = os.pidfd_open(self.pid)
+                self._control.send(b"probe")  # answered once the server has made its first spare
+                self._asked = True
             except BaseException:
                 self._control.close()
                 raise
@@ -165,19 +169,26 @@ class ForkServer:
                                  int(proc.status(os.getpid()).get("Umask", "022"), 8), orphaned)
         with self._lock:
             send(self._control, request, fds)
-            word, _, rest = self._next(None).partition(b" ")
-            if word == b"started":
-                return int(rest)
-            raise OSError("the sandboxes' fork server: %s" % rest.decode(errors="replace"))
+            while True:
+                word, _, rest = self._next(None).partition(b" ")
+                if word == b"started":
+                    return int(rest)
+                if word == b"error":
+                    raise OSError("the sandboxes' fork server: %s" % rest.decode(errors="replace"))
 
     def namespaces_refused(self) -> Optional[str]:
-        """Why the server could not make the namespaces of a default sandbox; None if it could."""
+        """Why the server could not make the namespaces of a default sandbox; None if it could.
+
+        The first question is asked as the server starts (its answer waits
+        in the socket); each later call asks again.
+        """
         with self._lock:
-            self._control.send(b"probe")
-            answer = self._next(None)
-        if answer == b"namespaces ok":
-            return None
-        return answer.partition(b"namespaces refused ")[2].decode(errors="replace") or answer.decode(errors="replace")
+            if not self._asked:
+                self._control.send(b"probe")
+            while self._verdict is None:
+                self._next(None)
+            answer, self._verdict, self._asked = self._verdict, None, False
+        return None if answer == "ok" else answer
 
     def status(self, pid: int, timeout: float) -> Optional[int]:
         """The wait status of launcher `pid` once the server has reaped it; None if it does not say within `timeout`."""
@@ -190,7 +201,7 @@ class ForkServer:
             return self._statuses.pop(pid)
 
     def _next(self, timeout: Optional[float]) -> bytes:
-        """The next message that is not an exit (those are kept); the lock held."""
+        """The next message but an exit (exits are kept, and so is the probe's verdict); the lock held."""
         while True:
             if timeout is not None and not select.select([self._control], [], [], timeout)[0]:
                 raise TimeoutError("the sandboxes' fork server did not answer")
@@ -198,6 +209,9 @@ class ForkServer:
             if not message:
                 raise ConnectionError("the sandboxes' fork server has gone")
             word, _, rest = message.partition(b" ")
+            if word == b"namespaces":  # the probe's verdict: "ok", or "refused WHY"
+                self._verdict = rest.decode(errors="replace").partition("refused ")[2] or rest.decode()
+                return message
             if word != b"exit":
                 return message
             pid, status = rest.split()

@@ -155,10 +155,11 @@ class Server:
         self.launchers: "Dict[int, int]" = {}  # PID -> the signal that ends it when the caller has gone
         self.spare: "Optional[Spare]" = _make_spare(_probe_config(), self.own)
         self.next_spare: "Optional[Config]" = None  # made once the server has been idle for SPARE_DELAY
+        self.caller_gone = False
 
     def run(self) -> None:
         """Until the caller has gone: then its launchers and the spare go too."""
-        while True:
+        while not self.caller_gone:
             spare = self.spare
             making = spare is not None and not spare.ready  # watched until it is ready, or has failed
             watched = [self.control.fileno(), self.wake, *(spare.fds() if spare and making else [])]
@@ -168,38 +169,59 @@ class Server:
                 self.next_spare = None
             if self.wake in readable:
                 _drain(self.wake)
-                _reap(self.launchers, self.control)
+                self._reap()
             if spare is not None and making and set(spare.fds()) & set(readable):
                 spare.check(0)
                 if spare.failure is not None:  # made again by the next request that could use it
                     self._replace_spare(None)
-            if self.control.fileno() in readable and not self._answer():
-                for pid, signo in self.launchers.items():
-                    os.kill(pid, signo)
-                self._replace_spare(None)
-                return
+            if self.control.fileno() in readable:
+                self._answer()
+        for pid, signo in self.launchers.items():
+            os.kill(pid, signo)
+        self._replace_spare(None)
 
-    def _answer(self) -> bool:
-        """Take one message and answer it; False at end-of-file."""
+    def _say(self, message: bytes) -> None:
+        """Send the caller a message; a caller gone (its socket closed, answers unread) ends the loop."""
+        try:
+            self.control.send(message)
+        except OSError:
+            self.caller_gone = True
+
+    def _reap(self) -> None:
+        """Reap every child that has ended; tell the caller of each of its launchers (a spare's end is nobody's news)."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if not pid:
+                return
+            if self.launchers.pop(pid, None) is not None:
+                self._say(b"exit %d %d" % (pid, status))
+
+    def _answer(self) -> None:
+        """Take one message and answer it; end-of-file means the caller has gone."""
         try:
             request, fds = _receive(self.control)
         except ValueError as failure:
-            self.control.send(("error %s" % failure).encode())
-            return True
+            self._say(("error %s" % failure).encode())
+            return
+        except ConnectionResetError:  # the caller went with answers unread: gone all the same
+            request, fds = b"", []
         if not request:
-            return False
+            self.caller_gone = True
+            return
         if request == b"probe":
             self._probe()
-            return True
+            return
         try:
             parsed = decode_request(request)
             self._start(request, parsed, fds)
         except Exception as failure:  # one line back; the server goes on
-            self.control.send(("error %s" % failure).encode(errors="replace"))
+            self._say(("error %s" % failure).encode(errors="replace"))
         finally:
             for received in fds:  # closed before the next fork: no spare may hold a sandbox's pipe
                 os.close(received)
-        return True
 
     def _start(self, request: bytes, parsed: "Dict[str, Any]", fds: "List[int]") -> None:
         """A launcher for the request (the spare, where it makes the namespaces asked for; else a fork of its own),
@@ -226,7 +248,7 @@ class Server:
 
     def _started(self, pid: int, parsed: "Dict[str, Any]") -> None:
         self.launchers[pid] = parsed["orphaned"]
-        self.control.send(b"started %d" % pid)
+        self._say(b"started %d" % pid)
 
     def _probe(self) -> None:
         """Answer `probe`: whether the spare of a default sandbox could be made (made now if need be)."""
@@ -240,8 +262,8 @@ class Server:
         spare.check(SPARE_WAIT)
         if spare.failure is None and not spare.ready:
             spare.failure = "no answer from the namespaces' init within %.0f s" % SPARE_WAIT
-        self.control.send(b"namespaces ok" if spare.failure is None else
-                          ("namespaces refused %s" % spare.failure).encode(errors="replace"))
+        self._say(b"namespaces ok" if spare.failure is None else
+                  ("namespaces refused %s" % spare.failure).encode(errors="replace"))
         if spare.failure is not None:
             self._replace_spare(None)
 
@@ -257,19 +279,6 @@ def _drain(fd: int) -> None:
             pass
     except BlockingIOError:
         pass
-
-
-def _reap(launchers: "Dict[int, int]", control: "_socket.socket") -> None:
-    """Reap every child that has ended; tell the caller of each of its launchers (a spare's end is nobody's news)."""
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if not pid:
-            return
-        if launchers.pop(pid, None) is not None:
-            control.send(b"exit %d %d" % (pid, status))
 
 
 def encode_request(argv: "List[str]", cwd: str, env: "Mapping[str, str]", umask: int, orphaned: int) -> bytes:
