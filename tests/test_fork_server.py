@@ -186,3 +186,20 @@ result = pyinit.run(["sh", "-c", 'printf %s "$BIG" | wc -c'], env={**os.environ,
 print(json.dumps({"code": result.exit_code, "length": result.stdout.strip()}))
 """
     assert caller(script, uuid.uuid4().hex) == {"code": 0, "length": "70000"}
+
+
+@pytest.mark.parametrize("ending", ["exit", "os._exit", "after a sandbox"])
+def test_a_caller_that_leaves_at_once_leaves_nothing_and_no_traceback(ending):
+    """The server (and its spare) end with a caller that imported the API and left, answers unread or not."""
+    script = SERVER + """
+if sys.argv[1] == "after a sandbox":
+    pyinit.run(["true"])
+elif sys.argv[1] == "exit":
+    time.sleep(0.3)  # the probe's answer, asked at the import, waits unread: the server reads ECONNRESET
+print(json.dumps({"server": server}), flush=True)
+if sys.argv[1] == "os._exit":
+    os._exit(0)
+"""
+    marker = uuid.uuid4().hex
+    caller(script, marker, ending)  # its stderr, which the server shares, holds no traceback
+    wait_for(lambda: leaked(marker) == [], "the server and its spare to end with their caller")
