@@ -74,20 +74,31 @@ if TYPE_CHECKING:
 
 
 class Spare:
-    """A launcher forked ahead of its sandbox; its PID 1 says `ready` on `channel` once its /proc is mounted."""
+    """A launcher forked ahead of its sandbox; its PID 1 says `ready` on `channel` once its /proc is mounted.
 
-    def __init__(self, pid: int, shape: "tuple[object, ...]", channel: "_socket.socket", stderr: int) -> None:
-        self.pid, self.shape, self.channel, self.stderr = pid, shape, channel, stderr
+    Each of the two has a channel of its own: PID 1 is sent the request
+    first, the launcher (which only relays and waits) after.
+    """
+
+    def __init__(self, pid: int, shape: "tuple[object, ...]", channel: "_socket.socket",
+                 launcher_channel: "_socket.socket", stderr: int) -> None:
+        self.pid, self.shape, self.stderr = pid, shape, stderr
+        self.channel, self.launcher_channel = channel, launcher_channel
         self.ready = False
         self.failure: "Optional[str]" = None  # why it could not be made (what it wrote on its stderr), once known
 
-    def fds(self) -> "List[int]":
+    def watched(self) -> "List[int]":
+        """What tells that it is ready, or has failed."""
         return [self.channel.fileno(), self.stderr]
+
+    def fds(self) -> "List[int]":
+        """Every descriptor the server holds on it: no other fork may keep them."""
+        return [*self.watched(), self.launcher_channel.fileno()]
 
     def check(self, timeout: "Optional[float]") -> None:
         """Take in what the spare has sent (waiting up to `timeout` s for it to be ready or to fail)."""
         poller = select.poll()
-        for fd in self.fds():
+        for fd in self.watched():
             poller.register(fd, select.POLLIN)
         while not self.ready and self.failure is None:
             events = poller.poll(None if timeout is None else timeout * 1e3)
@@ -108,9 +119,9 @@ class Spare:
         return self.ready and self.failure is None
 
     def hand_over(self, request: bytes, fds: "List[int]") -> None:
-        """Send the request to the launcher and to its PID 1 (each takes one copy)."""
-        for _ in range(2):
-            send(self.channel, request, fds)
+        """Send the request to PID 1, then to the launcher."""
+        send(self.channel, request, fds)
+        send(self.launcher_channel, request, fds)
         self.close()
 
     def discard(self) -> None:
@@ -123,6 +134,7 @@ class Spare:
 
     def close(self) -> None:
         self.channel.close()
+        self.launcher_channel.close()
         if self.stderr >= 0:
             os.close(self.stderr)
             self.stderr = -1
@@ -162,7 +174,7 @@ class Server:
         while not self.caller_gone:
             spare = self.spare
             making = spare is not None and not spare.ready  # watched until it is ready, or has failed
-            watched = [self.control.fileno(), self.wake, *(spare.fds() if spare and making else [])]
+            watched = [self.control.fileno(), self.wake, *(spare.watched() if spare and making else [])]
             readable = select.select(watched, [], [], None if self.next_spare is None else SPARE_DELAY)[0]
             if not readable and self.next_spare is not None:
                 self._replace_spare(_make_spare(self.next_spare, self.own))
@@ -170,7 +182,7 @@ class Server:
             if self.wake in readable:
                 _drain(self.wake)
                 self._reap()
-            if spare is not None and making and set(spare.fds()) & set(readable):
+            if spare is not None and making and set(spare.watched()) & set(readable):
                 spare.check(0)
                 if spare.failure is not None:  # made again by the next request that could use it
                     self._replace_spare(None)
@@ -355,16 +367,18 @@ def _make_spare(config: "Config", own: "List[int]") -> Spare:
     """Fork a launcher that makes the namespaces `config` asks for, its PID 1 too, and waits for its command."""
     from pyinit import namespace
 
-    channel, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
+    channel, init_end = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
+    launcher_channel, launcher_end = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
     stderr, their_stderr = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid:
-        theirs.close()
+        init_end.close()
+        launcher_end.close()
         os.close(their_stderr)
-        return Spare(pid, namespace.made_before_the_command(config), channel, stderr)
+        return Spare(pid, namespace.made_before_the_command(config), channel, launcher_channel, stderr)
     code = 125
     try:
-        for fd in [*own, channel.fileno(), stderr]:
+        for fd in [*own, channel.fileno(), launcher_channel.fileno(), stderr]:
             os.close(fd)
         _as_launcher()
         nothing = os.open(os.devnull, os.O_RDWR)
@@ -372,7 +386,9 @@ def _make_spare(config: "Config", own: "List[int]") -> Spare:
             os.dup2(source, target)
         os.close(nothing)
         os.close(their_stderr)
-        code = _launch(config, lambda prepared, in_init: _complete(theirs, prepared, in_init))
+        code = _launch(config, lambda prepared, in_init: _complete(init_end if in_init else launcher_end,
+                                                                    launcher_end if in_init else init_end,
+                                                                    prepared, in_init))
     except BaseException as failure:  # one line to the server, never a traceback
         os.write(2, ("pyinit: the fork server could not make a spare launcher: %r\n" % failure).encode(errors="replace"))
     finally:
@@ -391,10 +407,11 @@ def _launch(config: "Config", complete: "Any") -> int:
         return 125
 
 
-def _complete(channel: "_socket.socket", prepared: "Config", in_init: bool) -> "Config":
-    """In the spare's launcher and in its PID 1: wait for the request, take it in, return its Config."""
+def _complete(channel: "_socket.socket", the_others: "_socket.socket", prepared: "Config", in_init: bool) -> "Config":
+    """In the spare's launcher and in its PID 1: wait for the request on `channel`, take it in, return its Config."""
     from pyinit import cli, log, namespace
 
+    the_others.close()
     if in_init:
         channel.send(b"ready")
     else:  # PID 1 is made: from now on the server's pipe is PID 1's alone, and its end says that PID 1 died
@@ -408,7 +425,7 @@ def _complete(channel: "_socket.socket", prepared: "Config", in_init: bool) -> "
     parsed = decode_request(request)
     argv = _take(parsed, fds, keep_report=in_init)
     try:
-        config = cli.parse(argv, os.environ)  # type: ignore[arg-type]
+        config = cli.parse(argv, parsed["env"])
     except cli.UsageError as problem:
         raise namespace.NamespaceError(str(problem)) from None
     if isinstance(config, str) or namespace.made_before_the_command(config) != namespace.made_before_the_command(prepared):
@@ -426,7 +443,8 @@ def _as_launcher() -> None:
 
 
 def _take(request: "Dict[str, Any]", fds: "List[int]", keep_report: bool) -> "List[str]":
-    """Take the request's streams, directory, umask and environment; return its argv with the report's descriptor in it."""
+    """Take the request's streams, directory, umask and the command's environment (spawn.ENVIRONMENT); return its
+    argv with the report's descriptor in it."""
     from pyinit import spawn
 
     stdin, stdout, stderr, report = fds
@@ -437,8 +455,6 @@ def _take(request: "Dict[str, Any]", fds: "List[int]", keep_report: bool) -> "Li
         os.close(source)  # the command gets exactly what a launcher started directly would
     os.chdir(request["cwd"])
     os.umask(request["umask"])
-    os.environ.clear()
-    os.environ.update(request["env"])
     spawn.ENVIRONMENT = {os.fsencode(name): os.fsencode(value) for name, value in request["env"].items()}
     return [arg.replace("fd:REPORT", "fd:%d" % report) for arg in request["argv"]]
 
@@ -459,7 +475,10 @@ def _fork_launcher(request: "Dict[str, Any]", fds: "List[int]", own: "List[int]"
         for fd in own:
             os.close(fd)
         _as_launcher()
-        code = cli.main(_take(request, fds, keep_report=True))
+        argv = _take(request, fds, keep_report=True)
+        os.environ.clear()  # what cli.main reads the PYINIT_* variables from
+        os.environ.update(request["env"])
+        code = cli.main(argv)
     except BaseException as failure:  # one line on the sandbox's stderr, never a traceback
         os.write(2, ("pyinit: the fork server could not run the launcher: %r\n" % failure).encode(errors="replace"))
     finally:
