@@ -16,7 +16,9 @@ waiting for the rest of their Config (namespace.launch's `complete`). A
 request that asks for the same namespaces (namespace.made_before_the_command)
 is handed to the spare, and PID 1 has only the command to start; the next
 spare is made once the request is answered. Any other request gets a fork
-of its own, as before, and the next spare takes its shape. The first spare
+of its own, as before, and the next spare takes its shape. A spare's mounts
+are a copy of the host's as they were when it was made: one made stale by a
+mount or unmount since is not used (Server.mounts). The first spare
 is the namespace probe too: whether it could be made is what `isolate="auto"`
 asks, and why not is what its launcher or PID 1 wrote on their stderr, a
 pipe the server reads.
@@ -165,9 +167,19 @@ class Server:
         self.control, self.wake = control, wake_read
         self.own = [control.fileno(), wake_read, wake_write]  # what no fork keeps
         self.launchers: "Dict[int, int]" = {}  # PID -> the signal that ends it when the caller has gone
-        self.spare: "Optional[Spare]" = _make_spare(_probe_config(), self.own)
+        # A spare's mount namespace is a copy of the mounts as they were when it was made: a mount or
+        # unmount since (a test's tmpfs, say) makes it stale. /proc/self/mountinfo polls POLLPRI once
+        # for each change of this namespace's mounts (proc(5)); where it cannot be opened, no spare is
+        # trusted for long: each request gets one made for it.
+        try:
+            self.mounts = os.open("/proc/self/mountinfo", os.O_RDONLY | os.O_CLOEXEC)
+            self.own.append(self.mounts)
+        except OSError:
+            self.mounts = -1
+        self.spare: "Optional[Spare]" = None
         self.next_spare: "Optional[Config]" = None  # made once the server has been idle for SPARE_DELAY
         self.caller_gone = False
+        self._new_spare(_probe_config())
 
     def run(self) -> None:
         """Until the caller has gone: then its launchers and the spare go too."""
@@ -177,7 +189,7 @@ class Server:
             watched = [self.control.fileno(), self.wake, *(spare.watched() if spare and making else [])]
             readable = select.select(watched, [], [], None if self.next_spare is None else SPARE_DELAY)[0]
             if not readable and self.next_spare is not None:
-                self._replace_spare(_make_spare(self.next_spare, self.own))
+                self._new_spare(self.next_spare)
                 self.next_spare = None
             if self.wake in readable:
                 _drain(self.wake)
@@ -242,8 +254,9 @@ class Server:
 
         prepared = _spare_could_serve(parsed["argv"], parsed["env"], fds)
         if prepared is not None:
-            if self.spare is None or self.spare.shape != namespace.made_before_the_command(prepared):
-                self._replace_spare(_make_spare(prepared, self.own))
+            if (self.spare is None or self.spare.shape != namespace.made_before_the_command(prepared)
+                    or self._mounts_changed()):
+                self._new_spare(prepared)
             spare = self.spare
             if spare is not None and spare.usable():
                 self.spare, self.next_spare = None, prepared  # the next request is likely alike
@@ -268,7 +281,7 @@ class Server:
 
         config = _probe_config()
         if self.spare is None or self.spare.shape != namespace.made_before_the_command(config):
-            self._replace_spare(_make_spare(config, self.own))
+            self._new_spare(config)
         spare = self.spare
         assert spare is not None
         spare.check(SPARE_WAIT)
@@ -278,6 +291,19 @@ class Server:
                   ("namespaces refused %s" % spare.failure).encode(errors="replace"))
         if spare.failure is not None:
             self._replace_spare(None)
+
+    def _new_spare(self, config: "Config") -> None:
+        """Make a spare for `config` (any other discarded), after the mount changes seen so far."""
+        self._mounts_changed()
+        self._replace_spare(_make_spare(config, self.own))
+
+    def _mounts_changed(self) -> bool:
+        """Whether this namespace's mounts have changed since the last call (True where that cannot be told)."""
+        if self.mounts < 0:
+            return True
+        poller = select.poll()
+        poller.register(self.mounts, select.POLLPRI)
+        return bool(poller.poll(0))
 
     def _replace_spare(self, spare: "Optional[Spare]") -> None:
         if self.spare is not None:

@@ -6,8 +6,10 @@ sandbox that asks for the same namespaces. Each scenario runs in a caller
 process of its own (support.caller), found afterwards by its LEAK_MARKER.
 """
 
+import json
 import os
 import signal
+import subprocess
 import sys
 import uuid
 
@@ -203,3 +205,21 @@ if sys.argv[1] == "os._exit":
     marker = uuid.uuid4().hex
     caller(script, marker, ending)  # its stderr, which the server shares, holds no traceback
     wait_for(lambda: leaked(marker) == [], "the server and its spare to end with their caller")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs (in a mount namespace of the caller's own)")
+def test_a_mount_made_after_the_spare_is_seen_by_the_next_sandbox(tmp_path):
+    """The spare's mounts are a copy made ahead: a mount since makes it stale, and the sandbox gets a fresh one."""
+    script = """
+import json, subprocess, sys, time
+import pyinit
+pyinit.run(["true"])
+time.sleep(0.2)  # the next spare is made, before the mount
+subprocess.run(["mount", "-t", "tmpfs", "pyinit-test", sys.argv[1]], check=True)
+inside = pyinit.run(["sh", "-c", "grep -c ' %s ' /proc/self/mountinfo || true" % sys.argv[1]])
+print(json.dumps({"seen": inside.stdout.strip(), "code": inside.exit_code}))
+"""
+    done = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable, "-c", script,
+                           str(tmp_path)], env=clean_env(), cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done
+    assert json.loads(done.stdout.splitlines()[-1]) == {"seen": "1", "code": 0}
