@@ -28,7 +28,7 @@ import select
 import sys
 
 from pyinit import linux, proc
-from pyinit.sandbox_server import MESSAGE, encode_request, send
+from pyinit.sandbox_wire import MESSAGE, encode_request, send
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

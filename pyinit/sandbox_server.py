@@ -38,18 +38,11 @@ Every guarantee of a launcher started directly holds:
 One thing differs: a launcher forked by the server starts with the server's
 signal dispositions and resource limits, not the caller's at that moment.
 
-Messages (SOCK_SEQPACKET, one per datagram): the caller sends a request
-(encode_request: NUL-separated, as argv and the environment are), with the
-launcher's four descriptors (stdin, stdout, stderr, the report's write
-end); the server answers `started PID` or `error TEXT`, and later, for each
-launcher that has ended, `exit PID STATUS` (a wait status). `probe` is
-answered `namespaces ok` or `namespaces refused WHY`.
-
-The server's process is `python -I -S -c "...; main()" FD` (see sandbox_client.py).
-Its imports are few (`_socket` and `_signal`, not their enum-laden
-wrappers; json, for the reports, once the server runs): its start-up is
-what the first sandbox of a process may wait for. The caller's end (sandbox_client.py) imports it
-for the protocol.
+Its messages are sandbox_wire.py's. Its process is `python -I -S -c "...;
+main()" FD` (see sandbox_client.py). Its imports are few (`_socket` and
+`_signal`, not their enum-laden wrappers; json, for the reports, once the
+server runs): its start-up is what the first sandbox of a process may wait
+for.
 """
 
 import _signal
@@ -58,9 +51,8 @@ import os
 import select
 import sys
 
-MESSAGE = 1 << 16  # the longest request: a longer one (a huge environment) gets a launcher started directly
-DESCRIPTORS = 4  # stdin, stdout, stderr, the report's write end
-_INT = 4  # bytes of a C int: a descriptor in SCM_RIGHTS
+from pyinit.sandbox_wire import decode_request, receive, send
+
 SPARE_WAIT = 30.0  # seconds a request or the probe waits for a spare being made
 # The next spare is made once the server has been idle this long (or by the request that needs it): not at
 # once, when it would take a core from the sandbox that has just started.
@@ -226,7 +218,7 @@ class Server:
     def _answer(self) -> None:
         """Take one message and answer it; end-of-file means the caller has gone."""
         try:
-            request, fds = _receive(self.control)
+            request, fds = receive(self.control)
         except ValueError as failure:
             self._say(("error %s" % failure).encode())
             return
@@ -319,45 +311,6 @@ def _drain(fd: int) -> None:
         pass
 
 
-def encode_request(argv: "List[str]", cwd: str, env: "Mapping[str, str]", umask: int, orphaned: int) -> bytes:
-    """A request to start a launcher: `orphaned` is the signal it gets should the caller go first."""
-    fields = ["start", str(orphaned), "%o" % umask, cwd, str(len(argv)), *argv,
-              *("%s=%s" % item for item in env.items())]
-    message = b"\0".join(os.fsencode(field) for field in fields)
-    if len(message) > MESSAGE or any(b"\0" in os.fsencode(field) for field in fields):
-        raise ValueError("a request the fork server cannot take: over %d bytes, or a NUL in it" % MESSAGE)
-    return message
-
-
-def decode_request(message: bytes) -> "Dict[str, Any]":
-    """encode_request's arguments, by name (ValueError for a message that is not one)."""
-    kind, orphaned, umask, cwd, count, *rest = [os.fsdecode(field) for field in message.split(b"\0")]
-    if kind != "start" or len(rest) < int(count):
-        raise ValueError("not a request: %r" % message[:40])
-    argv, env = rest[:int(count)], rest[int(count):]
-    return {"argv": argv, "cwd": cwd, "umask": int(umask, 8), "orphaned": int(orphaned),
-            "env": dict(item.split("=", 1) for item in env)}
-
-
-def send(channel: "_socket.socket", message: bytes, fds: "List[int]") -> None:
-    """One datagram, with `fds` attached (SCM_RIGHTS)."""
-    attached = b"".join(fd.to_bytes(_INT, sys.byteorder, signed=True) for fd in fds)
-    channel.sendmsg([message], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, attached)])
-
-
-def _receive(channel: "_socket.socket") -> "tuple[bytes, List[int]]":
-    """One datagram and the descriptors attached to it (a truncated one is refused: ValueError)."""
-    message, ancillary, flags, _ = channel.recvmsg(MESSAGE + 1, _socket.CMSG_LEN(DESCRIPTORS * _INT))
-    fds = [int.from_bytes(data[start:start + _INT], sys.byteorder, signed=True)
-           for level, kind, data in ancillary if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS
-           for start in range(0, len(data) - len(data) % _INT, _INT)]
-    if flags & (_socket.MSG_TRUNC | _socket.MSG_CTRUNC) or len(message) > MESSAGE:
-        for fd in fds:
-            os.close(fd)
-        raise ValueError("a message too long for the fork server")
-    return message, fds
-
-
 def _prepared(argv: "List[str]", env: "Dict[str, str]") -> "Optional[Config]":
     """The Config of `argv` where a spare could serve it (namespaces, no pty, no name); None otherwise."""
     from pyinit import cli
@@ -444,7 +397,7 @@ def _complete(channel: "_socket.socket", the_others: "_socket.socket", prepared:
         nothing = os.open(os.devnull, os.O_WRONLY)
         os.dup2(nothing, 2)
         os.close(nothing)
-    request, fds = _receive(channel)
+    request, fds = receive(channel)
     channel.close()
     if not request:
         raise namespace.NamespaceError("the fork server has gone")
