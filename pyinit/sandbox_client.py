@@ -188,7 +188,10 @@ class ForkServer:
             while self._verdict is None:
                 self._next(None)
             answer, self._verdict, self._asked = self._verdict, None, False
-        return None if answer == "ok" else answer
+        word, _, why = answer.partition(" ")
+        if word == "error":
+            raise OSError("the sandboxes' fork server: %s" % why)
+        return None if word == "ok" else why or answer
 
     def status(self, pid: int, timeout: float) -> Optional[int]:
         """The wait status of launcher `pid` once the server has reaped it; None if it does not say within `timeout`."""
@@ -209,8 +212,8 @@ class ForkServer:
             if not message:
                 raise ConnectionError("the sandboxes' fork server has gone")
             word, _, rest = message.partition(b" ")
-            if word == b"namespaces":  # the probe's verdict: "ok", or "refused WHY"
-                self._verdict = rest.decode(errors="replace").partition("refused ")[2] or rest.decode()
+            if word == b"namespaces":  # the probe's verdict: "ok", "refused WHY" or "error WHY"
+                self._verdict = rest.decode(errors="replace")
                 return message
             if word != b"exit":
                 return message

@@ -273,7 +273,10 @@ class Server:
 
         config = _probe_config()
         if self.spare is None or self.spare.shape != namespace.made_before_the_command(config):
-            self._new_spare(config)
+            unmade = self._new_spare(config)
+            if unmade is not None:  # the server's want, not the kernel's refusal: the caller probes another way
+                self._say(("namespaces error %s" % unmade).encode(errors="replace"))
+                return
         spare = self.spare
         assert spare is not None
         spare.check(SPARE_WAIT)
@@ -284,10 +287,20 @@ class Server:
         if spare.failure is not None:
             self._replace_spare(None)
 
-    def _new_spare(self, config: "Config") -> None:
-        """Make a spare for `config` (any other discarded), after the mount changes seen so far."""
+    def _new_spare(self, config: "Config") -> "Optional[str]":
+        """Make a spare for `config` (any other discarded), after the mount changes seen so far; or say why not.
+
+        Out of processes or descriptors, there is no spare, and the request
+        that wanted one gets a fork of its own, which fails with the reason
+        on the sandbox's stderr, or a spare next time.
+        """
         self._mounts_changed()
-        self._replace_spare(_make_spare(config, self.own))
+        self._replace_spare(None)
+        try:
+            self.spare = _make_spare(config, self.own)
+        except OSError as failure:
+            return "cannot make a launcher ahead: %s" % (failure.strerror or failure)
+        return None
 
     def _mounts_changed(self) -> bool:
         """Whether this namespace's mounts have changed since the last call (True where that cannot be told)."""
@@ -346,10 +359,22 @@ def _make_spare(config: "Config", own: "List[int]") -> Spare:
     """Fork a launcher that makes the namespaces `config` asks for, its PID 1 too, and waits for its command."""
     from pyinit import namespace
 
-    channel, init_end = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
-    launcher_channel, launcher_end = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
-    stderr, their_stderr = os.pipe2(os.O_CLOEXEC)
-    pid = os.fork()
+    made: "List[Any]" = []  # closed again if the fork cannot be made
+    try:
+        channel, init_end = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
+        made += [channel, init_end]
+        launcher_channel, launcher_end = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
+        made += [launcher_channel, launcher_end]
+        stderr, their_stderr = os.pipe2(os.O_CLOEXEC)
+        made += [stderr, their_stderr]
+        pid = os.fork()
+    except OSError:
+        for thing in made:
+            if isinstance(thing, int):
+                os.close(thing)
+            else:
+                thing.close()
+        raise
     if pid:
         init_end.close()
         launcher_end.close()

@@ -5,7 +5,8 @@ On SOCK_SEQPACKET sockets, one message per datagram. The caller
 four descriptors (stdin, stdout, stderr, the report's write end); the server
 (sandbox_server.py) answers `started PID` or `error TEXT`, and later, for
 each launcher that has ended, `exit PID STATUS` (a wait status). `probe` is
-answered `namespaces ok` or `namespaces refused WHY`. The server hands a
+answered `namespaces ok`, `namespaces refused WHY`, or `namespaces error WHY`
+(the server itself could not find out). The server hands a
 spare launcher and its PID 1 the request as it came.
 
 NUL-separated, not JSON: neither argv nor the environment can hold a NUL,

@@ -223,3 +223,23 @@ print(json.dumps({"seen": inside.stdout.strip(), "code": inside.exit_code}))
                            str(tmp_path)], env=clean_env(), cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT)
     assert done.returncode == 0 and "Traceback" not in done.stderr, done
     assert json.loads(done.stdout.splitlines()[-1]) == {"seen": "1", "code": 0}
+
+
+@pytest.mark.parametrize("limit", [8, 11])
+def test_a_server_out_of_descriptors_makes_no_spare_and_sandboxes_still_run(limit):
+    """The server inherits RLIMIT_NOFILE as low as `limit`: no spare can be made, and no traceback comes of it;
+    the probe is asked another way, and each sandbox still runs in namespaces of its own."""
+    script = """
+import json, resource, warnings
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]), hard))
+import pyinit.sandbox
+resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    results = [pyinit.run(["sh", "-c", "echo $$"]) for _ in range(3)]
+print(json.dumps({"results": [[r.exit_code, r.stdout] for r in results], "warnings": [str(w.message) for w in caught]}))
+"""
+    marker = uuid.uuid4().hex
+    assert caller("import sys\n" + script, marker, str(limit)) == {"results": [[0, "2\n"]] * 3, "warnings": []}
+    wait_for(lambda: leaked(marker) == [], "nothing left")
