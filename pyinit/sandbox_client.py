@@ -89,6 +89,8 @@ class ForkServer:
         with cls._lock:
             server = cls._current
             if server is None or not server.serves_this_process():
+                if server is not None and server.owner[0] == os.getpid():
+                    server.close()  # gone, or started as another user: reaped, its descriptors closed
                 server = cls._current = ForkServer()
             return server
 
@@ -116,7 +118,7 @@ class ForkServer:
         self._statuses: Dict[int, int] = {}
         self._verdict: Optional[str] = None  # the probe's answer, once it has come
         self._asked = False  # a probe sent and not answered yet
-        self.pidfd = -1
+        self.pidfd = self.pid = -1
         with SignalsHeld():
             self._control, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
             try:
@@ -134,7 +136,14 @@ class ForkServer:
                 self._control.send(b"probe")  # answered once the server has made its first spare
                 self._asked = True
             except BaseException:
-                self._control.close()
+                self._control.close()  # a server started already reads end-of-file, and exits
+                if self.pidfd >= 0:
+                    os.close(self.pidfd)
+                if self.pid >= 0:
+                    try:
+                        os.waitpid(self.pid, 0)
+                    except ChildProcessError:  # this process ignores SIGCHLD: the kernel reaped it
+                        pass
                 raise
             finally:
                 theirs.close()
