@@ -13,6 +13,7 @@ failure reports); the report is always kept whole.
 
 from __future__ import annotations
 
+import _thread
 import codecs
 import collections
 import os
@@ -77,7 +78,7 @@ class Output:
         self._report: List[bytes] = []
         self._fds: Dict[int, str] = {}  # fd -> "stdout", "stderr" or "report"
         self._wake: Optional["tuple[int, int]"] = None
-        self._thread: Optional[threading.Thread] = None
+        self._running: Optional[_thread.LockType] = None  # held by the reader thread until it returns
 
     def start(self, stdout: Optional[IO[bytes]], stderr: Optional[IO[bytes]], report: int) -> None:
         """Read the captured pipes (None: not captured) and the report's read end, in a thread, until end-of-file."""
@@ -90,26 +91,34 @@ class Output:
             os.set_blocking(fd, False)
         with SignalsHeld():
             self._wake = os.pipe2(os.O_CLOEXEC)
-            self._thread = threading.Thread(target=self._read_all, name="pyinit-sandbox-output", daemon=True)
-            self._thread.start()
+            running = _thread.allocate_lock()
+            running.acquire()
+            self._running = running
+            # A bare thread, not threading.Thread, whose start() waits for the new thread to be scheduled:
+            # while the sandbox's launcher and PID 1 take the request, both cores are busy, and that wait was
+            # up to 0.7 ms of a sandbox's start. Nothing here needs it to run yet: the pipes keep what comes.
+            _thread.start_new_thread(self._read_all, (running,))
 
     @property
     def captured(self) -> List[str]:
         return list(self._streams)
 
-    def _read_all(self) -> None:
-        assert self._wake is not None
-        poller = select.poll()
-        for fd in [*self._fds, self._wake[0]]:
-            poller.register(fd, select.POLLIN)
-        while self._fds:
-            events = poller.poll()
-            if any(fd == self._wake[0] for fd, _ in events):
-                return
-            with self._changed:
-                for fd, _ in events:
-                    if fd in self._fds and not self._read_from(fd):
-                        poller.unregister(fd)
+    def _read_all(self, running: _thread.LockType) -> None:
+        try:
+            assert self._wake is not None
+            poller = select.poll()
+            for fd in [*self._fds, self._wake[0]]:
+                poller.register(fd, select.POLLIN)
+            while self._fds:
+                events = poller.poll()
+                if any(fd == self._wake[0] for fd, _ in events):
+                    return
+                with self._changed:
+                    for fd, _ in events:
+                        if fd in self._fds and not self._read_from(fd):
+                            poller.unregister(fd)
+        finally:
+            running.release()
 
     def _read_from(self, fd: int) -> bool:
         """Take what `fd` has now (the lock held); False at its end-of-file."""
@@ -140,18 +149,21 @@ class Output:
 
     def finish(self, timeout: float) -> bool:
         """Wait until every pipe has reached end-of-file (every writer is gone); False if `timeout` passed first."""
-        if self._thread is not None:
-            self._thread.join(timeout)
-            return not self._thread.is_alive()
+        running = self._running
+        if running is not None:
+            if not running.acquire(timeout=timeout):
+                return False
+            running.release()
         return True
 
     def stop(self) -> None:
         """Stop the thread and take what is left; idempotent."""
-        if self._thread is not None and self._wake is not None:
+        if self._running is not None and self._wake is not None:
             os.write(self._wake[1], b"x")
-            self._thread.join()
+            self._running.acquire()
+            self._running.release()
             self.read_available()
-        self._thread = None
+        self._running = None
         wake, self._wake = self._wake, None  # first: an interrupted stop() is finished by the next, never closes twice
         for fd in wake or ():
             os.close(fd)

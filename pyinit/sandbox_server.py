@@ -1,27 +1,21 @@
 """The fork server: one small pyinit process per test process, which forks each sandbox's launcher.
 
-Started as `python -I -S __main__.py` (sandbox_launch.LAUNCHER), a launcher
-pays an interpreter's start for every sandbox: most of a sandbox's cost. The
-fork server pays it once per process (sandbox_client.py starts it when the
-test side is imported). It has pyinit's launcher imported, and for each
-sandbox it forks, and runs the launcher in the fork, with the standard
-streams and the report's pipe it was sent over a Unix socket (SCM_RIGHTS),
-the working directory, umask and environment asked for.
+A launcher started as `python -I -S __main__.py` (sandbox_launch.LAUNCHER)
+pays an interpreter's start per sandbox; the server (started by
+sandbox_client.py when the test side is imported) pays it once, and forks
+each launcher, with the streams and report pipe sent over a Unix socket
+(SCM_RIGHTS), and the working directory, umask and environment asked for.
 
-The spare. Most of what is left of a sandbox's start is making its
-namespaces: the launcher's fork, unshare(2), PID 1's fork, its private
-mounts and /proc. None of it depends on the command, so the server does it
-ahead of time: it keeps one spare launcher whose PID 1 is ready, both
-waiting for the rest of their Config (namespace.launch's `complete`). A
-request that asks for the same namespaces (namespace.made_before_the_command)
-is handed to the spare, and PID 1 has only the command to start; the next
-spare is made once the request is answered. Any other request gets a fork
-of its own, as before, and the next spare takes its shape. A spare's mounts
-are a copy of the host's as they were when it was made: one made stale by a
-mount or unmount since is not used (Server.mounts). The first spare
-is the namespace probe too: whether it could be made is what `isolate="auto"`
-asks, and why not is what its launcher or PID 1 wrote on their stderr, a
-pipe the server reads.
+The spare. Making a sandbox's namespaces (the launcher's fork, unshare(2),
+PID 1's fork, its private mounts and /proc) does not depend on the command,
+so the server does it ahead: one spare launcher and its PID 1 wait for the
+rest of their Config (namespace.launch's `complete`). A request for the same
+namespaces (namespace.made_before_the_command) is handed to it, and PID 1
+has only the command to start; the next spare is made once the server is
+idle. Any other request gets a fork of its own, and the next spare its shape.
+A spare made stale by a mount or unmount since is not used (Server.mounts).
+The first spare is the namespace probe of `isolate="auto"` too: what its
+launcher or PID 1 wrote on their stderr (a pipe the server reads) says why.
 
 Every guarantee of a launcher started directly holds:
 - nothing outlives the caller: the server's end of the socket pair reads
@@ -54,6 +48,7 @@ import sys
 from pyinit.sandbox_wire import decode_request, receive, send
 
 SPARE_WAIT = 30.0  # seconds a request or the probe waits for a spare being made
+PROBE_ATTEMPTS = 3  # spares made for the probe, where each dies without a word
 # The next spare is made once the server has been idle this long (or by the request that needs it): not at
 # once, when it would take a core from the sandbox that has just started.
 SPARE_DELAY = 0.001
@@ -79,7 +74,7 @@ class Spare:
         self.pid, self.shape, self.stderr = pid, shape, stderr
         self.channel, self.launcher_channel = channel, launcher_channel
         self.ready = False
-        self.failure: "Optional[str]" = None  # why it could not be made (what it wrote on its stderr), once known
+        self.failure: "Optional[str]" = None  # once it has failed: what it wrote on its stderr ("" for nothing)
 
     def watched(self) -> "List[int]":
         """What tells that it is ready, or has failed."""
@@ -100,8 +95,7 @@ class Spare:
                 return
             for fd, _ in events:
                 if fd == self.stderr:  # written to, or closed: either way it is dying
-                    said = os.read(self.stderr, 4096)
-                    self.failure = said.decode(errors="replace").strip() or "its launcher ended"
+                    self.failure = os.read(self.stderr, 4096).decode(errors="replace").strip()  # "": not a word
                 elif self.channel.recv(16) == b"ready":
                     self.ready = True
 
@@ -268,24 +262,34 @@ class Server:
         self._say(b"started %d" % pid)
 
     def _probe(self) -> None:
-        """Answer `probe`: whether the spare of a default sandbox could be made (made now if need be)."""
+        """Answer `probe`: whether the spare of a default sandbox could be made (made now if need be).
+
+        Only a spare that said why it failed (pyinit's one line: unshare(2)
+        refused, a /proc that cannot be mounted) is a refusal. One that died
+        without a word (SIGKILLed, say) tells nothing: another is made, a
+        few times, before the answer is that the server cannot tell.
+        """
         from pyinit import namespace
 
         config = _probe_config()
-        if self.spare is None or self.spare.shape != namespace.made_before_the_command(config):
-            unmade = self._new_spare(config)
-            if unmade is not None:  # the server's want, not the kernel's refusal: the caller probes another way
-                self._say(("namespaces error %s" % unmade).encode(errors="replace"))
+        shape = namespace.made_before_the_command(config)
+        for _ in range(PROBE_ATTEMPTS):
+            if self.spare is None or self.spare.shape != shape:
+                unmade = self._new_spare(config)
+                if unmade is not None:  # the server's want, not the kernel's refusal: the caller probes another way
+                    self._say(("namespaces error %s" % unmade).encode(errors="replace"))
+                    return
+            spare = self.spare
+            assert spare is not None
+            spare.check(SPARE_WAIT)
+            if spare.ready and spare.failure is None:
+                self._say(b"namespaces ok")
                 return
-        spare = self.spare
-        assert spare is not None
-        spare.check(SPARE_WAIT)
-        if spare.failure is None and not spare.ready:
-            spare.failure = "no answer from the namespaces' init within %.0f s" % SPARE_WAIT
-        self._say(b"namespaces ok" if spare.failure is None else
-                  ("namespaces refused %s" % spare.failure).encode(errors="replace"))
-        if spare.failure is not None:
             self._replace_spare(None)
+            if spare.failure:  # what it said
+                self._say(("namespaces refused %s" % spare.failure).encode(errors="replace"))
+                return
+        self._say(b"namespaces error its spare launchers died without a word, or never got ready")
 
     def _new_spare(self, config: "Config") -> "Optional[str]":
         """Make a spare for `config` (any other discarded), after the mount changes seen so far; or say why not.

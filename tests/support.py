@@ -211,6 +211,11 @@ def wait_for(predicate, what: str, timeout: float = TIMEOUT):
         delay = min(delay * 2, 0.05)
 
 
+def threads() -> int:
+    """This process's threads, as the kernel counts them (the test side's reader threads are not threading's)."""
+    return len(os.listdir("/proc/self/task"))
+
+
 def caller(script: str, marker: str, *args: str, timeout: float = 4 * TIMEOUT) -> dict:
     """Run `script` as a caller of the test-side API, with LEAK_MARKER=marker; it prints one JSON object last.
 

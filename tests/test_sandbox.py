@@ -25,7 +25,7 @@ import pyinit
 from pyinit.sandbox import CommandExited, IsolationError, IsolationWarning, Sandbox, TimeoutExpired, run
 from pyinit.sandbox_launch import Launcher
 from support import (AS_NOBODY, NOBODY, REPO, SYSTEM_PYTHON, TIMEOUT, clean_env, leaked, program, stat, status,
-                     wait_for)
+                     threads, wait_for)
 
 PR_GET_CHILD_SUBREAPER = 37
 
@@ -290,7 +290,7 @@ def test_a_chatty_command_never_blocks_on_a_full_pipe():
 
 @pytest.mark.parametrize("error", [RuntimeError, AssertionError, KeyboardInterrupt])
 def test_leaving_the_block_on_an_error_kills_everything_daemon_included(error):
-    seen = {}
+    seen, threads_before = {}, threads()
     with pytest.raises(error, match="inside the block"):
         with Sandbox(leaver("--stay")) as box:
             seen["left"] = left_line(box)
@@ -301,7 +301,7 @@ def test_leaving_the_block_on_an_error_kills_everything_daemon_included(error):
     members, hosts = seen["members"], seen["hosts"]
     assert sorted(hosts) == [1, 2, child, daemon] and len(members) == 4
     assert [pid for pid, start in members.items() if not gone(pid, start)] == []
-    assert box._launcher.popen.returncode is not None and threading.active_count() == 1
+    assert box._launcher.popen.returncode is not None and threads() == threads_before
 
 
 def test_an_interrupted_start_leaves_nothing(monkeypatch):
@@ -338,15 +338,16 @@ def test_the_callers_signal_state_subreaper_flag_and_threads_are_unchanged():
         return (lines, signal.pthread_sigmask(signal.SIG_BLOCK, []), flag.value,
                 {signo: signal.getsignal(signo) for signo in signal.valid_signals()}, threading.enumerate())
 
-    before = state()
+    before, threads_before = state(), threads()
     with Sandbox(leaver("--stay")) as box:
         left_line(box)
         box.send_signal("USR1")
-        assert threading.active_count() == 2  # the output reader
+        assert threads() == threads_before + 1  # the output reader
+        assert threading.active_count() == 1  # and no threading.Thread
     with Sandbox(leaver()) as box:
         left_line(box)
         assert len(box.wait(TIMEOUT).leftovers) == 2
-    assert state() == before
+    assert state() == before and threads() == threads_before
 
 
 def test_subprocess_keeps_working_beside_it():
@@ -358,6 +359,7 @@ def test_subprocess_keeps_working_beside_it():
 
 
 def test_several_sandboxes_at_once_from_several_threads():
+    threads_before = threads()
     with Sandbox(["sh", "-c", "echo one; sleep 100"]) as first, Sandbox(["sh", "-c", "echo two; sleep 100"]) as second:
         first.wait_for_output("one")
         second.wait_for_output("two")
@@ -368,14 +370,14 @@ def test_several_sandboxes_at_once_from_several_threads():
         def one(code: int) -> None:
             results[code] = run(["sh", "-c", "sleep 0.%d; exit %d" % (code, code)], timeout=TIMEOUT).exit_code
 
-        threads = [threading.Thread(target=one, args=(code,)) for code in range(1, 5)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(TIMEOUT)
+        workers = [threading.Thread(target=one, args=(code,)) for code in range(1, 5)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(TIMEOUT)
         assert results == {code: code for code in range(1, 5)}
         assert first.stop(timeout=TIMEOUT).exit_code == second.stop(timeout=TIMEOUT).exit_code == 143
-    assert threading.active_count() == 1
+    assert threads() == threads_before
 
 
 # --- privileges and refusals --------------------------------------------------------------------
