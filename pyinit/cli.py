@@ -19,6 +19,8 @@ TYPE_CHECKING = False  # mypy reads the block below; at run time `typing` would 
 if TYPE_CHECKING:
     from typing import Any
 
+    from pyinit.namespace import Completion
+
 from pyinit import __version__, log, signals
 from pyinit.config import EXIT_USAGE, MAX_FD, MAX_SECONDS, Config
 
@@ -427,6 +429,15 @@ def main(argv: "list[str]") -> int:
         except OSError:
             return EXIT_USAGE
         return 0
+    return start(config)
+
+
+def start(config: Config, complete: "Completion | None" = None) -> int:
+    """Do what `config` asks for; return the exit code. A bug of ours is one line, never a traceback.
+
+    `complete` is passed on to namespace.launch: the test side's fork server
+    (sandbox_server.py) starts its spare launchers here.
+    """
     log.set_level(config.verbosity)
     try:
         if config.listing is not None:
@@ -440,7 +451,7 @@ def main(argv: "list[str]") -> int:
         if config.unshare:
             from pyinit import namespace
 
-            return namespace.launch(config)
+            return namespace.launch(config, complete)
         from pyinit import init
 
         return init.run(config)

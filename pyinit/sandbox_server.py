@@ -394,25 +394,15 @@ def _make_spare(config: "Config", own: "List[int]") -> Spare:
             os.dup2(source, target)
         os.close(nothing)
         os.close(their_stderr)
-        code = _launch(config, lambda prepared, in_init: _complete(init_end if in_init else launcher_end,
+        from pyinit import cli
+
+        code = cli.start(config, lambda prepared, in_init: _complete(init_end if in_init else launcher_end,
                                                                     launcher_end if in_init else init_end,
                                                                     prepared, in_init))
     except BaseException as failure:  # one line to the server, never a traceback
         os.write(2, ("pyinit: the fork server could not make a spare launcher: %r\n" % failure).encode(errors="replace"))
     finally:
         os._exit(code)
-
-
-def _launch(config: "Config", complete: "Any") -> int:
-    """namespace.launch(), guarded as cli.main guards it: a bug of ours is one line, never a traceback."""
-    from pyinit import log, namespace
-
-    log.set_level(config.verbosity)
-    try:
-        return namespace.launch(config, complete)
-    except Exception as failure:
-        log.error("internal error: %r", failure)
-        return 125
 
 
 def _complete(channel: "_socket.socket", the_others: "_socket.socket", prepared: "Config", in_init: bool) -> "Config":

@@ -31,8 +31,9 @@ def encode_request(argv: "List[str]", cwd: str, env: "Mapping[str, str]", umask:
     """A request to start a launcher: `orphaned` is the signal it gets should the caller go first."""
     fields = ["start", str(orphaned), "%o" % umask, cwd, str(len(argv)), *argv,
               *("%s=%s" % item for item in env.items())]
-    message = b"\0".join(os.fsencode(field) for field in fields)
-    if len(message) > MESSAGE or any(b"\0" in os.fsencode(field) for field in fields):
+    encoded = [os.fsencode(field) for field in fields]
+    message = b"\0".join(encoded)
+    if len(message) > MESSAGE or any(b"\0" in field for field in encoded):
         raise ValueError("a request the fork server cannot take: over %d bytes, or a NUL in it" % MESSAGE)
     return message
 
