@@ -216,6 +216,18 @@ def threads() -> int:
     return len(os.listdir("/proc/self/task"))
 
 
+def threads_down_to(count: int) -> int:
+    """The kernel's thread count once it is down to `count`, or as it is after 2 s.
+
+    A reader thread that has returned (its lock released, as a Thread's after join()) is still in the kernel's
+    list for the moment its exit takes; one that never returns keeps the count up and fails the comparison.
+    """
+    deadline = time.monotonic() + 2
+    while threads() > count and time.monotonic() < deadline:
+        time.sleep(0.001)
+    return threads()
+
+
 def caller(script: str, marker: str, *args: str, timeout: float = 4 * TIMEOUT) -> dict:
     """Run `script` as a caller of the test-side API, with LEAK_MARKER=marker; it prints one JSON object last.
 

@@ -25,7 +25,7 @@ import pyinit
 from pyinit.sandbox import CommandExited, IsolationError, IsolationWarning, Sandbox, TimeoutExpired, run
 from pyinit.sandbox_launch import Launcher
 from support import (AS_NOBODY, NOBODY, REPO, SYSTEM_PYTHON, TIMEOUT, clean_env, leaked, program, stat, status,
-                     threads, wait_for)
+                     threads, threads_down_to, wait_for)
 
 PR_GET_CHILD_SUBREAPER = 37
 
@@ -301,7 +301,7 @@ def test_leaving_the_block_on_an_error_kills_everything_daemon_included(error):
     members, hosts = seen["members"], seen["hosts"]
     assert sorted(hosts) == [1, 2, child, daemon] and len(members) == 4
     assert [pid for pid, start in members.items() if not gone(pid, start)] == []
-    assert box._launcher.popen.returncode is not None and threads() == threads_before
+    assert box._launcher.popen.returncode is not None and threads_down_to(threads_before) == threads_before
 
 
 def test_an_interrupted_start_leaves_nothing(monkeypatch):
@@ -347,7 +347,7 @@ def test_the_callers_signal_state_subreaper_flag_and_threads_are_unchanged():
     with Sandbox(leaver()) as box:
         left_line(box)
         assert len(box.wait(TIMEOUT).leftovers) == 2
-    assert state() == before and threads() == threads_before
+    assert state() == before and threads_down_to(threads_before) == threads_before
 
 
 def test_subprocess_keeps_working_beside_it():
@@ -377,7 +377,7 @@ def test_several_sandboxes_at_once_from_several_threads():
             worker.join(TIMEOUT)
         assert results == {code: code for code in range(1, 5)}
         assert first.stop(timeout=TIMEOUT).exit_code == second.stop(timeout=TIMEOUT).exit_code == 143
-    assert threads() == threads_before
+    assert threads_down_to(threads_before) == threads_before
 
 
 # --- privileges and refusals --------------------------------------------------------------------
