@@ -5,13 +5,13 @@ from the host's /proc: what exec started is a member while it runs, its
 orphans are reaped by PID 1, and nothing of it outlives a timeout.
 """
 
-import os
+import uuid
 
 import pytest
 
 import pyinit
 from pyinit.sandbox import Sandbox, TimeoutExpired
-from support import TIMEOUT, clean_env, wait_for
+from support import TIMEOUT, clean_env, leaked, wait_for
 
 
 
@@ -39,23 +39,12 @@ def test_exec_orphans_are_reaped_by_pid_1():
 
 
 def test_exec_timeout_kills_what_it_started_and_a_stopped_sandbox_refuses():
+    marker = uuid.uuid4().hex
     with Sandbox(["sleep", "100"]) as box:
         with pytest.raises(TimeoutExpired):
-            box.exec(["sleep", "300"], timeout=0.5)
+            box.exec(["sleep", "300"], timeout=0.5, env=clean_env(LEAK_MARKER=marker))
         wait_for(lambda: [p.argv for p in box.processes()][1:] == [["sleep", "100"]], "the exec'd sleep to be gone")
-        assert ended_everywhere("sleep 300")
+        assert leaked(marker) == []  # nowhere on the host either (by its marker: any `sleep 300` is not ours)
     with pytest.raises(pyinit.SandboxError, match="not running"):
         box.exec(["true"])
 
-
-def ended_everywhere(command: str) -> bool:
-    """No process on the host runs `command` (its argv joined)."""
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open("/proc/%s/cmdline" % entry, "rb") as file:
-                    if file.read().replace(b"\0", b" ").strip() == command.encode():
-                        return False
-            except OSError:
-                pass
-    return True
