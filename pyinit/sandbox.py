@@ -327,7 +327,7 @@ class Sandbox(Readiness):
         return make_result(self.argv, self._output.report(), launcher.returncode,
                            started=launcher.command_pid is not None or launcher.command_gone,
                            duration=time.monotonic() - self._start_time, stdout=self._output.text("stdout"),
-                           stderr=self._output.text("stderr"))
+                           stderr=self._output.text("stderr"), lost=launcher.status_lost)
 
     @property
     def label(self) -> str:

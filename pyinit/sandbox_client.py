@@ -151,7 +151,11 @@ class ForkServer:
 
     def serves_this_process(self) -> bool:
         """Started by this process, with the user and group it has now, and still there."""
-        return self.owner == (os.getpid(), os.geteuid(), os.getegid()) and not linux.pidfd_has_exited(self.pidfd)
+        return self.owner == (os.getpid(), os.geteuid(), os.getegid()) and not self.gone()
+
+    def gone(self) -> bool:
+        """Whether the server has exited (or was killed)."""
+        return self.pidfd < 0 or linux.pidfd_has_exited(self.pidfd)
 
     def close(self) -> None:
         """End the server (its socket closes; it ends any launcher left) and reap it: at this process's exit."""
@@ -203,12 +207,16 @@ class ForkServer:
         return None if word == "ok" else why or answer
 
     def status(self, pid: int, timeout: float) -> Optional[int]:
-        """The wait status of launcher `pid` once the server has reaped it; None if it does not say within `timeout`."""
+        """The wait status of launcher `pid` once the server has reaped it; None if it does not say within `timeout`.
+
+        None too when the server has gone (killed under a running sandbox):
+        the launcher, its child, went to another parent, and its status with it.
+        """
         with self._lock:
             while pid not in self._statuses:
                 try:
                     self._next(timeout)
-                except TimeoutError:
+                except (TimeoutError, ConnectionError):
                     return None
             return self._statuses.pop(pid)
 

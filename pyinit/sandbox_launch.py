@@ -33,7 +33,8 @@ from typing import IO, Any, Callable, List, Mapping, Optional, Union
 from pyinit import linux, proc, signals
 from pyinit.sandbox_members import inner_pid, kill_below, namespace_level
 from pyinit.sandbox_client import ForkServer, ServedProcess, SignalsHeld
-from pyinit.sandbox_result import IsolationError, IsolationWarning, SandboxError, SignalSpec, signal_number
+from pyinit.sandbox_result import (SIGCHLD_IGNORED, IsolationError, IsolationWarning, SandboxError, SignalSpec,
+                                   signal_number)
 
 # How a user's process starts pyinit: the one place that knows it. The file
 # __main__.py blocks every signal first, and finds its own package.
@@ -87,7 +88,7 @@ class Launcher:
         self.command_pid: Optional[int] = None
         self.command_pidfd: Optional[int] = None
         self.command_gone = False  # it exited (and was reaped) before a pidfd could hold it
-        self._gone = False  # the launcher ended, its status lost
+        self.status_lost: Optional[str] = None  # why, when the launcher has ended and its status is lost
         self._init_argv: List[str] = []
 
     def start(self, command: List[str], options: List[str], streams: "tuple[Stream, Stream, Stream]",
@@ -153,15 +154,17 @@ class Launcher:
         A launcher of the fork server's is reaped there, which sends its status.
         """
         popen = self.popen
-        if popen is None or popen.returncode is not None or self._gone:
+        if popen is None or popen.returncode is not None or self.status_lost:
             return True
         if self.pidfd is not None and not select.select([self.pidfd], [], [], timeout)[0]:
             return False
         if isinstance(popen, ServedProcess):
             status = popen.server.status(popen.pid, START_TIMEOUT if timeout is None or self.pidfd else timeout)
-            if status is None:  # the server said nothing in time: gone, if its pidfd says so, with its status lost
-                self._gone = self.pidfd is not None
-                return self._gone
+            if status is None:  # the server said nothing in time: ended, if its pidfd says so, its status lost
+                if self.pidfd is not None:
+                    self.status_lost = ("the sandboxes' fork server, its parent, was killed" if popen.server.gone()
+                                        else "the sandboxes' fork server did not send it")
+                return self.status_lost is not None
             popen.returncode = os.waitstatus_to_exitcode(status)
             return True
         # Without a pidfd (a start that failed for want of one) only a launcher
@@ -169,7 +172,7 @@ class Launcher:
         try:
             pid, status = os.waitpid(popen.pid, os.WNOHANG if self.pidfd is not None or timeout == 0 else 0)
         except ChildProcessError:
-            self._gone = True
+            self.status_lost = SIGCHLD_IGNORED
             return True
         if not pid:
             return False

@@ -18,6 +18,9 @@ from pyinit import signals
 
 SignalSpec = Union[int, str, signal.Signals]
 
+# Why a launcher's exit status can be lost: the kernel reaps the children of a process that ignores SIGCHLD.
+SIGCHLD_IGNORED = "this process ignores SIGCHLD, so the kernel reaped pyinit in its place"
+
 
 class SandboxError(Exception):
     """Something about a Sandbox went wrong (the base of the other errors here)."""
@@ -102,12 +105,12 @@ class Result:
 
 
 def make_result(argv: List[str], report_text: bytes, returncode: Optional[int], *, started: bool,
-                duration: float, stdout: Optional[str], stderr: Optional[str]) -> Result:
+                duration: float, stdout: Optional[str], stderr: Optional[str], lost: Optional[str]) -> Result:
     """The Result from pyinit's report; without one, from what the sandbox saw (the launcher's `returncode` and all).
 
     The returncode is not to be trusted where the caller ignores SIGCHLD:
     the kernel reaps its children, and subprocess then says 0 whatever the
-    status was.
+    status was. `lost`: why the launcher's status is lost, if it is.
     """
     try:
         report = json.loads(report_text) or None
@@ -127,8 +130,7 @@ def make_result(argv: List[str], report_text: bytes, returncode: Optional[int], 
                       stderr=stderr, leftovers=_leftovers(report), report=report, stop_duration=stop,
                       argv=list(argv), started=report["child"]["pid"] is not None)
     if launcher_code is None:
-        raise SandboxError("pyinit wrote no exit report, and its exit status is lost: this process ignores "
-                           "SIGCHLD, so the kernel reaped pyinit in its place")
+        raise SandboxError("pyinit wrote no exit report, and its exit status is lost: %s" % (lost or SIGCHLD_IGNORED))
     return Result(exit_code=launcher_code, signal=None, duration=duration, stdout=stdout, stderr=stderr,
                   leftovers=None, report=None, argv=list(argv), started=started)
 

@@ -106,6 +106,36 @@ print(json.dumps({"results": results}))
     wait_for(lambda: leaked(marker) == [], "nothing left of the killed spare")
 
 
+def test_the_server_killed_under_a_running_sandbox_is_an_error_that_names_it_and_leaves_nothing():
+    """SIGKILL to the server while its sandbox runs: the launcher dies with it (its orphaned signal); wait() says
+    why the status is lost, close() finishes, nothing of the sandbox is left, and the next sandbox runs."""
+    script = SERVER + """
+from pyinit.sandbox import SandboxError
+box = pyinit.Sandbox(["sh", "-c", "sleep 300 & echo up; wait"]).start()
+box.wait_for_output("up")
+members = [p.host_pid for p in box.processes()]
+os.kill(server, 9)
+try:
+    box.wait(30)
+    error = None
+except SandboxError as raised:
+    error = str(raised)
+box.close()
+def running(pid):  # PID 1 may stay a zombie a while: its parent, the launcher, died, and the host's init reaps it
+    try:
+        return open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+alive = [pid for pid in members if running(pid)]
+print(json.dumps({"error": error, "alive": alive, "next": pyinit.run(["sh", "-c", "exit 4"]).exit_code}))
+"""
+    marker = uuid.uuid4().hex
+    assert caller(script, marker) == {
+        "error": "pyinit wrote no exit report, and its exit status is lost: the sandboxes' fork server, its parent, "
+                 "was killed", "alive": [], "next": 4}
+    wait_for(lambda: leaked(marker) == [], "nothing left of the killed server's sandbox")
+
+
 def test_the_server_holds_no_descriptor_of_the_callers():
     """An inheritable pipe of the caller's: the server (started by posix_spawn, which closes nothing) closes it."""
     script = """
