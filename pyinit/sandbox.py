@@ -100,8 +100,12 @@ class Sandbox(Readiness):
         self.isolated: Optional[bool] = None  # known once started
         self._network: Optional[Network] = None  # the private network's helper and forwarding
         self._launcher: Optional[Launcher] = None
-        self._changed = threading.Condition()
-        self._output = Output(self._changed, max_output)
+        # Taken with `with self._lock`, never `with self._changed`: Condition.__enter__ is Python, and a Ctrl-C
+        # raised in it just after the acquire left the lock held for good (the output reader then waited on
+        # it, and close() on the reader). The lock's own __enter__ is C: acquired and protected at once.
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._output = Output(self._changed, self._lock, max_output)
         self._start_time = 0.0
         self._seen: "dict[int, int]" = {}  # host PID -> start time, of every member ever seen
         self._result: Optional[Result] = None

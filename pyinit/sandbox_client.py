@@ -56,7 +56,15 @@ class SignalsHeld:
     def __enter__(self) -> None:
         # _signal's, not signal's: the latter turns each set into Signals members, a third of a sandbox's
         # start-up once per call (the profile showed it).
-        self._mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, _ALL_SIGNALS)
+        self._mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, ())  # the mask to restore, changing nothing
+        try:
+            _signal.pthread_sigmask(_signal.SIG_BLOCK, _ALL_SIGNALS)
+        except BaseException:
+            # A signal that came just before the block has its Python handler run at the first check after
+            # it, here: its KeyboardInterrupt leaves before the block is entered, and must not leave every
+            # signal blocked behind it (it once did, one time in 150 under an itimer).
+            _signal.pthread_sigmask(_signal.SIG_SETMASK, self._mask)
+            raise
 
     def __exit__(self, *exc_info: object) -> None:
         _signal.pthread_sigmask(_signal.SIG_SETMASK, self._mask)
@@ -118,6 +126,8 @@ class ForkServer:
         self._statuses: Dict[int, int] = {}
         self._verdict: Optional[str] = None  # the probe's answer, once it has come
         self._asked = False  # a probe sent and not answered yet
+        self._sequence = 0  # the number of the last start request
+        self._awaited = b""  # the number whose answer start() waits for
         self.pidfd = self.pid = -1
         with SignalsHeld():
             self._control, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
@@ -178,16 +188,21 @@ class ForkServer:
         this process's umask. `orphaned`: the signal the server sends it if
         this process ends first.
         """
-        request = encode_request(argv, os.getcwd() if cwd is None else cwd, env,
-                                 int(proc.status(os.getpid()).get("Umask", "022"), 8), orphaned)
         with self._lock:
-            send(self._control, request, fds)
-            while True:
-                word, _, rest = self._next(None).partition(b" ")
-                if word == b"started":
-                    return int(rest)
-                if word == b"error":
-                    raise OSError("the sandboxes' fork server: %s" % rest.decode(errors="replace"))
+            self._sequence += 1
+            request = encode_request(self._sequence, argv, os.getcwd() if cwd is None else cwd, env,
+                                     int(proc.status(os.getpid()).get("Umask", "022"), 8), orphaned)
+            self._awaited = b"%d" % self._sequence
+            try:
+                send(self._control, request, fds)
+                while True:
+                    word, _, rest = self._next(None).partition(b" ")
+                    if word == b"started":
+                        return int(rest)
+                    if word == b"error":
+                        raise OSError("the sandboxes' fork server: %s" % rest.decode(errors="replace"))
+            finally:  # from now on, an answer to this request is to a start given up: _next ends its launcher
+                self._awaited = b""
 
     def namespaces_refused(self) -> Optional[str]:
         """Why the server could not make the namespaces of a default sandbox; None if it could.
@@ -197,10 +212,13 @@ class ForkServer:
         """
         with self._lock:
             if not self._asked:
-                self._control.send(b"probe")
+                with SignalsHeld():  # sent and noted together
+                    self._control.send(b"probe")
+                    self._asked = True
             while self._verdict is None:
                 self._next(None)
-            answer, self._verdict, self._asked = self._verdict, None, False
+            with SignalsHeld():  # taken and cleared together: a Ctrl-C between would leave a probe noted, never answered
+                answer, self._verdict, self._asked = self._verdict, None, False
         word, _, why = answer.partition(" ")
         if word == "error":
             raise OSError("the sandboxes' fork server: %s" % why)
@@ -211,6 +229,8 @@ class ForkServer:
 
         None too when the server has gone (killed under a running sandbox):
         the launcher, its child, went to another parent, and its status with it.
+        The status is kept until forget(pid): a Ctrl-C between this return
+        and the caller keeping it loses nothing.
         """
         with self._lock:
             while pid not in self._statuses:
@@ -218,27 +238,41 @@ class ForkServer:
                     self._next(timeout)
                 except (TimeoutError, ConnectionError):
                     return None
-            return self._statuses.pop(pid)
+            return self._statuses[pid]
+
+    def forget(self, pid: int) -> None:
+        """Drop the status of launcher `pid`, kept by its caller now."""
+        self._statuses.pop(pid, None)
 
     def _next(self, timeout: Optional[float]) -> bytes:
-        """The next message but an exit (exits are kept, and so is the probe's verdict); the lock held."""
+        """The next message but an exit (exits are kept, and so is the probe's verdict); the lock held.
+
+        It waits with signals open, so that a Ctrl-C ends a long wait, and
+        takes the message and keeps what it says with them held: a Ctrl-C
+        between the two once lost an exit that close() then waited 30 s for.
+        """
         while True:
-            if timeout is not None and not select.select([self._control], [], [], timeout)[0]:
+            if not select.select([self._control], [], [], timeout)[0]:
                 raise TimeoutError("the sandboxes' fork server did not answer")
-            message = self._control.recv(MESSAGE)
+            with SignalsHeld():
+                message = self._control.recv(MESSAGE)
+                word, _, rest = message.partition(b" ")
+                if word == b"namespaces":  # the probe's verdict: "ok", "refused WHY" or "error WHY"
+                    self._verdict = rest.decode(errors="replace")
+                elif word == b"exit":
+                    pid, status = rest.split()
+                    self._statuses[int(pid)] = int(status)
+                elif word in (b"started", b"error"):
+                    answered, _, rest = rest.partition(b" ")
+                    if answered not in (self._awaited, b"-"):  # a start given up after its request was sent
+                        if word == b"started":
+                            self._control.send(b"end " + rest)
+                        continue
+                    message = word + b" " + rest
             if not message:
                 raise ConnectionError("the sandboxes' fork server has gone")
-            word, _, rest = message.partition(b" ")
-            if word == b"namespaces":  # the probe's verdict: "ok", "refused WHY" or "error WHY"
-                self._verdict = rest.decode(errors="replace")
+            if word != b"exit" or timeout is not None:
                 return message
-            if word != b"exit":
-                return message
-            pid, status = rest.split()
-            self._statuses[int(pid)] = int(status)
-            if timeout is not None:
-                return message
-
 
 os.register_at_fork(after_in_child=ForkServer._forget_in_fork)
 ForkServer.prestart()

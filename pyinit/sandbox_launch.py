@@ -131,11 +131,13 @@ class Launcher:
         try:
             pid = server.start(argv, [*child, report], cwd, env,
                                signal.SIGKILL if self.isolated else signals.parse(ORPHANED))
-        except (OSError, ValueError):  # a server gone, an environment too large for one message
+        except BaseException as failure:  # a server gone, an environment too large for one message, a Ctrl-C
             for pipe in kept:
                 if pipe is not None:
                     pipe.close()
-            return None
+            if isinstance(failure, (OSError, ValueError)):
+                return None
+            raise
         finally:
             for fd in made:
                 os.close(fd)
@@ -166,18 +168,19 @@ class Launcher:
                                         else "the sandboxes' fork server did not send it")
                 return self.status_lost is not None
             popen.returncode = os.waitstatus_to_exitcode(status)
+            popen.server.forget(popen.pid)
             return True
         # Without a pidfd (a start that failed for want of one) only a launcher
         # already killed is waited for with a timeout: waitpid(2) has none.
-        try:
-            pid, status = os.waitpid(popen.pid, os.WNOHANG if self.pidfd is not None or timeout == 0 else 0)
-        except ChildProcessError:
-            self.status_lost = SIGCHLD_IGNORED
-            return True
-        if not pid:
-            return False
-        popen.returncode = os.waitstatus_to_exitcode(status)  # so that subprocess never waits for it again
-        return True
+        with SignalsHeld():  # reaped and kept together: a Ctrl-C between would lose the status for good
+            try:
+                pid, status = os.waitpid(popen.pid, os.WNOHANG if self.pidfd is not None or timeout == 0 else 0)
+            except ChildProcessError:
+                self.status_lost = SIGCHLD_IGNORED
+                return True
+            if pid:
+                popen.returncode = os.waitstatus_to_exitcode(status)  # so that subprocess never waits for it again
+        return pid != 0
 
     def find(self) -> None:
         """Find PID 1 and the command, each with a pidfd; either stays None when the launcher has ended first."""

@@ -68,17 +68,21 @@ class Output:
     """The captured streams of one sandbox and the thread that reads them.
 
     `changed` is the sandbox's condition: notified whenever something
-    arrives, and held while the streams are touched.
+    arrives; its `lock` is held while the streams are touched.
     """
 
-    def __init__(self, changed: threading.Condition, max_output: Optional[int] = None) -> None:
-        self._changed = changed
+    def __init__(self, changed: threading.Condition, lock: "threading.RLock", max_output: Optional[int] = None) -> None:
+        self._changed, self._lock = changed, lock
         self._limit = max_output
         self._streams: Dict[str, _Stream] = {}
         self._report: List[bytes] = []
         self._fds: Dict[int, str] = {}  # fd -> "stdout", "stderr" or "report"
         self._wake: Optional["tuple[int, int]"] = None
         self._running: Optional[_thread.LockType] = None  # held by the reader thread until it returns
+        # Set by the reader as it returns: what waits on `running` looks here first. Acquiring and releasing
+        # the lock to wait for the reader is not atomic: a Ctrl-C between the two once left it held for good,
+        # and the next close() waited on it for ever.
+        self._finished = False
 
     def start(self, stdout: Optional[IO[bytes]], stderr: Optional[IO[bytes]], report: int) -> None:
         """Read the captured pipes (None: not captured) and the report's read end, in a thread, until end-of-file."""
@@ -113,11 +117,12 @@ class Output:
                 events = poller.poll()
                 if any(fd == self._wake[0] for fd, _ in events):
                     return
-                with self._changed:
+                with self._lock:
                     for fd, _ in events:
                         if fd in self._fds and not self._read_from(fd):
                             poller.unregister(fd)
         finally:
+            self._finished = True
             running.release()
 
     def _read_from(self, fd: int) -> bool:
@@ -140,7 +145,7 @@ class Output:
 
     def read_available(self) -> None:
         """Take what the pipes hold now, in the caller's thread (what a command wrote just before exiting)."""
-        with self._changed:
+        with self._lock:
             for fd in list(self._fds):
                 try:
                     self._read_from(fd)
@@ -150,18 +155,19 @@ class Output:
     def finish(self, timeout: float) -> bool:
         """Wait until every pipe has reached end-of-file (every writer is gone); False if `timeout` passed first."""
         running = self._running
-        if running is not None:
-            if not running.acquire(timeout=timeout):
-                return False
+        if running is None or self._finished:
+            return True
+        if running.acquire(timeout=timeout):
             running.release()
-        return True
+        return self._finished
 
     def stop(self) -> None:
         """Stop the thread and take what is left; idempotent."""
         if self._running is not None and self._wake is not None:
-            os.write(self._wake[1], b"x")
-            self._running.acquire()
-            self._running.release()
+            if not self._finished:
+                os.write(self._wake[1], b"x")
+                self._running.acquire()
+                self._running.release()
             self.read_available()
         self._running = None
         wake, self._wake = self._wake, None  # first: an interrupted stop() is finished by the next, never closes twice
@@ -170,19 +176,19 @@ class Output:
         self._fds.clear()
 
     def report(self) -> bytes:
-        with self._changed:
+        with self._lock:
             return b"".join(self._report)
 
     def text(self, name: str) -> Optional[str]:
         """What is kept of stream `name`; None when it is not captured."""
-        with self._changed:
+        with self._lock:
             stream = self._streams.get(name)
             return None if stream is None else stream.text()
 
     def tail(self, lines: int = TAIL_LINES) -> str:
         """The last lines of each captured stream, labelled, for failure messages."""
         parts = []
-        with self._changed:
+        with self._lock:
             for name, stream in self._streams.items():
                 text = _last_lines(stream, lines)
                 parts.append("%s (last %d lines):\n%s" % (name, len(text), "\n".join("  " + line for line in text))

@@ -38,6 +38,7 @@ class Readiness:
     network: str
     _output: Output
     _changed: threading.Condition
+    _lock: "threading.RLock"
 
     def wait_for_exit(self, timeout: Optional[float] = None) -> bool:
         raise NotImplementedError
@@ -77,7 +78,7 @@ class Readiness:
         found: "list[re.Match[str]]" = []
 
         def matched() -> bool:
-            with self._changed:
+            with self._lock:
                 match = self._output.search(regex, names, cursor)
             if match:
                 found.append(match)
@@ -178,7 +179,7 @@ class Readiness:
                 tree = self.tree()
                 raise TimeoutExpired("waited %g s for %s from %s in vain; the processes:\n%s\n%s"
                                      % (timeout, _text(what), self._name(), tree, self.output_tail()), timeout, tree)
-            with self._changed:
+            with self._lock:
                 self._changed.wait(min(remaining, poll))
 
 

@@ -214,7 +214,7 @@ class Server:
         try:
             request, fds = receive(self.control)
         except ValueError as failure:
-            self._say(("error %s" % failure).encode())
+            self._say(("error - %s" % failure).encode())
             return
         except ConnectionResetError:  # the caller went with answers unread: gone all the same
             request, fds = b"", []
@@ -224,11 +224,15 @@ class Server:
         if request == b"probe":
             self._probe()
             return
+        if request.startswith(b"end "):  # a launcher whose start the caller gave up: ended as at the caller's end
+            self._end(int(request[4:]))
+            return
+        parsed: "Dict[str, Any]" = {"sequence": "-"}
         try:
             parsed = decode_request(request)
             self._start(request, parsed, fds)
         except Exception as failure:  # one line back; the server goes on
-            self._say(("error %s" % failure).encode(errors="replace"))
+            self._say(("error %s %s" % (parsed["sequence"], failure)).encode(errors="replace"))
         finally:
             for received in fds:  # closed before the next fork: no spare may hold a sandbox's pipe
                 os.close(received)
@@ -259,7 +263,12 @@ class Server:
 
     def _started(self, pid: int, parsed: "Dict[str, Any]") -> None:
         self.launchers[pid] = parsed["orphaned"]
-        self._say(b"started %d" % pid)
+        self._say(b"started %d %d" % (parsed["sequence"], pid))
+
+    def _end(self, pid: int) -> None:
+        """Send launcher `pid` the signal it gets when the caller goes; it is still ours (not reaped): its PID too."""
+        if pid in self.launchers:
+            os.kill(pid, self.launchers[pid])
 
     def _probe(self) -> None:
         """Answer `probe`: whether the spare of a default sandbox could be made (made now if need be).

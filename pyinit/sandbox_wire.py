@@ -3,8 +3,12 @@
 On SOCK_SEQPACKET sockets, one message per datagram. The caller
 (sandbox_client.py) sends a request (encode_request), with the launcher's
 four descriptors (stdin, stdout, stderr, the report's write end); the server
-(sandbox_server.py) answers `started PID` or `error TEXT`, and later, for
-each launcher that has ended, `exit PID STATUS` (a wait status). `probe` is
+(sandbox_server.py) answers `started SEQUENCE PID` or `error SEQUENCE TEXT`
+(the request's number; `-` for a message that was no request), and later,
+for each launcher that has ended, `exit PID STATUS` (a wait status). The
+number lets the caller tell the answer to a start it gave up (a Ctrl-C
+after the request was sent) from its own; it sends `end PID` for such a
+launcher, which the server ends as if the caller had gone. `probe` is
 answered `namespaces ok`, `namespaces refused WHY`, or `namespaces error WHY`
 (the server itself could not find out). The server hands a
 spare launcher and its PID 1 the request as it came.
@@ -27,9 +31,10 @@ DESCRIPTORS = 4  # stdin, stdout, stderr, the report's write end
 _INT = 4  # bytes of a C int: a descriptor in SCM_RIGHTS
 
 
-def encode_request(argv: "List[str]", cwd: str, env: "Mapping[str, str]", umask: int, orphaned: int) -> bytes:
+def encode_request(sequence: int, argv: "List[str]", cwd: str, env: "Mapping[str, str]", umask: int,
+                   orphaned: int) -> bytes:
     """A request to start a launcher: `orphaned` is the signal it gets should the caller go first."""
-    fields = ["start", str(orphaned), "%o" % umask, cwd, str(len(argv)), *argv,
+    fields = ["start", str(sequence), str(orphaned), "%o" % umask, cwd, str(len(argv)), *argv,
               *("%s=%s" % item for item in env.items())]
     encoded = [os.fsencode(field) for field in fields]
     message = b"\0".join(encoded)
@@ -40,11 +45,11 @@ def encode_request(argv: "List[str]", cwd: str, env: "Mapping[str, str]", umask:
 
 def decode_request(message: bytes) -> "Dict[str, Any]":
     """encode_request's arguments, by name (ValueError for a message that is not one)."""
-    kind, orphaned, umask, cwd, count, *rest = [os.fsdecode(field) for field in message.split(b"\0")]
+    kind, sequence, orphaned, umask, cwd, count, *rest = [os.fsdecode(field) for field in message.split(b"\0")]
     if kind != "start" or len(rest) < int(count):
         raise ValueError("not a request: %r" % message[:40])
     argv, env = rest[:int(count)], rest[int(count):]
-    return {"argv": argv, "cwd": cwd, "umask": int(umask, 8), "orphaned": int(orphaned),
+    return {"sequence": int(sequence), "argv": argv, "cwd": cwd, "umask": int(umask, 8), "orphaned": int(orphaned),
             "env": dict(item.split("=", 1) for item in env)}
 
 

@@ -56,12 +56,12 @@ interrupted = 0
 for round in range(40):
     box = pyinit.Sandbox(["sh", "-c", "sleep 300 & setsid sleep 301 & echo up; wait"]).start()
     box.wait_for_output("up")
-    signal.setitimer(signal.ITIMER_REAL, 0.0005 * round)
-    try:
+    try:  # the timer is set and cleared inside: it may fire as close() returns
+        signal.setitimer(signal.ITIMER_REAL, 0.0005 * round)
         box.close()
+        signal.setitimer(signal.ITIMER_REAL, 0)
     except KeyboardInterrupt:
         interrupted += 1
-    signal.setitimer(signal.ITIMER_REAL, 0)
     box.close()  # finishes what the interrupted one began
     assert box.processes() == [], box.tree()
 print(json.dumps({"interrupted": interrupted, "same": descriptors() == before, "threads": threads()}))
@@ -83,15 +83,15 @@ signal.signal(signal.SIGALRM, interrupt)
 before = descriptors()
 for round in range(60):
     box = None
-    try:  # the timer is set inside: a short one may fire at once
+    try:  # the timer is set and cleared inside: a short one may fire at once, a long one as the block ends
         signal.setitimer(signal.ITIMER_REAL, random.uniform(0, 0.08))
         box = pyinit.Sandbox(["sh", "-c", "sleep 300 & echo up; wait"])
         with box:
             box.wait_for_output("up")
             box.stop(timeout=30)
+        signal.setitimer(signal.ITIMER_REAL, 0)
     except KeyboardInterrupt:
         pass
-    signal.setitimer(signal.ITIMER_REAL, 0)
     if box is not None:
         box.close()
 print(json.dumps({"same": descriptors() == before, "threads": threads()}))
@@ -204,8 +204,8 @@ class CountingPattern:
 
 def test_a_readiness_wait_searches_each_character_a_bounded_number_of_times():
     """Quadratic once (500 MB of output: 67 s); now each arrival is searched with at most CARRY characters before it."""
-    changed = threading.Condition()
-    output = sandbox_output.Output(changed)
+    lock = threading.RLock()
+    output = sandbox_output.Output(threading.Condition(lock), lock)
     output._streams["stdout"] = sandbox_output._Stream()
     pattern, cursor = CountingPattern("ready"), sandbox_output.Cursor()
     total = 0
@@ -220,8 +220,8 @@ def test_a_readiness_wait_searches_each_character_a_bounded_number_of_times():
 
 
 def test_a_match_that_straddles_two_reads_is_found():
-    changed = threading.Condition()
-    output = sandbox_output.Output(changed)
+    lock = threading.RLock()
+    output = sandbox_output.Output(threading.Condition(lock), lock)
     stream = output._streams["stdout"] = sandbox_output._Stream()
     cursor = sandbox_output.Cursor()
     stream.add("listening on 127.0.", None)
