@@ -51,6 +51,12 @@ class SignalsHeld:
     ends, once the descriptor is kept where close() finds it. The thread's
     mask is restored exactly; a thread started inside inherits the full mask
     (the output reader: signals are never delivered to it).
+
+    Python runs a handler in the main thread whichever thread the signal
+    reached: in a caller with other threads that take signals, a handler can
+    still run inside. What is done inside is therefore also made to survive
+    an exception at any point (the start requests' numbers, the reader's
+    `_finished`).
     """
 
     def __enter__(self) -> None:

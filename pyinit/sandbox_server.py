@@ -239,7 +239,7 @@ class Server:
 
     def _start(self, request: bytes, parsed: "Dict[str, Any]", fds: "List[int]") -> None:
         """A launcher for the request (the spare, where it makes the namespaces asked for; else a fork of its own),
-        and `started PID` back."""
+        and `started SEQUENCE PID` back."""
         from pyinit import namespace
 
         prepared = _spare_could_serve(parsed["argv"], parsed["env"], fds)
