@@ -216,6 +216,17 @@ def threads() -> int:
     return len(os.listdir("/proc/self/task"))
 
 
+def threads_settled() -> int:
+    """The kernel's thread count once it has stayed the same for 50 ms (at most 2 s): a count to compare with,
+    taken after the reader threads of earlier tests have left the kernel's list."""
+    deadline, count, since = time.monotonic() + 2, threads(), time.monotonic()
+    while time.monotonic() < min(deadline, since + 0.05):
+        time.sleep(0.005)
+        if threads() != count:
+            count, since = threads(), time.monotonic()
+    return count
+
+
 def threads_down_to(count: int) -> int:
     """The kernel's thread count once it is down to `count`, or as it is after 2 s.
 

@@ -25,7 +25,7 @@ import pyinit
 from pyinit.sandbox import CommandExited, IsolationError, IsolationWarning, Sandbox, TimeoutExpired, run
 from pyinit.sandbox_launch import Launcher
 from support import (AS_NOBODY, NOBODY, REPO, SYSTEM_PYTHON, TIMEOUT, clean_env, leaked, program, stat, status,
-                     threads, threads_down_to, wait_for)
+                     threads, threads_down_to, threads_settled, wait_for)
 
 PR_GET_CHILD_SUBREAPER = 37
 
@@ -290,7 +290,7 @@ def test_a_chatty_command_never_blocks_on_a_full_pipe():
 
 @pytest.mark.parametrize("error", [RuntimeError, AssertionError, KeyboardInterrupt])
 def test_leaving_the_block_on_an_error_kills_everything_daemon_included(error):
-    seen, threads_before = {}, threads()
+    seen, threads_before = {}, threads_settled()
     with pytest.raises(error, match="inside the block"):
         with Sandbox(leaver("--stay")) as box:
             seen["left"] = left_line(box)
@@ -338,7 +338,7 @@ def test_the_callers_signal_state_subreaper_flag_and_threads_are_unchanged():
         return (lines, signal.pthread_sigmask(signal.SIG_BLOCK, []), flag.value,
                 {signo: signal.getsignal(signo) for signo in signal.valid_signals()}, threading.enumerate())
 
-    before, threads_before = state(), threads()
+    before, threads_before = state(), threads_settled()
     with Sandbox(leaver("--stay")) as box:
         left_line(box)
         box.send_signal("USR1")
@@ -359,7 +359,7 @@ def test_subprocess_keeps_working_beside_it():
 
 
 def test_several_sandboxes_at_once_from_several_threads():
-    threads_before = threads()
+    threads_before = threads_settled()
     with Sandbox(["sh", "-c", "echo one; sleep 100"]) as first, Sandbox(["sh", "-c", "echo two; sleep 100"]) as second:
         first.wait_for_output("one")
         second.wait_for_output("two")
