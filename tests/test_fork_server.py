@@ -136,6 +136,42 @@ print(json.dumps({"error": error, "alive": alive, "next": pyinit.run(["sh", "-c"
     wait_for(lambda: leaked(marker) == [], "nothing left of the killed server's sandbox")
 
 
+def test_a_start_given_up_after_its_request_is_ended_and_its_answer_is_not_taken_by_the_next():
+    """A Ctrl-C just after a start's request was sent leaves its answer unread: the next start skips it by its
+    number and has the server end that launcher (it once took that answer as its own, and the launcher ran on)."""
+    script = SERVER + """
+from pyinit.sandbox_wire import encode_request, send
+pyinit.run(["true"])
+given_up = ["sleep", "300.%d" % os.getpid()]
+null = os.open(os.devnull, os.O_RDWR)
+fork_server = ForkServer.get()
+with fork_server._lock:  # what start() does, up to the send, and no further
+    fork_server._sequence += 1
+    send(fork_server._control, encode_request(fork_server._sequence, ["--unshare", "-p", "KILL", "--exit-report",
+                                              "fd:REPORT", "--", *given_up], os.getcwd(), dict(os.environ), 0o22, 9),
+         [null] * 4)
+os.close(null)
+result = pyinit.run(["sh", "-c", "echo mine; exit 5"])
+
+def running(argv):
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if open("/proc/%s/cmdline" % entry, "rb").read().split(b"\\0")[:-1] == [a.encode() for a in argv]:
+                found.append(int(entry))
+        except OSError:
+            pass
+    return found
+deadline = time.monotonic() + 10
+while running(given_up) and time.monotonic() < deadline:
+    time.sleep(0.01)
+print(json.dumps({"mine": [result.exit_code, result.stdout], "given_up_left": running(given_up)}))
+"""
+    marker = uuid.uuid4().hex
+    assert caller(script, marker) == {"mine": [5, "mine\n"], "given_up_left": []}
+    wait_for(lambda: leaked(marker) == [], "nothing left")
+
+
 def test_the_server_holds_no_descriptor_of_the_callers():
     """An inheritable pipe of the caller's: the server (started by posix_spawn, which closes nothing) closes it."""
     script = """
