@@ -121,12 +121,9 @@ try:
 except SandboxError as raised:
     error = str(raised)
 box.close()
-def running(pid):  # PID 1 may stay a zombie a while: its parent, the launcher, died, and the host's init reaps it
-    try:
-        return open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-alive = [pid for pid in members if running(pid)]
+from pyinit import proc
+# PID 1 may stay a zombie a while: its parent, the launcher, died, and the host's init reaps it
+alive = [pid for pid in members if getattr(proc.stat(pid), "state", "Z") != "Z"]
 print(json.dumps({"error": error, "alive": alive, "next": pyinit.run(["sh", "-c", "exit 4"]).exit_code}))
 """
     marker = uuid.uuid4().hex
@@ -153,15 +150,9 @@ with fork_server._lock:  # what start() does, up to the send, and no further
 os.close(null)
 result = pyinit.run(["sh", "-c", "echo mine; exit 5"])
 
+from pyinit import proc
 def running(argv):
-    found = []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if open("/proc/%s/cmdline" % entry, "rb").read().split(b"\\0")[:-1] == [a.encode() for a in argv]:
-                found.append(int(entry))
-        except OSError:
-            pass
-    return found
+    return [int(entry) for entry in filter(str.isdigit, os.listdir("/proc")) if proc.cmdline(int(entry)) == argv]
 deadline = time.monotonic() + 10
 while running(given_up) and time.monotonic() < deadline:
     time.sleep(0.01)

@@ -22,17 +22,15 @@ from support import REPO, TIMEOUT, caller, clean_env, leaked, wait_for
 
 STATE = """
 import json, os, sys, threading, time
+sys.path.insert(0, "tests")  # the caller runs in the repository
 import pyinit
+from support import threads_down_to
 
 def descriptors():
     return sorted(os.listdir("/proc/self/fd"))
 
 def threads():
-    # The kernel's count, once down to 1 or after 2 s: a returned reader thread is listed while it exits.
-    deadline = time.monotonic() + 2
-    while len(os.listdir("/proc/self/task")) > 1 and time.monotonic() < deadline:
-        time.sleep(0.001)
-    return len(os.listdir("/proc/self/task"))
+    return threads_down_to(1)
 
 def exhaust():
     # Open /dev/null until no descriptor is left; return them, to be closed again.
