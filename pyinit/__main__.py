@@ -8,7 +8,7 @@ as KeyboardInterrupt, and pyinit exits 130, as a Ctrl-C would have ended it, bef
 started anything. Once the mask is set, no KeyboardInterrupt can happen any more. What is left
 unprotected is the interpreter's own start-up; the benchmark measures that window.
 
-Run as a file rather than with -m (pyinit.sandbox_launch does, isolated from the caller's
+Run as a file rather than with -m (pyinit.sandbox.launch does, isolated from the caller's
 environment with -I -S, so that PYTHONPATH cannot find pyinit), it puts the directory that
 holds the package on sys.path itself.
 """

@@ -19,7 +19,7 @@ TYPE_CHECKING = False  # mypy reads the block below; at run time `typing` would 
 if TYPE_CHECKING:
     from typing import Any
 
-    from pyinit.namespace import Completion
+    from pyinit.launcher.namespace import Completion
 
 from pyinit import __version__, log, signals
 from pyinit.config import EXIT_USAGE, MAX_FD, MAX_SECONDS, Config
@@ -396,7 +396,7 @@ def _listing(given: "set[str]", command: "list[str]", fields: "dict[str, Any]") 
 
 
 def _name(text: str) -> str:
-    from pyinit import registry  # only where a name is given
+    from pyinit.launcher import registry  # only where a name is given
 
     return registry.check_name(text)
 
@@ -436,20 +436,20 @@ def start(config: Config, complete: "Completion | None" = None) -> int:
     """Do what `config` asks for; return the exit code. A bug of ours is one line, never a traceback.
 
     `complete` is passed on to namespace.launch: the test side's fork server
-    (sandbox_server.py) starts its spare launchers here.
+    (forkserver/server.py) starts its spare launchers here.
     """
     log.set_level(config.verbosity)
     try:
         if config.listing is not None:
-            from pyinit import registry
+            from pyinit.launcher import registry
 
             return registry.show(config.listing == "json")
         if config.enter is not None:
-            from pyinit import enter
+            from pyinit.launcher import enter
 
             return enter.enter(config)
         if config.unshare:
-            from pyinit import namespace
+            from pyinit.launcher import namespace
 
             return namespace.launch(config, complete)
         from pyinit import init

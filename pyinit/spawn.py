@@ -187,7 +187,7 @@ def _exec_child(argv: "list[str]", placement: terminal.Placement, dispositions: 
 
 
 # The child's environment where it is not the one pyinit was started with: the test side's fork
-# server runs the launcher in a fork of itself (sandbox_server.py), not from an exec.
+# server runs the launcher in a fork of itself (forkserver/server.py), not from an exec.
 ENVIRONMENT: "dict | None" = None
 
 

@@ -277,7 +277,7 @@ def test_a_check_that_cannot_be_made_is_one_line_and_125(tmp_path):
     """pyinit stopped from outside cannot end once the command is SIGKILLed: a SandboxError (TimeoutExpired)
     in the middle of the check is one line and 125, not a traceback, and nothing is left running."""
     sleep = unique_sleep()
-    code = "import pyinit.check as c, pyinit.check_run as r; r.END_TIMEOUT = 1.0; c.run()"  # not 30 s
+    code = "import pyinit.check as c, pyinit.check.verdicts as r; r.END_TIMEOUT = 1.0; c.run()"  # not 30 s
     with subprocess.Popen([sys.executable, "-c", code, "--ready-path", "go", "--within", "0.2", "--", *sleep],
                           cwd=tmp_path, env=clean_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True) as started:
@@ -320,7 +320,7 @@ def test_ctrl_c_tears_the_sandbox_down_and_dies_of_sigint(tmp_path):
 
 def test_unknown_leftovers_fail_the_no_leftovers_check():
     """Result.leftovers is None when pyinit wrote no exit report: --no-leftovers cannot pass on what it does not know."""
-    from pyinit.check_run import leftovers_check as _leftovers_check
+    from pyinit.check.verdicts import leftovers_check as _leftovers_check
 
     assert _leftovers_check(None).line() == "FAIL  leftovers unknown: pyinit wrote no exit report"
     assert _leftovers_check([]).line() == "PASS  nothing left running when it exited"

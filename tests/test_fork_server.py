@@ -21,7 +21,7 @@ from support import REPO, TIMEOUT, caller, clean_env, leaked, wait_for
 SERVER = """
 import json, os, subprocess, sys, time
 import pyinit.sandbox
-from pyinit.sandbox_client import ForkServer
+from pyinit.forkserver.client import ForkServer
 
 def parent(pid):
     return int(open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()[1])
@@ -137,7 +137,7 @@ def test_a_start_given_up_after_its_request_is_ended_and_its_answer_is_not_taken
     """A Ctrl-C just after a start's request was sent leaves its answer unread: the next start skips it by its
     number and has the server end that launcher (it once took that answer as its own, and the launcher ran on)."""
     script = SERVER + """
-from pyinit.sandbox_wire import encode_request, send
+from pyinit.forkserver.wire import encode_request, send
 pyinit.run(["true"])
 given_up = ["sleep", "300.%d" % os.getpid()]
 null = os.open(os.devnull, os.O_RDWR)

@@ -86,7 +86,7 @@ def test_a_failing_test_reports_each_sandbox_and_leaks_nothing(pytester):
     output = result.stdout.str()
     assert "AssertionError: on purpose" in output
     tree_1 = output.split("pyinit sandbox 1 (")[1]
-    assert re.search(r"^PID 1 \(host \d+, ppid 0\) S .*pyinit(/__main__\.py|\.sandbox_server)", tree_1, re.M)
+    assert re.search(r"^PID 1 \(host \d+, ppid 0\) S .*pyinit(/__main__\.py|\.forkserver\.server)", tree_1, re.M)
     assert re.search(r"^  PID 2 \(host \d+, ppid 1\) \w .*leaver\.py --stay", tree_1, re.M)
     assert re.search(r"^    PID \d+ \(host \d+, ppid 2\) S sleep 300", tree_1, re.M)
     assert re.search(r"^  PID \d+ \(host \d+, ppid 1\) S sleep 301", tree_1, re.M)

@@ -23,7 +23,7 @@ import pytest
 
 import pyinit
 from pyinit.sandbox import CommandExited, IsolationError, IsolationWarning, Sandbox, TimeoutExpired, run
-from pyinit.sandbox_launch import Launcher
+from pyinit.sandbox.launch import Launcher
 from support import (AS_NOBODY, NOBODY, REPO, SYSTEM_PYTHON, TIMEOUT, clean_env, leaked, program, stat, status,
                      threads, threads_down_to, threads_settled, wait_for)
 

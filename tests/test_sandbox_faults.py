@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 
-from pyinit import sandbox_output
+from pyinit.sandbox import output as sandbox_output
 from support import REPO, TIMEOUT, caller, clean_env, leaked, wait_for
 
 
@@ -301,7 +301,7 @@ def test_a_caller_whose_proc_is_another_namespaces_is_told_at_once():
 # --- the fork server: one per process, single-threaded, ended with its caller ----------------------------
 
 SERVED = STATE + """
-from pyinit.sandbox_client import ForkServer
+from pyinit.forkserver.client import ForkServer
 
 def parent(pid):
     return int(open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()[1])
@@ -333,7 +333,7 @@ def test_sandboxes_are_forked_by_one_single_threaded_server_that_ends_with_its_c
 
 
 FALLBACK = STATE + """
-from pyinit import sandbox_client
+from pyinit.forkserver import client as sandbox_client
 def refused(cls):
     raise OSError("no fork server here")
 sandbox_client.ForkServer.get = classmethod(refused)

@@ -46,7 +46,20 @@ def test_the_installed_command_imports_only_pyinit_beyond_the_bare_interpreter(i
     assert not ours & {"pyinit.shutdown", "pyinit.report"}, ours
     if placement == "pid1":
         assert "pyinit.linux" not in ours, ours
+    assert not {name for name in ours if name.split(".")[1:2] in (["launcher"], ["sandbox"], ["forkserver"], ["check"])}
     assert extra - ours == ({"errno", "_ctypes"} if placement == "subreaper" else {"errno"})
+
+
+def test_the_launcher_adds_one_package_and_its_namespace_module_to_the_inits_imports(installed):
+    """`pyinit --unshare -- true` loads the init's modules plus pyinit.launcher (an empty __init__) and
+    its namespace.py: not the pty relay, the registry or --enter, which their options import, and
+    nothing of the test side (sandbox/, forkserver/, check/)."""
+    init = installed.run([str(installed.python), "-X", "importtime", str(installed.pyinit), "--", "true"])
+    launcher = installed.run([str(installed.python), "-X", "importtime", str(installed.pyinit), "--unshare",
+                              "--no-pty", "--", "true"])
+    assert init.returncode == launcher.returncode == 0, launcher
+    added = {name for name in imported(launcher.stderr) - imported(init.stderr) if name.startswith("pyinit")}
+    assert added == {"pyinit.launcher", "pyinit.launcher.namespace"}, added
 
 
 def frames(stderr: str) -> "list[tuple[str, int]]":

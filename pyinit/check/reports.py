@@ -16,7 +16,7 @@ import stat
 import sys
 from typing import Any, Dict, List, Optional
 
-from pyinit.check_run import Outcome, Run
+from pyinit.check.verdicts import Outcome, Run
 from pyinit.sandbox import Process
 from pyinit.testing import describe, format_processes
 

@@ -1,4 +1,4 @@
-"""The caller's end of the fork server (sandbox_server.py): start launchers there, learn how they ended.
+"""The caller's end of the fork server (forkserver/server.py): start launchers there, learn how they ended.
 
 The server is started when this module is imported (by pyinit.sandbox,
 so by the first use of pyinit.Sandbox or pyinit.run, or a test module's
@@ -6,7 +6,7 @@ import of them), not by the first sandbox: its interpreter's start and
 its first spare launcher are made while the caller goes on (its own
 imports, collecting tests), and the first sandbox finds it ready. Where it
 cannot start, nothing is said: each sandbox then starts its launcher
-directly (sandbox_launch.py), as before the server.
+directly (sandbox/launch.py), as before the server.
 
 Its socket is close-on-exec, and a fork of this process (multiprocessing,
 say) closes its copy at once, so the server's end reads end-of-file when
@@ -28,7 +28,7 @@ import select
 import sys
 
 from pyinit import linux, proc
-from pyinit.sandbox_wire import MESSAGE, encode_request, send
+from pyinit.forkserver.wire import MESSAGE, encode_request, send
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -36,8 +36,8 @@ if TYPE_CHECKING:
 
 # The server's command: a file run as a script is compiled at each start (no .pyc for __main__); imported,
 # the module's .pyc is used. Under -I -S the package's directory is put on sys.path by hand.
-_SERVER = ["-I", "-S", "-c", "import sys; sys.path.append(%r); from pyinit.sandbox_server import main; main()"
-           % os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
+_SERVER = ["-I", "-S", "-c", "import sys; sys.path.append(%r); from pyinit.forkserver.server import main; main()"
+           % os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))]
 _ALL_SIGNALS = _signal.valid_signals()
 START_TIMEOUT = 30.0
 

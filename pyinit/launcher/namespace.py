@@ -29,7 +29,7 @@ TYPE_CHECKING = False  # mypy reads the block below; relay.py is imported only w
 if TYPE_CHECKING:
     from typing import Callable, Optional
 
-    from pyinit import registry, relay
+    from pyinit.launcher import registry, relay
 
     # Given the Config the namespaces were made with, and whether it runs in PID 1: the Config to go on with.
     Completion = Callable[[Config, bool], Config]
@@ -49,7 +49,7 @@ class NamespaceError(Exception):
 def launch(config: Config, complete: "Optional[Completion]" = None) -> int:
     """Create the namespaces, start the init in them, relay signals; return its exit code.
 
-    `complete` is for the sandboxes' fork server (sandbox_server.py), which
+    `complete` is for the sandboxes' fork server (forkserver/server.py), which
     makes the namespaces ahead of a sandbox, before its command is known:
     each of the two processes calls it once the namespaces are ready (PID 1
     after its /proc is mounted), and goes on with the Config it returns,
@@ -63,7 +63,7 @@ def launch(config: Config, complete: "Optional[Completion]" = None) -> int:
     """
     if config.name is None:
         return _launch(config, None, complete)
-    from pyinit import registry
+    from pyinit.launcher import registry
 
     try:
         registration = registry.Registration(config.name, config.command)
@@ -165,7 +165,7 @@ def open_pty(wanted: "bool | None") -> "relay.Pty | None":
     """
     if wanted is False or (wanted is None and not (os.isatty(0) and os.isatty(1))):
         return None
-    from pyinit import relay
+    from pyinit.launcher import relay
 
     try:
         return relay.Pty()

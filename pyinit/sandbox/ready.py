@@ -19,9 +19,9 @@ import time
 import urllib.parse
 from typing import TYPE_CHECKING, Callable, Collection, List, Optional, Union
 
-from pyinit import sandbox_members as members
-from pyinit.sandbox_output import Cursor, Output
-from pyinit.sandbox_result import CommandExited, Process, Result, TimeoutExpired
+from pyinit.sandbox import members as members
+from pyinit.sandbox.output import Cursor, Output
+from pyinit.sandbox.result import CommandExited, Process, Result, TimeoutExpired
 
 if TYPE_CHECKING:
     import http.client  # imported by wait_for_http when it runs: with ssl and email, a third of the API's import

@@ -6,20 +6,20 @@
     assert result.exit_code == 0 and result.leftovers == []
 
 A Sandbox is an ordinary process of the caller's: it starts pyinit's launcher
-(sandbox_launch.py) as a subprocess, so the command runs under pyinit as PID
+(sandbox/launch.py) as a subprocess, so the command runs under pyinit as PID
 1 of fresh PID and mount namespaces, exactly as it would in a container, and
 tears them down by SIGKILLing that PID 1: the kernel then kills every member,
 a double-forked daemon included.
 
-pyinit is the source of the verdict (sandbox_result.py): it reaps the
+pyinit is the source of the verdict (sandbox/result.py): it reaps the
 command, so it knows the exact exit status and moment; after the command's
 exit it waits up to `settle` seconds (1 by default) for the rest to exit on
 their own, and lists what still runs in its exit report, which it writes to
 a pipe the sandbox reads. Nothing traces the command: a debugger, strace or
 a sanitizer inside behaves as in production, and a host that forbids ptrace
 gets the same verdict. The sandbox watches from the host's /proc only for
-processes(), tree() and readiness (sandbox_members.py), and takes the
-output as it comes (sandbox_output.py).
+processes(), tree() and readiness (sandbox/members.py), and takes the
+output as it comes (sandbox/output.py).
 
 The caller is left undisturbed: no waitpid(-1) (only its own child, the
 launcher), no change to its signal dispositions, mask or subreaper flag, no
@@ -28,13 +28,13 @@ the thread that started the sandbox dies, so do the launcher and the
 namespace. Where the kernel refuses namespaces, isolate="auto" runs pyinit
 without them, as a subreaper, with an IsolationWarning; teardown then kills
 pyinit's descendants one by one, and a caller that dies takes them along
-(ORPHANED in sandbox_launch.py).
+(ORPHANED in sandbox/launch.py).
 """
 
 from __future__ import annotations
 
 # First: importing it starts the fork server, whose start-up then overlaps the rest of this import.
-from pyinit import sandbox_client  # noqa: F401  # isort: skip
+from pyinit.forkserver import client  # noqa: F401  # isort: skip
 
 import contextlib
 import os
@@ -45,15 +45,15 @@ import threading
 import time
 from typing import IO, Any, List, Mapping, Optional, Sequence, Union
 
-from pyinit import sandbox_members as members
-from pyinit.sandbox_launch import (LAUNCHER, SETTLE, START_TIMEOUT, Launcher, Stream, decide_isolation,
+from pyinit.sandbox import members as members
+from pyinit.sandbox.launch import (LAUNCHER, SETTLE, START_TIMEOUT, Launcher, Stream, decide_isolation,
                                    init_options, namespaces_refused, run_inside)
-from pyinit.sandbox_members import format_tree
-from pyinit.sandbox_network import Network
-from pyinit.sandbox_client import SignalsHeld
-from pyinit.sandbox_output import TAIL_LINES, Output
-from pyinit.sandbox_ready import Readiness
-from pyinit.sandbox_result import (CommandExited, IsolationError, IsolationWarning, Process, Result, SandboxError,
+from pyinit.sandbox.members import format_tree
+from pyinit.sandbox.network import Network
+from pyinit.forkserver.client import SignalsHeld
+from pyinit.sandbox.output import TAIL_LINES, Output
+from pyinit.sandbox.ready import Readiness
+from pyinit.sandbox.result import (CommandExited, IsolationError, IsolationWarning, Process, Result, SandboxError,
                                    SignalSpec, TimeoutExpired, exec_result, make_result, signal_number)
 
 PIPE = subprocess.PIPE

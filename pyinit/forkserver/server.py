@@ -1,8 +1,8 @@
 """The fork server: one small pyinit process per test process, which forks each sandbox's launcher.
 
-A launcher started as `python -I -S __main__.py` (sandbox_launch.LAUNCHER)
+A launcher started as `python -I -S __main__.py` (launch.LAUNCHER)
 pays an interpreter's start per sandbox; the server (started by
-sandbox_client.py when the test side is imported) pays it once, and forks
+forkserver/client.py when the test side is imported) pays it once, and forks
 each launcher, with the streams and report pipe sent over a Unix socket
 (SCM_RIGHTS), and the working directory, umask and environment asked for.
 
@@ -32,8 +32,8 @@ Every guarantee of a launcher started directly holds:
 One thing differs: a launcher forked by the server starts with the server's
 signal dispositions and resource limits, not the caller's at that moment.
 
-Its messages are sandbox_wire.py's. Its process is `python -I -S -c "...;
-main()" FD` (see sandbox_client.py). Its imports are few (`_socket` and
+Its messages are forkserver/wire.py's. Its process is `python -I -S -c "...;
+main()" FD` (see forkserver/client.py). Its imports are few (`_socket` and
 `_signal`, not their enum-laden wrappers; json, for the reports, once the
 server runs): its start-up is what the first sandbox of a process may wait
 for.
@@ -45,7 +45,7 @@ import os
 import select
 import sys
 
-from pyinit.sandbox_wire import decode_request, receive, send
+from pyinit.forkserver.wire import decode_request, receive, send
 
 SPARE_WAIT = 30.0  # seconds a request or the probe waits for a spare being made
 PROBE_ATTEMPTS = 3  # spares made for the probe, where each dies without a word
@@ -132,7 +132,8 @@ def serve(control_fd: int) -> None:
     """Answer each request (a launcher, or the probe); send back each launcher's exit; end everything at end-of-file."""
     # Imported once here, not in every fork: what a launcher and its init load (the report's json too), _ctypes.
     import json  # noqa: F401
-    from pyinit import cli, init, linux, namespace, report, shutdown, spawn  # noqa: F401
+    from pyinit import cli, init, linux, report, shutdown, spawn  # noqa: F401
+    from pyinit.launcher import namespace  # noqa: F401
     linux.load()
     os.closerange(3, control_fd)  # what the caller had not marked close-on-exec is not the server's
     os.closerange(control_fd + 1, 1 << 20)
@@ -240,7 +241,7 @@ class Server:
     def _start(self, request: bytes, parsed: "Dict[str, Any]", fds: "List[int]") -> None:
         """A launcher for the request (the spare, where it makes the namespaces asked for; else a fork of its own),
         and `started SEQUENCE PID` back."""
-        from pyinit import namespace
+        from pyinit.launcher import namespace
 
         prepared = _spare_could_serve(parsed["argv"], parsed["env"], fds)
         if prepared is not None:
@@ -278,7 +279,7 @@ class Server:
         without a word (SIGKILLed, say) tells nothing: another is made, a
         few times, before the answer is that the server cannot tell.
         """
-        from pyinit import namespace
+        from pyinit.launcher import namespace
 
         config = _probe_config()
         shape = namespace.made_before_the_command(config)
@@ -370,7 +371,7 @@ def _probe_config() -> "Config":
 
 def _make_spare(config: "Config", own: "List[int]") -> Spare:
     """Fork a launcher that makes the namespaces `config` asks for, its PID 1 too, and waits for its command."""
-    from pyinit import namespace
+    from pyinit.launcher import namespace
 
     made: "List[Any]" = []  # closed again if the fork cannot be made
     try:
@@ -416,7 +417,8 @@ def _make_spare(config: "Config", own: "List[int]") -> Spare:
 
 def _complete(channel: "_socket.socket", the_others: "_socket.socket", prepared: "Config", in_init: bool) -> "Config":
     """In the spare's launcher and in its PID 1: wait for the request on `channel`, take it in, return its Config."""
-    from pyinit import cli, log, namespace
+    from pyinit import cli, log
+    from pyinit.launcher import namespace
 
     the_others.close()
     if in_init:
@@ -493,5 +495,5 @@ def _fork_launcher(request: "Dict[str, Any]", fds: "List[int]", own: "List[int]"
 
 
 def main() -> None:
-    """`python -I -S -c "...; main()" FD`, as sandbox_client.py starts it: serve on socket FD."""
+    """`python -I -S -c "...; main()" FD`, as forkserver/client.py starts it: serve on socket FD."""
     serve(int(sys.argv[1]))

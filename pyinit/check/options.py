@@ -1,6 +1,6 @@
 """`pyinit-check`'s command line: argv -> options, every bad value refused before anything runs.
 
-A refusal is a Usage exception: check.py prints its one line `pyinit-check:
+A refusal is a Usage exception: check/__init__.py prints its one line `pyinit-check:
 ...` and exits 125. The report files are opened here, last, so that a path
 that cannot be written is refused before the command starts and no other
 refusal leaves a file behind.
@@ -16,9 +16,9 @@ import signal
 from typing import Dict, List, NoReturn
 
 from pyinit import signals
-from pyinit.check_reports import Report, ReportRefused, StandardOutput
+from pyinit.check.reports import Report, ReportRefused, StandardOutput
 from pyinit.sandbox import signal_number
-from pyinit.sandbox_ready import http_target
+from pyinit.sandbox.ready import http_target
 
 # The two signals the kernel delivers to a namespace's PID 1 from outside whatever it does: they act
 # on pyinit, never reach the command, and so cannot tell anything about it.

@@ -1,9 +1,9 @@
 """The fork server's messages: requests as NUL-separated fields, descriptors passed with SCM_RIGHTS.
 
 On SOCK_SEQPACKET sockets, one message per datagram. The caller
-(sandbox_client.py) sends a request (encode_request), with the launcher's
+(forkserver/client.py) sends a request (encode_request), with the launcher's
 four descriptors (stdin, stdout, stderr, the report's write end); the server
-(sandbox_server.py) answers `started SEQUENCE PID` or `error SEQUENCE TEXT`
+(forkserver/server.py) answers `started SEQUENCE PID` or `error SEQUENCE TEXT`
 (the request's number; `-` for a message that was no request), and later,
 for each launcher that has ended, `exit PID STATUS` (a wait status). The
 number lets the caller tell the answer to a start it gave up (a Ctrl-C

@@ -15,7 +15,7 @@ ends when the sandbox closes its end (or dies: the kernel closes it then).
 relays each connection accepted there to a socket connected inside, for
 HTTP clients that take a host and a port (requests, httpx, urllib).
 
-Run as a file, this module is that helper: `python -I -S sandbox_network.py
+Run as a file, this module is that helper: `python -I -S sandbox/network.py
 FLAGS`, with the control socket on descriptor 3 and the pidfd on 4.
 """
 
@@ -213,5 +213,5 @@ def _registered(selector: selectors.BaseSelector, connection: socket.socket) -> 
 
 
 if __name__ == "__main__":
-    sys.path.append(__file__.rsplit("/", 2)[0])  # run as a file, under -I -S: the package is beside it
+    sys.path.append(__file__.rsplit("/", 3)[0])  # run as a file, under -I -S: the package is two folders up
     serve(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))

@@ -31,15 +31,15 @@ import warnings
 from typing import IO, Any, Callable, List, Mapping, Optional, Union
 
 from pyinit import linux, proc, signals
-from pyinit.sandbox_members import inner_pid, kill_below, namespace_level
-from pyinit.sandbox_client import ForkServer, ServedProcess, SignalsHeld
-from pyinit.sandbox_result import (SIGCHLD_IGNORED, IsolationError, IsolationWarning, SandboxError, SignalSpec,
+from pyinit.sandbox.members import inner_pid, kill_below, namespace_level
+from pyinit.forkserver.client import ForkServer, ServedProcess, SignalsHeld
+from pyinit.sandbox.result import (SIGCHLD_IGNORED, IsolationError, IsolationWarning, SandboxError, SignalSpec,
                                    signal_number)
 
 # How a user's process starts pyinit: the one place that knows it. The file
 # __main__.py blocks every signal first, and finds its own package.
-LAUNCHER: List[str] = [sys.executable, "-I", "-S", os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                                              "__main__.py")]
+LAUNCHER: List[str] = [sys.executable, "-I", "-S",
+                       os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "__main__.py")]
 START_TIMEOUT = 30.0  # seconds for the launcher to start the init and the command
 SETTLE = 1.0  # the sandbox's default --settle: what dies of the command's own signal is not a leftover
 # Without namespaces, pyinit's parent-death signal: rewritten to SIGKILL for
@@ -94,7 +94,7 @@ class Launcher:
     def start(self, command: List[str], options: List[str], streams: "tuple[Stream, Stream, Stream]",
               cwd: Optional[str], env: Mapping[str, str]) -> "subprocess.Popen | ServedProcess":
         """Start the launcher (pyinit as a subreaper without namespaces): forked by this process's fork server
-        (sandbox_client.py), or directly where that cannot be; return what holds its pipes, as a Popen does."""
+        (forkserver/client.py), or directly where that cannot be; return what holds its pipes, as a Popen does."""
         if not proc.is_own_namespace():
             raise SandboxError("this process's /proc belongs to another PID namespace (one entered without a /proc of "
                                "its own, as `unshare --fork --pid` without --mount-proc gives), where the sandbox "
@@ -380,7 +380,7 @@ def namespaces_refused(env: Optional[Mapping[str, str]] = None) -> Optional[str]
     """Why the launcher cannot create namespaces here, or None when it can.
 
     Asked once per user ID: of the fork server, whose first spare launcher
-    (sandbox_server.py) tells; without one, of `pyinit --unshare -- true`
+    (forkserver/server.py) tells; without one, of `pyinit --unshare -- true`
     run with the caller's environment (which the launcher's interpreter
     ignores anyway, see LAUNCHER), whose verdict is read from its stderr as
     well as its status: a caller that ignores SIGCHLD sees every child exit

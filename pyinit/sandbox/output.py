@@ -22,7 +22,7 @@ import select
 import threading
 from typing import IO, Deque, Dict, List, Optional, Sequence
 
-from pyinit.sandbox_client import SignalsHeld
+from pyinit.forkserver.client import SignalsHeld
 
 CARRY = 4096  # characters searched again before what is new: the longest match that may straddle two reads
 TAIL_LINES = 20

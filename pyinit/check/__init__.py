@@ -11,12 +11,12 @@ One verdict line per check; on failure the process tree and the output tail.
 --env, --cwd, --grace, --rewrite, --single-child and --network set up the
 sandbox as pyinit.Sandbox's options do. `--sweep N` makes the check N times,
 the signal sent at N moments from the spawn to one second after ready
-(check_sweep.py): it finds the start-up window where a signal kills a master
+(check/sweep.py): it finds the start-up window where a signal kills a master
 before its handler is installed and leaves its workers behind.
 
-The modules, by role: check_options.py (argv, every refusal), check_run.py
-(one run in a sandbox: readiness, the signal, the verdicts), check_sweep.py,
-check_reports.py (the JSON and JUnit files).
+The modules, by role: check/options.py (argv, every refusal), check/verdicts.py
+(one run in a sandbox: readiness, the signal, the verdicts), check/sweep.py,
+check/reports.py (the JSON and JUnit files).
 
 Exit status: 0 when every check holds (in a sweep: at every moment), 1 when
 one fails, 125 for a usage error (a report file that cannot be written among
@@ -38,10 +38,10 @@ import sys
 import time
 from typing import NoReturn, Optional, Sequence
 
-from pyinit.check_options import Usage, parse
-from pyinit.check_reports import WriteFailed, write_reports
-from pyinit.check_run import NotReady, Outcome, Run, first_line, sandbox, stop_and_check, wait_until_ready
-from pyinit.check_sweep import sweep
+from pyinit.check.options import Usage, parse
+from pyinit.check.reports import WriteFailed, write_reports
+from pyinit.check.verdicts import NotReady, Outcome, Run, first_line, sandbox, stop_and_check, wait_until_ready
+from pyinit.check.sweep import sweep
 from pyinit.sandbox import SandboxError
 
 EXIT_FAILED = 1
@@ -123,7 +123,3 @@ def _die_of_sigint() -> NoReturn:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     os.kill(os.getpid(), signal.SIGINT)
     sys.exit(EXIT_INTERRUPTED)  # only if SIGINT is blocked: it stays pending
-
-
-if __name__ == "__main__":
-    run()

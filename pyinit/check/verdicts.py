@@ -1,6 +1,6 @@
 """`pyinit-check`'s runs: one command in a Sandbox made from the options, readiness, the signal, the verdicts.
 
-check.py makes one such run; check_sweep.py makes one per moment of a sweep.
+check/__init__.py makes one such run; check/sweep.py makes one per moment of a sweep.
 Nothing here prints: the callers say what happened.
 """
 

@@ -16,7 +16,7 @@ import time
 from typing import Callable, Dict, List, Optional, Sequence
 
 from pyinit import proc
-from pyinit.sandbox_result import Process
+from pyinit.sandbox.result import Process
 
 _WILDCARDS = frozenset({"0.0.0.0", "::"})
 

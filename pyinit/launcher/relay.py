@@ -60,7 +60,7 @@ import termios
 import time
 
 from pyinit import init, linux, log, signals, terminal
-from pyinit.user_terminal import UserTerminal
+from pyinit.launcher.user_terminal import UserTerminal
 
 api = signals.api
 _CHUNK = 1 << 14  # bytes read at a time

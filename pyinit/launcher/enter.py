@@ -42,13 +42,14 @@ job control.
 import errno
 import os
 
-from pyinit import init, linux, log, namespace, proc, signals, terminal
+from pyinit import init, linux, log, proc, signals, terminal
+from pyinit.launcher import namespace
 from pyinit.config import EXIT_USAGE, Config
 from pyinit.spawn import SpawnError, spawn
 
 TYPE_CHECKING = False  # mypy reads the block below; relay.py is imported only with a pty
 if TYPE_CHECKING:
-    from pyinit import relay
+    from pyinit.launcher import relay
 
 # (our /proc/self/ns entry, the target's /proc/PID/ns entry, the setns flag). Ours is what our children
 # get where the two differ (pid, time): the command is the one that must be in the target's.
@@ -218,7 +219,7 @@ def find(spec: str) -> Target:
     """The PID 1 that `spec` names: a PID (digits), or a name registered by a launcher."""
     if spec.isdigit():
         return Target(int(spec), "PID %s" % spec, None)
-    from pyinit import registry
+    from pyinit.launcher import registry
 
     try:
         entry = registry.find(spec)

@@ -34,7 +34,7 @@ import time
 from typing import List, Optional
 
 from pyinit import signals
-from pyinit.check_run import Check, NotReady, Outcome, Run, sandbox, stop_and_check, wait_until_ready
+from pyinit.check.verdicts import Check, NotReady, Outcome, Run, sandbox, stop_and_check, wait_until_ready
 from pyinit.sandbox import SandboxError
 
 EXIT_FAILED = 1
