@@ -23,9 +23,9 @@ import tempfile
 
 import pytest
 
-from support import (AS_NOBODY, BASH, INNER_PROMPT, NOBODY, OUTER_PROMPT, PROGRAMS, PYINIT, REPO, SYSTEM_PYTHON,
-                     TIMEOUT, assert_no_traceback, children, clean_env, descendants, innermost_pid, pyinit_lines, stat,
-                     state, status, wait_for)
+from support import (AS_NOBODY, BASH, HOLDING_1100_DESCRIPTORS, INNER_PROMPT, NOBODY, OUTER_PROMPT, PROGRAMS, PYINIT,
+                     REPO, SYSTEM_PYTHON, TIMEOUT, assert_no_traceback, children, clean_env, descendants, innermost_pid,
+                     pyinit_lines, stat, state, status, wait_for)
 
 WITNESS = ["sh", "-c", "echo COMMAND RAN"]  # after a refused command line: if it ran, stdout says so
 SLEEPER = ["sh", "-c", "echo ready; exec sleep 1000"]
@@ -527,6 +527,28 @@ def test_the_end_of_the_namespace_takes_the_entered_command(who, start, names):
     (line,) = pyinit_lines(entered.stderr)
     assert "PID 1 exited" in line, line
     assert name not in who.listed()
+
+
+# --- what the caller hands on ------------------------------------------------------------------------
+
+CLOSING_STDIN = ["sh", "-c", 'exec <&-; exec "$@"', "sh"]
+
+
+@pytest.mark.parametrize("pty", ["--no-pty", "--pty"])
+@pytest.mark.parametrize("caller", ["holding 1,100 descriptors", "with stdin closed"])
+def test_enter_started_by_an_unusual_caller(start, names, request, pty, caller):
+    """A caller holding 1,100 descriptors (the pidfd and the pty numbered above 1,100, which select(2) refused:
+    125, "internal error"), or one that closed stdin (the pty's master became descriptor 0, and the relay fed
+    the command's output back to it as input). The command runs inside, reads the end of its input, and its
+    code comes back."""
+    root = Who("root", request)
+    name = names("caller")
+    launch_named(root, start, name)
+    wrapper = HOLDING_1100_DESCRIPTORS if caller.startswith("holding") else CLOSING_STDIN
+    result = finish([*wrapper, *PYINIT, "--enter", name, pty, "--", "sh", "-c", 'read line; echo "got:$line"; exit 4'],
+                    env=root.env, cwd=root.cwd)
+    assert (result.returncode, result.stdout.rstrip("\r\n")) == (4, "got:"), result  # end of input: no line
+    assert result.stderr == ""
 
 
 # --- in a terminal ---------------------------------------------------------------------------------
