@@ -13,7 +13,10 @@ ends when the sandbox closes its end (or dies: the kernel closes it then).
 
 `forward(port)` listens on 127.0.0.1 on the caller's side, and a thread
 relays each connection accepted there to a socket connected inside, for
-HTTP clients that take a host and a port (requests, httpx, urllib).
+HTTP clients that take a host and a port (requests, httpx, urllib). A relay
+thread that dies (a bug, the caller out of descriptors) closes its listener,
+so new clients are refused rather than accepted and never answered, and the
+next forward() or url() of that port raises SandboxError saying why.
 
 Run as a file, this module is that helper: `python -I -S sandbox/network.py
 FLAGS`, with the control socket on descriptor 3 and the pidfd on 4.
@@ -113,12 +116,24 @@ class Network:
                 theirs.close()
 
     def forward(self, port: int) -> "tuple[str, int]":
-        """A local address whose connections reach `port` inside (127.0.0.1 there); the same one for the same port."""
+        """A local address whose connections reach `port` inside (127.0.0.1 there); the same one for the same port.
+
+        SandboxError when the forwarding cannot start, or its relay has died.
+        """
+        from pyinit.sandbox.result import SandboxError  # not at the top: the helper runs this file alone
+
         with self._lock:
             if port not in self._forwarders:
                 with self._held():
-                    self._forwarders[port] = Forwarder(self, port)
-            return self._forwarders[port].address
+                    try:
+                        self._forwarders[port] = Forwarder(self, port)
+                    except (OSError, RuntimeError) as failure:  # RuntimeError: no thread can be started
+                        raise SandboxError("cannot forward port %d: %s" % (port, failure)) from None
+            forwarder = self._forwarders[port]
+            if forwarder.failure is not None:
+                raise SandboxError("the forwarding of port %d died (%s): its connections are refused"
+                                   % (port, forwarder.failure))
+            return forwarder.address
 
     def close(self) -> None:
         """End the forwarding and the helper (it sees its control socket close); idempotent."""
@@ -139,13 +154,31 @@ class Forwarder:
 
     def __init__(self, network: Network, port: int) -> None:
         self._network, self._port = network, port
+        self.failure: Optional[str] = None  # why the relay died, once it has
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.address: "tuple[str, int]" = self._listener.getsockname()[:2]
-        self._wake = socket.socketpair()
+        try:
+            self._wake = socket.socketpair()
+        except OSError:
+            self._listener.close()
+            raise
         self._thread = threading.Thread(target=self._relay, name="pyinit-sandbox-forward-%d" % port, daemon=True)
-        self._thread.start()
+        try:
+            self._thread.start()
+        except RuntimeError:
+            for end in (*self._wake, self._listener):
+                end.close()
+            raise
 
     def _relay(self) -> None:
+        """The thread: relay until woken; if it dies, refuse every later client, and say why."""
+        try:
+            self._relay_connections()
+        except Exception as failure:  # a dead relay must not leave its listener accepting clients nobody answers
+            self.failure = "%s: %s" % (type(failure).__name__, failure)
+            self._listener.close()
+
+    def _relay_connections(self) -> None:
         selector = selectors.DefaultSelector()
         selector.register(self._listener, selectors.EVENT_READ)
         selector.register(self._wake[0], selectors.EVENT_READ)
@@ -157,7 +190,7 @@ class Forwarder:
                         return
                     if key.fileobj is self._listener:
                         self._accept(selector, peers)
-                    else:
+                    elif key.fileobj in peers:  # not a socket closed earlier in this round, with its peer
                         self._pass_on(key.fileobj, selector, peers)  # type: ignore[arg-type]
         finally:
             for connection in peers:
