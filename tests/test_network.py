@@ -109,6 +109,18 @@ def test_a_forwarded_port_answers_every_request_of_many():
         assert [urllib.request.urlopen(url, timeout=TIMEOUT).status for _ in range(300)] == [200] * 300
 
 
+def test_a_client_that_stops_reading_holds_up_no_other(tmp_path):
+    """One client asks a forwarded http.server for 64 MB and reads none of it: the others are answered all
+    the same (the relay thread used to block in sendall() to it, and every later client waited)."""
+    (tmp_path / "big").write_bytes(b"x" * (64 << 20))
+    with Sandbox(HTTP_SERVER, network="private", cwd=tmp_path) as box:
+        box.wait_for_port(FIXED_PORT, timeout=TIMEOUT)
+        with socket.create_connection(box.forward(FIXED_PORT), timeout=TIMEOUT) as stalled:
+            stalled.sendall(b"GET /big HTTP/1.0\r\n\r\n")
+            assert stalled.recv(12) == b"HTTP/1.0 200"
+            assert [get(box.url(FIXED_PORT))[0] for _ in range(3)] == [200] * 3
+
+
 def test_a_dead_forwarding_refuses_clients_and_says_so():
     """The relay thread dies (here: the caller has no descriptor left for accept()): the client waiting is cut
     off, not left unanswered; later clients are refused; url() and forward() raise SandboxError."""
