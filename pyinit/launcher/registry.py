@@ -194,11 +194,6 @@ def _read_entry(fd: int, name: str) -> "Entry | None":
     return entry
 
 
-def _entry_names(fd: int) -> "list[str]":
-    """The names in the directory, sorted; the temporary files (dot files) left out."""
-    return sorted(name for name in os.listdir(fd) if not name.startswith("."))
-
-
 def _remove_stale(fd: int, own_namespace: int) -> "list[Entry]":
     """Remove the caller's own entries whose namespace is gone; return the live ones. Under the directory's lock.
 
@@ -207,7 +202,7 @@ def _remove_stale(fd: int, own_namespace: int) -> "list[Entry]":
     uid's entry, or another PID namespace's, is left alone.
     """
     live = []
-    for name in _entry_names(fd):
+    for name in sorted(name for name in os.listdir(fd) if not name.startswith(".")):  # dot files: being written
         entry = _read_entry(fd, name)
         if entry is None:
             continue

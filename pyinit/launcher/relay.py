@@ -46,9 +46,8 @@ every stop and continue. Instead the signals stay blocked, as they are for
 the init, and are read from a signalfd(2) (one ctypes call) in the same
 poll(2) as the bytes (poll: select(2) cannot take the descriptors numbered
 1,024 and up that a caller holding many files leaves us): the whole state
-lives in one loop. The signalfd is
-opened after the fork, so the init never holds it, and the command gets its
-clean signal state from spawn.py as ever.
+lives in one loop. The signalfd is opened after the fork, so the init never
+holds it, and the command gets its clean signal state from spawn.py as ever.
 
 The user's terminal itself (its modes, raw mode and back, its window size,
 whether the launcher is in its foreground, `tostop`) is user_terminal.py's:
