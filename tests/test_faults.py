@@ -4,6 +4,9 @@
 - pyinit's own stderr is closed, or a pipe whose reader went away, under
   -vv: it carries on forwarding and reaping, and the child gets exactly the
   caller's descriptors (a closed fd 2 is not filled with one of pyinit's).
+- pyinit started with 0, 1 and 2 closed: /dev/null holds them (close-on-exec)
+  before pyinit opens anything, so its own descriptors never pass for a
+  stream (a --pty launcher's signalfd was read as its input, for ever).
 - Descriptors (RLIMIT_NOFILE) or processes (RLIMIT_NPROC) run out: before
   the child runs, one line and 125; once it runs, the child's status.
 - pyinit is SIGKILLed while a tree runs, as PID 1 and as the launcher's
