@@ -460,12 +460,35 @@ def start(config: Config, complete: "Completion | None" = None) -> int:
         return EXIT_USAGE
 
 
+def _hold_standard_streams() -> None:
+    """Open /dev/null on each of descriptors 0, 1 and 2 that the caller left closed, close-on-exec.
+
+    The kernel gives a new descriptor the lowest free number: left free, 0
+    would be whatever pyinit opens first (the launcher's signalfd, which its
+    relay then read as the user's input, and waited on for ever). Held by
+    /dev/null, the numbers mean what they mean to everyone; close-on-exec,
+    the placeholders stay pyinit's, and the command finds the streams closed,
+    as the caller left them. Three fstat(2) calls where all are open.
+    """
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            try:
+                os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)  # takes `fd`: every number below it is open
+            except OSError:  # no /dev/null, or no descriptor left: nothing can take the number either
+                return
+
+
 def run() -> None:
     """The `pyinit` command and `python -m pyinit`: exit with main()'s code at once, skipping interpreter finalisation.
 
     pyinit holds no buffered output and no resources that need closing, and
     when it is PID 1 its exit is what tears the namespace down: there is no
     reason to spend milliseconds on garbage collection first. It lives here,
-    not in __main__.py, so that bin/pyinit imports one module fewer.
+    not in __main__.py, so that bin/pyinit imports one module fewer. Its
+    first act, before anything of pyinit opens a descriptor, is to hold the
+    standard streams' numbers.
     """
+    _hold_standard_streams()
     os._exit(main(sys.argv[1:]))

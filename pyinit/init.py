@@ -343,10 +343,14 @@ def _settle(policy: "shutdown.Policy", warn_reaped: bool) -> bool:
     Workers that die of the signal the child died of, a helper that exits
     a moment after its parent: none of them is left over, and none should
     be reported as such. Ends as soon as nothing is left, so it costs
-    nothing when the child took everything with it.
+    nothing when the child took everything with it; and at once on a
+    terminating signal (`docker stop`'s, whichever its STOPSIGNAL), so that
+    the report is written before the SIGKILL that follows it.
     """
+    from pyinit import shutdown  # imported with the policy (_shutdown_policy)
+
     started = policy.clock()
-    left = _reap_until(started + policy.settle_seconds, policy, warn_reaped)
+    left = _reap_until(started + policy.settle_seconds, policy, warn_reaped, ended_by=shutdown.TERMINATING)
     policy.report.settle["waited"] = round(policy.clock() - started, 6)
     return left
 
@@ -368,15 +372,21 @@ def _note_leftovers(policy: "shutdown.Policy | None", warn_reaped: bool) -> None
         log.warning("the child exited and left %d process(es) running: %s%s", len(names), ", ".join(names[:10]), more)
 
 
-def _reap_until(deadline: float, policy: "shutdown.Policy", warn_reaped: bool) -> bool:
-    """Reap as processes exit, until none is left or `deadline` passes; return whether any is left."""
+def _reap_until(deadline: float, policy: "shutdown.Policy", warn_reaped: bool,
+                ended_by: "frozenset[int]" = frozenset()) -> bool:
+    """Reap as processes exit, until none is left, `deadline` passes or a signal of `ended_by` comes; return whether any is left."""
     from pyinit import shutdown  # imported with the policy (_shutdown_policy)
 
+    awaited = ended_by | {signals.SIGCHLD}
     while reap(None, policy, warn_reaped):
         remaining = deadline - policy.clock()
         if remaining <= 0:
             return True
-        api.sigtimedwait({signals.SIGCHLD}, min(remaining, shutdown.LONGEST_WAIT))
+        info = api.sigtimedwait(awaited, min(remaining, shutdown.LONGEST_WAIT))
+        if info is not None and info.si_signo in ended_by:
+            log.info("received %s from PID %d: the wait ends", signals.name(info.si_signo), info.si_pid)
+            policy.report.count(policy.report.received, signals.name(info.si_signo))
+            return reap(None, policy, warn_reaped)
     return False
 
 

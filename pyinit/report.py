@@ -42,7 +42,7 @@ holds the report's pipe open (see init.run).
 import os
 import time
 
-WRITE_TIMEOUT = 2.0  # seconds a full pipe or FIFO may hold pyinit's exit up before the report is given up
+WRITE_TIMEOUT = 2.0  # seconds a full pipe or FIFO may go unread, holding pyinit's exit up, before the report is given up
 
 
 class Report:
@@ -126,21 +126,22 @@ class Report:
 
 
 def _write_all(fd: int, data: bytes) -> None:
-    """Write `data` to the non-blocking `fd`, waiting for room at most WRITE_TIMEOUT seconds in all.
+    """Write `data` to the non-blocking `fd`, giving up once WRITE_TIMEOUT seconds pass with no room made.
 
-    A reader that is slow gets the whole report; one that never reads (a
-    full pipe, a FIFO nobody drains) costs pyinit WRITE_TIMEOUT, then a
-    warning, never a hang: an init that cannot exit keeps its namespace up.
+    The limit is on idleness, not on the whole: a reader that reads
+    steadily, however slowly, gets the whole report, however large (a
+    total deadline cut a large one short, into invalid JSON). One that
+    stops reading (a full pipe, a FIFO nobody drains) costs pyinit
+    WRITE_TIMEOUT, then a warning, never a hang: an init that cannot exit
+    keeps its namespace up.
     """
     import select
 
-    deadline = time.monotonic() + WRITE_TIMEOUT
     poller = select.poll()
     poller.register(fd, select.POLLOUT)
     while data:
         try:
             data = data[os.write(fd, data):]
         except BlockingIOError:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not poller.poll(remaining * 1000):
+            if not poller.poll(WRITE_TIMEOUT * 1000):
                 raise TimeoutError("nobody read it for %g s" % WRITE_TIMEOUT) from None

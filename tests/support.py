@@ -56,6 +56,25 @@ def program(name: str, *args: object) -> "list[str]":
     return [sys.executable, "-I", "-S", str(PROGRAMS / (name + ".py")), *map(str, args)]
 
 
+# A caller holding descriptors 3 to 1,100 (inherited, as a busy program leaves them): what the command behind
+# this wrapper opens is numbered 1,101 and up, which select(2) cannot take.
+HOLDING_1100_DESCRIPTORS = [sys.executable, "-I", "-S", "-c", """if True:
+    import os, resource, sys
+    resource.setrlimit(resource.RLIMIT_NOFILE, (4096, max(4096, resource.getrlimit(resource.RLIMIT_NOFILE)[1])))
+    null = os.open("/dev/null", os.O_RDONLY)
+    os.set_inheritable(null, True)
+    for number in range(3, 1101):
+        if number != null:
+            os.dup2(null, number)
+    os.execvp(sys.argv[1], sys.argv[1:])
+"""]
+
+
+def highest_descriptor(pid: int) -> int:
+    """The highest descriptor number `pid` holds now."""
+    return max(map(int, os.listdir("/proc/%d/fd" % pid)))
+
+
 def clean_env(**extra: str) -> "dict[str, str]":
     """The test's environment without any pyinit/tini/dumb-init knob, plus `extra`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYINIT_", "TINI_", "DUMB_INIT_"))}

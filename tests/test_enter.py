@@ -20,12 +20,13 @@ import signal
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 import pytest
 
-from support import (AS_NOBODY, BASH, INNER_PROMPT, NOBODY, OUTER_PROMPT, PROGRAMS, PYINIT, REPO, SYSTEM_PYTHON,
-                     TIMEOUT, assert_no_traceback, children, clean_env, descendants, innermost_pid, pyinit_lines, stat,
-                     state, status, wait_for)
+from support import (AS_NOBODY, BASH, HOLDING_1100_DESCRIPTORS, INNER_PROMPT, NOBODY, OUTER_PROMPT, PROGRAMS, PYINIT,
+                     REPO, SYSTEM_PYTHON, TIMEOUT, assert_no_traceback, children, clean_env, descendants, innermost_pid,
+                     pyinit_lines, stat, state, status, wait_for)
 
 WITNESS = ["sh", "-c", "echo COMMAND RAN"]  # after a refused command line: if it ran, stdout says so
 SLEEPER = ["sh", "-c", "echo ready; exec sleep 1000"]
@@ -236,7 +237,8 @@ def test_the_name_is_removed_whatever_way_the_launcher_ends(who, start, names):
 
 def test_entries_that_are_not_live_are_ignored(who, start, names):
     """Written by hand: a running PID 1 with another start time (a reused PID), a PID namespace not ours,
-    and a file that is no entry. None is listed; --enter says which; the first and the last can be taken."""
+    and a file that is no entry. None is listed; --enter says which; the first, stale, is removed by --list;
+    the last can be taken."""
     live = launch_named(who, start, names("live"))
     real_start = stat(live.pid1).start_time
     own_ns = os.stat("/proc/self/ns/pid").st_ino
@@ -252,9 +254,10 @@ def test_entries_that_are_not_live_are_ignored(who, start, names):
             file.write(data)
         if who.who != "root":
             os.chown(os.path.join(who.registry, name), NOBODY, NOBODY)
+    assert "%s is gone" % reused in one_error_line(who.run(["--enter", reused, "--", *WITNESS]))
     listed = who.listed()
     assert not {reused, foreign, garbage} & set(listed) and live.pid1 in [e["pid"] for e in listed.values()]
-    assert "%s is gone" % reused in one_error_line(who.run(["--enter", reused, "--", *WITNESS]))
+    assert registered_pid(who, reused) is None and registered_pid(who, foreign) == live.pid1
     assert "another PID namespace" in one_error_line(who.run(["--enter", foreign, "--", *WITNESS]))
     assert "no namespace is named %s" % garbage in one_error_line(who.run(["--enter", garbage, "--", *WITNESS]))
     assert "another PID namespace" in one_error_line(who.run(["--unshare", "--name", foreign, "--", *WITNESS]))
@@ -294,23 +297,66 @@ def test_a_name_in_use_is_refused_before_anything_runs(who, start, names):
     assert registered_pid(who, name) == inside.pid1 and who.listed()[name]["pid"] == inside.pid1
 
 
-def test_a_stale_name_is_ignored_and_can_be_taken_again(who, start, names):
-    """The launcher SIGKILLed: its entry stays, its PID 1 is gone; --list and --enter ignore it, a new launcher takes it."""
-    name = names("stale")
+def sigkilled_launcher(who, start, name: str) -> int:
+    """A launcher registered as `name`, SIGKILLed: its PID 1 dies with it, its entry stays; that PID 1."""
     inside = launch_named(who, start, name)
     pid1, mark = inside.pid1, stat(inside.pid1).start_time
     os.kill(inside.pid, signal.SIGKILL)
     assert inside.wait() == -signal.SIGKILL
     wait_for(lambda: gone(pid1, mark), "PID 1 to die with its launcher")
     assert registered_pid(who, name) == pid1  # nobody removed it
-    assert name not in who.listed()
-    assert name not in who.run(["--list"]).stdout
+    return pid1
+
+
+def test_a_stale_name_is_ignored_removed_by_list_and_can_be_taken_again(who, start, names):
+    """The launcher SIGKILLed: its entry stays, its PID 1 is gone; --enter says so, --list removes it, a new
+    launcher takes the name."""
+    name = names("stale")
+    pid1 = sigkilled_launcher(who, start, name)
     line = one_error_line(who.run(["--enter", name, "--", *WITNESS]))
     assert "%s is gone" % name in line, line
+    assert name not in who.run(["--list"]).stdout
+    assert registered_pid(who, name) is None
     again = launch_named(who, start, name)
     assert again.pid1 != pid1 and who.listed()[name]["pid"] == again.pid1
     result = who.run(["--enter", name, "--", "sh", "-c", "exit 6"])
     assert (result.returncode, result.stderr) == (6, "")
+
+
+def test_naming_a_namespace_removes_the_callers_stale_entries(who, start, names):
+    """Two launchers SIGKILLed left their entries: the next --name, whatever its name, removes both."""
+    stale = [names("stale-a"), names("stale-b")]
+    for name in stale:
+        sigkilled_launcher(who, start, name)
+    result = who.run(["--unshare", "--name", names("fresh"), "--", "sh", "-c", "exit 3"])
+    assert (result.returncode, result.stderr) == (3, "")
+    assert [registered_pid(who, name) for name in stale] == [None, None]
+
+
+def test_what_is_no_entry_is_skipped_by_list_and_name(who, start, names):
+    """In the user's name directory: a directory, a FIFO, a symbolic link, an unreadable file, another
+    format. --list shows the live namespace (it failed, or hung on the FIFO), --name works, nothing is removed."""
+    if who.who == "root":
+        pytest.skip("root's names are in /run/pyinit, which other runs on the machine read: no strays there")
+    live_name = names("live")
+    live = launch_named(who, start, live_name)
+    strays = {names("dir"): os.mkdir, names("fifo"): os.mkfifo, names("link"): lambda path: os.symlink("/etc", path),
+              names("unreadable"): lambda path: open(path, "w").close(),
+              names("other"): lambda path: Path(path).write_text("x")}
+    for name, make in strays.items():
+        make(os.path.join(who.registry, name))
+        os.lchown(os.path.join(who.registry, name), NOBODY, NOBODY)
+    os.chmod(os.path.join(who.registry, list(strays)[3]), 0)
+    try:
+        assert {name: entry["pid"] for name, entry in who.listed().items()} == {live_name: live.pid1}
+        assert live_name in who.run(["--list"]).stdout
+        result = who.run(["--unshare", "--name", names("next"), "--", "sh", "-c", "exit 3"])
+        assert (result.returncode, result.stderr) == (3, "")
+        assert {*strays, live_name} <= set(os.listdir(who.registry))
+    finally:
+        for name in strays:
+            path = os.path.join(who.registry, name)
+            (os.rmdir if os.path.isdir(path) and not os.path.islink(path) else os.unlink)(path)
 
 
 @pytest.mark.parametrize("argv, words", [
@@ -527,6 +573,28 @@ def test_the_end_of_the_namespace_takes_the_entered_command(who, start, names):
     (line,) = pyinit_lines(entered.stderr)
     assert "PID 1 exited" in line, line
     assert name not in who.listed()
+
+
+# --- what the caller hands on ------------------------------------------------------------------------
+
+CLOSING_STDIN = ["sh", "-c", 'exec <&-; exec "$@"', "sh"]
+
+
+@pytest.mark.parametrize("pty", ["--no-pty", "--pty"])
+@pytest.mark.parametrize("caller", ["holding 1,100 descriptors", "with stdin closed"])
+def test_enter_started_by_an_unusual_caller(start, names, request, pty, caller):
+    """A caller holding 1,100 descriptors (the pidfd and the pty numbered above 1,100, which select(2) refused:
+    125, "internal error"), or one that closed stdin (the pty's master became descriptor 0, and the relay fed
+    the command's output back to it as input). The command runs inside, reads the end of its input, and its
+    code comes back."""
+    root = Who("root", request)
+    name = names("caller")
+    launch_named(root, start, name)
+    wrapper = HOLDING_1100_DESCRIPTORS if caller.startswith("holding") else CLOSING_STDIN
+    result = finish([*wrapper, *PYINIT, "--enter", name, pty, "--", "sh", "-c", 'read line; echo "got:$line"; exit 4'],
+                    env=root.env, cwd=root.cwd)
+    assert (result.returncode, result.stdout.rstrip("\r\n")) == (4, "got:"), result  # end of input: no line
+    assert result.stderr == ""
 
 
 # --- in a terminal ---------------------------------------------------------------------------------

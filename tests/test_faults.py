@@ -4,6 +4,9 @@
 - pyinit's own stderr is closed, or a pipe whose reader went away, under
   -vv: it carries on forwarding and reaping, and the child gets exactly the
   caller's descriptors (a closed fd 2 is not filled with one of pyinit's).
+- pyinit started with 0, 1 and 2 closed: /dev/null holds them (close-on-exec)
+  before pyinit opens anything, so its own descriptors never pass for a
+  stream (a --pty launcher's signalfd was read as its input, for ever).
 - Descriptors (RLIMIT_NOFILE) or processes (RLIMIT_NPROC) run out: before
   the child runs, one line and 125; once it runs, the child's status.
 - pyinit is SIGKILLed while a tree runs, as PID 1 and as the launcher's
@@ -22,7 +25,8 @@ import sys
 import pytest
 
 from support import (
-    PLACEMENTS, SYSTEM_PYTHON, as_user, children, forwarder, pyinit_lines, report, start_recorder, stat, wait_for,
+    PLACEMENTS, SYSTEM_PYTHON, as_user, children, clean_env, forwarder, pyinit_lines, report, start_recorder, stat,
+    wait_for,
 )
 
 TERM, USR1 = signal.SIGTERM, signal.SIGUSR1
@@ -98,6 +102,49 @@ def test_pyinit_with_a_closed_or_broken_stderr(start, placement, how):
     os.kill(init.pid, TERM)
     assert init.out.next() == report(TERM, forwarder(init))
     assert init.wait() == 0
+
+
+# --- standard streams closed at start ------------------------------------------------------------
+
+CLOSING = ["sh", "-c", 'exec <&- >&- 2>&-; exec "$@"', "sh"]  # a caller that starts pyinit with 0, 1 and 2 closed
+CLOSING_STDIN = ["sh", "-c", 'exec <&-; exec "$@"', "sh"]
+
+
+@pytest.mark.parametrize("where", PLACES)
+def test_closed_standard_streams_are_held_by_dev_null_and_stay_closed_for_the_child(start, where):
+    """0, 1 and 2 closed at start: pyinit (and the launcher's init) hold /dev/null there, and the command finds them closed.
+
+    Nothing of pyinit's own (a signalfd, a pidfd, a pipe) may take those
+    numbers, where the command or pyinit's relay would take it for a stream.
+    """
+    placement, options = place(where)
+    init = start([*options, "--", "sleep", "1000"], placement, wrapper=CLOSING)
+    family = wait_for(lambda: len(init.tree()) == (2 if where == "launcher" else 1) and init.tree(),
+                      "the command to start")
+    for pid in [init.pid, *family[:-1]]:
+        held = descriptors(pid)
+        assert [held.get(fd) for fd in "012"] == ["/dev/null"] * 3, held
+    wait_for(lambda: os.readlink("/proc/%d/exe" % family[-1]).endswith("/sleep"), "the command to exec sleep")
+    assert not {"0", "1", "2"} & set(descriptors(family[-1])), descriptors(family[-1])
+    os.kill(init.pid, TERM)
+    assert init.wait() in (128 + TERM, -TERM)
+
+
+@pytest.mark.parametrize("asked", ["--pty", "PYINIT_PTY=1"])
+def test_a_pty_launcher_with_stdin_closed_runs_its_command_and_hears_sigterm(start, asked):
+    """`pyinit --unshare --pty -- CMD <&-` used to hang for ever, deaf to SIGTERM: its signalfd was taken for stdin.
+
+    The command runs on its pty, its output comes back, a SIGTERM ends it,
+    and a command that ends by itself ends the launcher with its code.
+    """
+    options, env = (["--pty"], clean_env()) if asked == "--pty" else ([], clean_env(PYINIT_PTY="1"))
+    init = start(["--unshare", *options, "--", "sh", "-c", "echo ran; exec sleep 1000"], wrapper=CLOSING_STDIN,
+                 env=env)
+    assert init.out.next().rstrip("\r") == "ran"
+    os.kill(init.pid, TERM)
+    assert init.wait() in (128 + TERM, -TERM)
+    ended = start(["--unshare", *options, "--", "sh", "-c", "exit 3"], wrapper=CLOSING_STDIN, env=env)
+    assert ended.wait() == 3
 
 
 # --- descriptors run out ------------------------------------------------------------------------

@@ -20,8 +20,8 @@ import signal
 
 import pytest
 
-from support import (AS_NOBODY, BASH, INNER_PROMPT, OUTER_PROMPT, PROGRAMS, PYINIT, SYSTEM_PYTHON, innermost_pid, stat, state,
-                     wait_for)
+from support import (AS_NOBODY, BASH, HOLDING_1100_DESCRIPTORS, INNER_PROMPT, OUTER_PROMPT, PROGRAMS, PYINIT,
+                     SYSTEM_PYTHON, highest_descriptor, innermost_pid, stat, state, wait_for)
 
 pytestmark = pytest.mark.skipif(not shutil.which("bash"), reason="needs bash")
 
@@ -377,6 +377,20 @@ def test_piped_stdin_gets_no_pty_unless_asked(shell, tmp_path):
     shell.sendline(shlex.join(LAUNCHER + ["--", "sh", "-c", "echo a; exit 3"]) + " | cat")  # in a pipeline: no pty
     shell.expect_exact("a\r\n")
     assert shell.exit_code() == 0
+
+
+def test_a_launcher_holding_descriptors_above_1023_relays_its_pty(shell):
+    """Started by a program holding 1,100 descriptors: the pty, its pipes and the signalfd are numbered above
+    1,100, which the relay's select(2) refused ("internal error", 125). It polls: the command owns its pty, the
+    keys reach it, its code comes back."""
+    shell.sendline("tty > %s/user-tty" % shlex.quote(str(shell.modes_file.parent)))
+    shell.expect_exact(OUTER_PROMPT)
+    user_tty = (shell.modes_file.parent / "user-tty").read_text().strip()
+    shell.sendline(shlex.join(HOLDING_1100_DESCRIPTORS + LAUNCHER + ["--", PY, "-c", PROBE + "; exit(int(input()))", user_tty]))
+    shell.expect_exact("stdin:pty ctty:True\r\n")
+    assert highest_descriptor(shell.pyinit()) > 1100
+    shell.sendline("7")
+    assert shell.exit_code() == 7
 
 
 # ---------------------------------------------------------------- unprivileged

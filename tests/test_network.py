@@ -6,8 +6,10 @@ sandbox's connect(), forward() and url(), or through urllib, as a user's
 test would.
 """
 
+import contextlib
 import json
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -16,7 +18,7 @@ import urllib.request
 
 import pytest
 
-from pyinit.sandbox import CommandExited, IsolationError, Sandbox, TimeoutExpired
+from pyinit.sandbox import CommandExited, IsolationError, Sandbox, SandboxError, TimeoutExpired
 from support import AS_NOBODY, SYSTEM_PYTHON, TIMEOUT, clean_env, free_port, leaked
 
 FIXED_PORT = 8080  # every private sandbox binds the same one
@@ -95,6 +97,76 @@ def test_a_private_network_needs_namespaces():
         Sandbox(["true"], network="private", isolate=False).start()
     with pytest.raises(ValueError):
         Sandbox(["true"], network="public")
+
+
+def test_a_forwarded_port_answers_every_request_of_many():
+    """300 requests through url() to http.server inside: each is answered. The relay thread used to die of a
+    KeyError when both ends of a connection were ready in one round, and every later request then timed out."""
+    with Sandbox(HTTP_SERVER, network="private") as box:
+        box.wait_for_port(FIXED_PORT, timeout=TIMEOUT)
+        url = box.url(FIXED_PORT)
+        # .status alone, as a quick check is written: the response is dropped unread, its socket closed at once
+        assert [urllib.request.urlopen(url, timeout=TIMEOUT).status for _ in range(300)] == [200] * 300
+
+
+def test_a_client_that_stops_reading_holds_up_no_other(tmp_path):
+    """One client asks a forwarded http.server for 64 MB and reads none of it: the others are answered all
+    the same (the relay thread used to block in sendall() to it, and every later client waited)."""
+    (tmp_path / "big").write_bytes(b"x" * (64 << 20))
+    with Sandbox(HTTP_SERVER, network="private", cwd=tmp_path) as box:
+        box.wait_for_port(FIXED_PORT, timeout=TIMEOUT)
+        with socket.create_connection(box.forward(FIXED_PORT), timeout=TIMEOUT) as stalled:
+            stalled.sendall(b"GET /big HTTP/1.0\r\n\r\n")
+            assert stalled.recv(12) == b"HTTP/1.0 200"
+            assert [get(box.url(FIXED_PORT))[0] for _ in range(3)] == [200] * 3
+
+
+def test_a_dead_forwarding_refuses_clients_and_says_so():
+    """The relay thread dies (here: the caller has no descriptor left for accept()): the client waiting is cut
+    off, not left unanswered; later clients are refused; url() and forward() raise SandboxError."""
+    with Sandbox(HTTP_SERVER, network="private") as box:
+        box.wait_for_port(FIXED_PORT, timeout=TIMEOUT)
+        address = box.forward(FIXED_PORT)
+        with socket.socket() as client, no_descriptor_left():
+            client.settimeout(TIMEOUT)
+            with contextlib.suppress(ConnectionResetError):  # reset at once, or ended: never left waiting
+                client.connect(address)  # the kernel accepts it; the relay's accept(2) fails
+                assert client.recv(1) == b""
+        with pytest.raises(SandboxError, match="forwarding of port %d died" % FIXED_PORT):
+            box.url(FIXED_PORT)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(address, timeout=TIMEOUT)
+        with box.connect(FIXED_PORT) as connection:  # the sandbox itself is fine
+            connection.sendall(b"HEAD / HTTP/1.0\r\n\r\n")
+            assert connection.recv(64).startswith(b"HTTP/1.0 200")
+
+
+@contextlib.contextmanager
+def no_descriptor_left():
+    """While inside: RLIMIT_NOFILE at this process's highest descriptor, every lower number taken."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    fillers = []
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(map(int, os.listdir("/proc/self/fd"))) + 1, hard))
+    try:
+        with contextlib.suppress(OSError):
+            while True:
+                fillers.append(os.open("/dev/null", os.O_RDONLY))
+        yield
+    finally:
+        for fd in fillers:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_private_network_is_not_reached_before_the_start():
+    """connect() and url() of a private-network sandbox not yet started: SandboxError, not the host's port."""
+    port = free_port()
+    with socket.create_server(("127.0.0.1", port)):
+        box = Sandbox(["sleep", "100"], network="private")
+        with pytest.raises(SandboxError, match="not running"):
+            box.connect(port, timeout=TIMEOUT)
+        with pytest.raises(SandboxError, match="not running"):
+            box.url(port)
 
 
 PRIVATE_AS_NOBODY = """

@@ -460,6 +460,55 @@ def test_without_settle_the_same_workers_are_leftovers(start, tmp_path):
     assert report["settle"] == {"seconds": 0.0, "waited": 0.0}
 
 
+@pytest.mark.parametrize("sent", [TERM, QUIT], ids=["SIGTERM", "SIGQUIT"])
+def test_a_terminating_signal_ends_the_settle_at_once_and_the_report_is_written(start, placement, tmp_path, sent):
+    """`--settle 20`, the child gone, a stubborn orphan left: `docker stop`'s signal (SIGTERM, or the image's
+    STOPSIGNAL) ends the settle at once, so the report is written before the SIGKILL that would follow it."""
+    path = tmp_path / "report.json"
+    init, lines, family = start_tree(start, placement, ["-v", "--settle", "20", "--drain", "0.2",
+                                                        "--exit-report", str(path)],
+                                     ["--code", "5", "--orphan", "stubborn"])
+    init.close_stdin()
+    wait_for(lambda: "exited: exit code 5" in init.stderr, "the child to exit and the settle to begin")
+    began = time.monotonic()
+    os.kill(init.pid, sent)
+    assert init.wait() == 5
+    within(time.monotonic() - began, 0, 0.2 + SLACK, "exit after the signal, the drain included")
+    assert left(family) == []
+    report = load_report(path)
+    assert [entry["pid"] for entry in report["leftovers"]] == [own_pid(lines[0])]
+    assert report["settle"]["seconds"] == 20.0 and report["settle"]["waited"] < 20 * EARLY
+    assert report["signals"]["received"] == {signal.Signals(sent).name: 1} and report["drain"]["killed"]
+
+
+def test_a_slow_steady_reader_gets_the_whole_report(start, placement):
+    """The report's 2 s limit is on idleness: a reader that takes 64 KiB every 0.5 s, 4 s for half a megabyte
+    (five leftovers with 100 KB command lines), gets every byte, valid JSON, and pyinit warns of nothing."""
+    read_end, write_end = os.pipe()
+    try:
+        init = start(["--exit-report", "fd:%d" % write_end, "--", sys.executable, "-c", LONG_COMMAND_LINES],
+                     placement, pass_fds=(write_end,))
+    finally:
+        os.close(write_end)
+    chunks = []
+    with open(read_end, "rb", buffering=0) as report:
+        for chunk in iter(lambda: report.read(65536), b""):
+            chunks.append(chunk)
+            time.sleep(0.5)
+    assert init.wait() == 0
+    data = b"".join(chunks)
+    assert len(data) > 400_000 and len(json.loads(data)["leftovers"]) >= 5
+    assert init.stderr == ""
+
+
+# Five processes left running, each with a command line of a hundred 1,000-byte arguments.
+LONG_COMMAND_LINES = """if True:
+    import subprocess
+    for _ in range(5):
+        subprocess.Popen(["sh", "-c", "sleep 1000; :", "sh", *["x" * 1000] * 100], start_new_session=True)
+"""
+
+
 def test_a_settle_that_runs_out_reports_what_still_runs_and_w_names_it(start, placement, tmp_path):
     """A stubborn orphan outlives a 0.3 s settle: it is the one leftover, and -w names it in one line."""
     path = tmp_path / "report.json"

@@ -20,8 +20,11 @@ and renamed over it, so a reader sees a whole entry or none:
 An entry is live while a process with that PID and that start time runs, so
 a PID that was reused is never taken for the namespace's PID 1. An entry
 whose PID 1 is gone (the launcher was SIGKILLed: the kernel killed PID 1 with
-it) is stale: --list and --enter ignore it, and the next claim of the name
-replaces it. The launcher removes its entry on every way out but SIGKILL.
+it) is stale: --enter ignores it, and --list and every claim of a name
+(--name) remove the caller's own stale entries, so none stays for ever. The
+launcher removes its entry on every way out but SIGKILL. What is no entry
+(a file of another format or owner, a directory, a FIFO, a symbolic link,
+anything that cannot be read) is skipped, never fatal, and never removed.
 Claims and removals hold flock(2) on the directory, so two launchers never
 both take a name, and a launcher never removes an entry that is not its own.
 Entries written from another PID namespace (a launcher nested in one)
@@ -33,6 +36,7 @@ proc.namespace, as for --enter and the sandbox's network.
 
 import errno
 import os
+import stat
 
 from pyinit import log, proc
 from pyinit.config import EXIT_USAGE
@@ -118,10 +122,11 @@ def _lock(fd: int) -> None:
 class Entry:
     """One registered name, as read from its file."""
 
-    __slots__ = ("name", "pid", "start_time", "launcher", "launcher_start_time", "pid_namespace", "command")
+    __slots__ = ("name", "pid", "start_time", "launcher", "launcher_start_time", "pid_namespace", "command", "owner")
 
     def __init__(self, name: str, fields: "dict[str, int]", command: "list[str]") -> None:
         self.name = name
+        self.owner = os.geteuid()  # the uid that owns its file, once read from one
         self.pid = fields["pid"]
         self.start_time = fields["start-time"]
         self.launcher = fields["launcher"]
@@ -165,16 +170,53 @@ def _runs(pid: int, start_time: int) -> bool:
 
 
 def _read_entry(fd: int, name: str) -> "Entry | None":
+    """The entry of `name`; None when there is none, or what is there is no entry that can be read.
+
+    O_NONBLOCK and O_NOFOLLOW: a FIFO, a device or a symbolic link put there
+    neither hangs nor leads the reader elsewhere; only a regular file is read.
+    """
     try:
-        entry_fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-    except FileNotFoundError:
-        return None
+        entry_fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
     except OSError as failure:
-        raise RegistryError("cannot read the entry of %s: %s" % (name, failure.strerror)) from None
+        if failure.errno != errno.ENOENT:
+            log.debug("skipping %s among the names: %s", name, failure.strerror)
+        return None
     try:
-        return Entry.decode(name, proc.read_to_end(entry_fd))
+        info = os.fstat(entry_fd)
+        entry = Entry.decode(name, proc.read_to_end(entry_fd)) if stat.S_ISREG(info.st_mode) else None
+    except OSError as failure:
+        log.debug("skipping %s among the names: %s", name, failure.strerror)
+        return None
     finally:
         os.close(entry_fd)
+    if entry is not None:
+        entry.owner = info.st_uid
+    return entry
+
+
+def _remove_stale(fd: int, own_namespace: int) -> "list[Entry]":
+    """Remove the caller's own entries whose namespace is gone; return the live ones. Under the directory's lock.
+
+    Gone: its PID 1 (or, before the fork, its launcher) no longer runs with
+    the start time recorded, as a SIGKILLed launcher leaves it. Another
+    uid's entry, or another PID namespace's, is left alone.
+    """
+    live = []
+    for name in sorted(name for name in os.listdir(fd) if not name.startswith(".")):  # dot files: being written
+        entry = _read_entry(fd, name)
+        if entry is None:
+            continue
+        state = entry.state(own_namespace)
+        if state == "live":
+            live.append(entry)
+        elif state == "gone" and entry.owner == os.geteuid():
+            try:
+                os.unlink(name, dir_fd=fd)
+            except OSError as failure:
+                log.debug("cannot remove the stale entry of %s: %s", name, failure.strerror)
+            else:
+                log.debug("removed the stale entry of %s (PID %d is gone)", name, entry.pid or entry.launcher)
+    return live
 
 
 def _write_entry(fd: int, entry: Entry) -> None:
@@ -233,6 +275,7 @@ class Registration:
                 existing = _read_entry(self.fd, name)
                 if existing is not None:
                     _refuse_if_held(existing, own_namespace)
+                _remove_stale(self.fd, own_namespace)
                 _write_entry(self.fd, self.entry)
             finally:
                 _unlock(self.fd)
@@ -342,17 +385,16 @@ def find(name: str) -> Entry:
 
 
 def live_entries() -> "list[Entry]":
-    """The caller's live namespaces, by name."""
+    """The caller's live namespaces, by name; its stale entries are removed on the way."""
     own_namespace = _own_pid_namespace()
     fd = _open_directory(create=False)
     if fd is None:
         return []
     try:
-        names = sorted(name for name in os.listdir(fd) if not name.startswith("."))
-        entries = [_read_entry(fd, name) for name in names]
+        _lock(fd)
+        return _remove_stale(fd, own_namespace)
     finally:
-        os.close(fd)
-    return [entry for entry in entries if entry is not None and entry.state(own_namespace) == "live"]
+        os.close(fd)  # and the lock with it
 
 
 def members(pid: int) -> int:

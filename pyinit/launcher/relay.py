@@ -44,9 +44,10 @@ run between bytecodes with the signals unblocked; a relay thread beside the
 sigwaitinfo loop would have two threads agree on the terminal's state at
 every stop and continue. Instead the signals stay blocked, as they are for
 the init, and are read from a signalfd(2) (one ctypes call) in the same
-select(2) as the bytes: the whole state lives in one loop. The signalfd is
-opened after the fork, so the init never holds it, and the command gets its
-clean signal state from spawn.py as ever.
+poll(2) as the bytes (poll: select(2) cannot take the descriptors numbered
+1,024 and up that a caller holding many files leaves us): the whole state
+lives in one loop. The signalfd is opened after the fork, so the init never
+holds it, and the command gets its clean signal state from spawn.py as ever.
 
 The user's terminal itself (its modes, raw mode and back, its window size,
 whether the launcher is in its foreground, `tostop`) is user_terminal.py's:
@@ -55,7 +56,6 @@ this module decides when, that one knows how.
 
 import errno
 import os
-import select
 import termios
 import time
 
@@ -144,7 +144,7 @@ class Pty:
             writers.append(self.master)
         if self.to_user:
             writers.append(self.user.out)
-        readable, writable, _ = select.select(readers, writers, [])
+        readable, writable = linux.ready(readers, writers)
         if not self.foreground and self.master in readable and self.user.in_foreground():
             # `fg` of a running job sends no SIGCONT: the first output after
             # it is when we find out, and take the terminal.
@@ -266,14 +266,14 @@ class Pty:
 
     def _show_pending_output(self) -> None:
         """Write out everything the pty holds now, without waiting for more."""
-        while self.master_open and select.select([self.master], [], [], 0)[0]:
+        while self.master_open and linux.ready([self.master], [], 0)[0]:
             self._read_pty()
             self._flush_to_user()
         self._flush_to_user()
 
     def _flush_to_user(self) -> None:
         while self.to_user and self.user_out_open:
-            if not select.select([], [self.user.out], [], _DRAIN_SECONDS)[1]:
+            if not linux.ready([], [self.user.out], _DRAIN_SECONDS)[1]:
                 return  # a terminal that takes nothing (held by Ctrl-S): no reason to hang here
             self._write_user()
 
@@ -282,7 +282,7 @@ class Pty:
         deadline = time.monotonic() + _DRAIN_SECONDS
         while self.master_open:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([self.master], [], [], remaining)[0]:
+            if remaining <= 0 or not linux.ready([self.master], [], remaining)[0]:
                 break
             self._read_pty()
             self._flush_to_user()

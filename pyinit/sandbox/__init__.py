@@ -286,9 +286,9 @@ class Sandbox(Readiness):
         Raises OSError as connect(2) would (ConnectionRefusedError: nothing
         listens there), SandboxError when the sandbox does not run.
         """
-        if self._network is None:
+        if self._network is None and self.network == "host":
             return socket.create_connection((host, port), timeout=timeout)
-        if self._launcher is None or not self._launcher.init_running():
+        if self._launcher is None or self._network is None or not self._launcher.init_running():
             raise SandboxError("%s is not running: nothing to connect to" % self._name())
         return self._network.connect(host, port, timeout)
 
@@ -299,9 +299,9 @@ class Sandbox(Readiness):
         host's network that is the port itself; with a private one, a local
         port whose connections are relayed inside.
         """
-        if self._network is None:
+        if self._network is None and self.network == "host":
             return "127.0.0.1", port
-        if self._launcher is None or not self._launcher.init_running():
+        if self._launcher is None or self._network is None or not self._launcher.init_running():
             raise SandboxError("%s is not running: nothing to forward to" % self._name())
         return self._network.forward(port)
 

@@ -13,7 +13,11 @@ ends when the sandbox closes its end (or dies: the kernel closes it then).
 
 `forward(port)` listens on 127.0.0.1 on the caller's side, and a thread
 relays each connection accepted there to a socket connected inside, for
-HTTP clients that take a host and a port (requests, httpx, urllib).
+HTTP clients that take a host and a port (requests, httpx, urllib); its
+sockets are non-blocking, so a client that stops reading holds up only its
+own connection. A relay thread that dies (a bug, the caller out of descriptors) closes its listener,
+so new clients are refused rather than accepted and never answered, and the
+next forward() or url() of that port raises SandboxError saying why.
 
 Run as a file, this module is that helper: `python -I -S sandbox/network.py
 FLAGS`, with the control socket on descriptor 3 and the pidfd on 4.
@@ -33,6 +37,7 @@ from typing import Dict, Optional
 CLONE_NEWNET, CLONE_NEWUSER = 0x40000000, 0x10000000
 _REQUEST = 512
 _CHUNK = 65536
+_BACKLOG = 4 * _CHUNK  # bytes read from one end and not yet sent to the other, at most: then it is not read
 
 
 def serve(control_fd: int, pidfd: int, flags: int) -> None:
@@ -113,12 +118,24 @@ class Network:
                 theirs.close()
 
     def forward(self, port: int) -> "tuple[str, int]":
-        """A local address whose connections reach `port` inside (127.0.0.1 there); the same one for the same port."""
+        """A local address whose connections reach `port` inside (127.0.0.1 there); the same one for the same port.
+
+        SandboxError when the forwarding cannot start, or its relay has died.
+        """
+        from pyinit.sandbox.result import SandboxError  # not at the top: the helper runs this file alone
+
         with self._lock:
             if port not in self._forwarders:
                 with self._held():
-                    self._forwarders[port] = Forwarder(self, port)
-            return self._forwarders[port].address
+                    try:
+                        self._forwarders[port] = Forwarder(self, port)
+                    except (OSError, RuntimeError) as failure:  # RuntimeError: no thread can be started
+                        raise SandboxError("cannot forward port %d: %s" % (port, failure)) from None
+            forwarder = self._forwarders[port]
+            if forwarder.failure is not None:
+                raise SandboxError("the forwarding of port %d died (%s): its connections are refused"
+                                   % (port, forwarder.failure))
+            return forwarder.address
 
     def close(self) -> None:
         """End the forwarding and the helper (it sees its control socket close); idempotent."""
@@ -139,63 +156,62 @@ class Forwarder:
 
     def __init__(self, network: Network, port: int) -> None:
         self._network, self._port = network, port
+        self.failure: Optional[str] = None  # why the relay died, once it has
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.address: "tuple[str, int]" = self._listener.getsockname()[:2]
-        self._wake = socket.socketpair()
+        try:
+            self._wake = socket.socketpair()
+        except OSError:
+            self._listener.close()
+            raise
         self._thread = threading.Thread(target=self._relay, name="pyinit-sandbox-forward-%d" % port, daemon=True)
-        self._thread.start()
+        try:
+            self._thread.start()
+        except RuntimeError:
+            for end in (*self._wake, self._listener):
+                end.close()
+            raise
 
     def _relay(self) -> None:
+        """The thread: relay until woken; if it dies, refuse every later client, and say why."""
+        try:
+            self._relay_connections()
+        except Exception as failure:  # a dead relay must not leave its listener accepting clients nobody answers
+            self.failure = "%s: %s" % (type(failure).__name__, failure)
+            self._listener.close()
+
+    def _relay_connections(self) -> None:
         selector = selectors.DefaultSelector()
         selector.register(self._listener, selectors.EVENT_READ)
         selector.register(self._wake[0], selectors.EVENT_READ)
-        peers: Dict[socket.socket, socket.socket] = {}
+        ends: Dict[socket.socket, _End] = {}
         try:
             while True:
-                for key, _ in selector.select():
+                for key, events in selector.select():
                     if key.fileobj is self._wake[0]:
                         return
                     if key.fileobj is self._listener:
-                        self._accept(selector, peers)
-                    else:
-                        self._pass_on(key.fileobj, selector, peers)  # type: ignore[arg-type]
+                        self._accept(selector, ends)
+                    elif key.fileobj in ends:  # not a socket closed earlier in this round, with its peer
+                        _move(ends[key.fileobj], events, selector, ends)  # type: ignore[index]
         finally:
-            for connection in peers:
+            for connection in ends:
                 connection.close()
             selector.close()
 
-    def _accept(self, selector: selectors.BaseSelector, peers: Dict[socket.socket, socket.socket]) -> None:
+    def _accept(self, selector: selectors.BaseSelector, ends: "Dict[socket.socket, _End]") -> None:
         outside, _ = self._listener.accept()
         try:
             inside = self._network.connect("127.0.0.1", self._port, timeout=None)
         except OSError:  # nothing listens inside (yet): the client sees its connection closed
             outside.close()
             return
-        for one, other in ((outside, inside), (inside, outside)):
-            peers[one] = other
-            selector.register(one, selectors.EVENT_READ)
-
-    @staticmethod
-    def _pass_on(source: socket.socket, selector: selectors.BaseSelector,
-                 peers: Dict[socket.socket, socket.socket]) -> None:
-        """Relay what `source` has to its peer; at its end, half-close the peer; close the pair once both have ended."""
-        peer = peers[source]
-        try:
-            data = source.recv(_CHUNK)
-            if data:
-                peer.sendall(data)
-                return
-            peer.shutdown(socket.SHUT_WR)
-            broken = False
-        except OSError:  # reset either way: nothing more can pass
-            broken = True
-        selector.unregister(source)
-        if broken or not _registered(selector, peer):
-            if _registered(selector, peer):
-                selector.unregister(peer)
-            for connection in (source, peer):
-                connection.close()
-                peers.pop(connection, None)
+        pair = _End(outside), _End(inside)
+        pair[0].peer, pair[1].peer = pair[1], pair[0]
+        for end in pair:
+            end.sock.setblocking(False)
+            ends[end.sock] = end
+            selector.register(end.sock, selectors.EVENT_READ)
 
     def close(self) -> None:
         self._wake[1].send(b"x")
@@ -204,12 +220,59 @@ class Forwarder:
             end.close()
 
 
-def _registered(selector: selectors.BaseSelector, connection: socket.socket) -> bool:
+class _End:
+    """One socket of a relayed connection: what waits to be sent to it, and whether it still sends anything.
+
+    Non-blocking, with a bounded backlog each way: a client that stops
+    reading holds up its own connection, never the relay of the others.
+    """
+
+    __slots__ = ("sock", "peer", "outbox", "reading", "shut")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.peer = self  # the other end: set by _accept, once both exist
+        self.outbox = bytearray()  # read from the peer, not yet sent to this socket
+        self.reading = True  # until this socket's end of file
+        self.shut = False  # whether our writing side is shut down (the peer's end of file passed on)
+
+    def events(self) -> int:
+        """What to wait for: input while the peer has room for it, output while some waits."""
+        wanted = selectors.EVENT_READ if self.reading and len(self.peer.outbox) < _BACKLOG else 0
+        return wanted | (selectors.EVENT_WRITE if self.outbox else 0)
+
+
+def _move(end: _End, events: int, selector: selectors.BaseSelector, ends: "Dict[socket.socket, _End]") -> None:
+    """Read what `end` has for its peer, send what waits for it; half-close each side once its peer has ended
+    and all has passed; close the pair once both have, or at a reset."""
     try:
-        selector.get_key(connection)
-    except KeyError:
-        return False
-    return True
+        if events & selectors.EVENT_READ and end.reading:
+            data = end.sock.recv(_CHUNK)
+            end.peer.outbox += data
+            end.reading = bool(data)
+        if events & selectors.EVENT_WRITE and end.outbox:
+            del end.outbox[:end.sock.send(end.outbox)]
+        for side in (end, end.peer):
+            if not (side.shut or side.outbox or side.peer.reading):
+                side.sock.shutdown(socket.SHUT_WR)
+                side.shut = True
+    except BlockingIOError:
+        pass
+    except OSError:  # reset either way: nothing more can pass
+        end.shut = end.peer.shut = True
+    for side in (end, end.peer):
+        wanted = 0 if end.shut and end.peer.shut else side.events()
+        if side.sock not in selector.get_map():
+            if wanted:
+                selector.register(side.sock, wanted)
+        elif wanted:
+            selector.modify(side.sock, wanted)
+        else:
+            selector.unregister(side.sock)
+    if end.shut and end.peer.shut:
+        for side in (end, end.peer):
+            side.sock.close()
+            del ends[side.sock]
 
 
 if __name__ == "__main__":
