@@ -10,6 +10,7 @@ checked by host PID and start time: a process counts as gone only when its
 import ctypes
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -259,6 +260,56 @@ def test_wait_for_output_port_and_path(tmp_path):
         box.wait_for_path("ready-file", timeout=TIMEOUT)
         assert box.wait_for_output(r"listen\w+").group(0) == "listening"
         assert box.stop(timeout=TIMEOUT).exit_code == 128 + signal.SIGTERM
+
+
+# Timeouts longer than poll(2) and select(2) can count: every one of them used to be an OverflowError.
+BEYOND_THE_CLOCK = [1e10, 1e12, 1e300, float("inf")]
+
+
+@pytest.mark.parametrize("timeout", BEYOND_THE_CLOCK)
+def test_a_timeout_too_long_for_the_clock_is_no_limit(timeout, tmp_path):
+    """run(timeout=1e10), wait(1e12) and every other wait of the API: no limit, as None is."""
+    assert run(["sh", "-c", "exit 3"], timeout=timeout).exit_code == 3
+    (tmp_path / "ready").touch()
+    server = [sys.executable, "-u", "-m", "http.server", "--bind", "127.0.0.1", "8080"]
+    with Sandbox(server, cwd=tmp_path, network="private") as box:
+        box.wait_for_output("Serving HTTP", timeout=timeout)
+        box.wait_for_port(8080, timeout=timeout)
+        box.wait_for_path("ready", timeout=timeout)
+        box.wait_until(lambda: True, timeout=timeout)
+        assert box.wait_for_http(8080, timeout=timeout).status == 200
+        box.connect(8080, timeout=timeout).close()
+        assert box.exec(["true"], timeout=timeout).exit_code == 0
+        assert not box.wait_for_exit(0.1)
+        assert box.stop("TERM", timeout=timeout).exit_code == 128 + signal.SIGTERM
+        assert box.wait_for_exit(timeout) and box.wait(timeout).exit_code == 128 + signal.SIGTERM
+
+
+@pytest.mark.parametrize("timeout", [float("nan"), -1, -0.5])
+def test_a_timeout_that_is_no_number_of_seconds_is_a_clear_error(timeout):
+    with Sandbox(["sleep", "100"]) as box:
+        waits = [lambda: box.wait(timeout), lambda: box.stop(timeout=timeout), lambda: box.wait_for_exit(timeout),
+                 lambda: box.exec(["true"], timeout=timeout), lambda: box.connect(1, timeout=timeout),
+                 lambda: box.wait_for_output("x", timeout=timeout), lambda: box.wait_for_port(1, timeout=timeout),
+                 lambda: box.wait_for_path("x", timeout=timeout), lambda: box.wait_for_http(1, timeout=timeout),
+                 lambda: box.wait_until(lambda: False, timeout=timeout)]
+        for wait in waits:
+            with pytest.raises(ValueError, match=r"^timeout must be a number of seconds, 0 or more, or None for no "
+                                                 r"limit, not %s$" % re.escape(repr(timeout))):
+                wait()
+        assert not box.wait_for_exit(0.2)  # stop() sent no signal
+
+
+def test_wait_for_output_names_the_options_that_exist():
+    """There is no any=PIPE: a wait on streams that are not captured names the Sandbox options that are."""
+    with Sandbox(["sleep", "100"], stdout=None, stderr=None) as box:
+        for stream, message in [("any", "neither stdout nor stderr is captured: start the sandbox with stdout=PIPE "
+                                        "or stderr=PIPE"),
+                                ("stdout", "stdout is not captured: start the sandbox with stdout=PIPE"),
+                                ("stderr", "stderr is not captured: start the sandbox with stderr=PIPE"),
+                                ("both", "stream must be 'stdout', 'stderr' or 'any', not 'both'")]:
+            with pytest.raises(ValueError, match="^%s$" % re.escape(message)):
+                box.wait_for_output("x", stream=stream)
 
 
 @pytest.mark.parametrize("wait", ["output", "port", "path"])
