@@ -158,32 +158,44 @@ def test_json_dash_is_standard_output_after_the_verdicts(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-@pytest.mark.parametrize("options, command, reason", [
-    (["--ready-output", "never", "--ready-timeout", "0.3"], ["sleep", "300"],
-     "pyinit-check: never ready: waited 0.3 s for output matching 'never' on any from 'sleep 300' in vain"),
-    (["--ready-port", "1"], ["sh", "-c", "echo bye; exit 4"],
-     "pyinit-check: never ready: 'sh -c echo bye; exit 4' exited with code 4 while waiting for a listener on"),
-])
-def test_never_ready_is_125_with_the_reason(options, command, reason, tmp_path):
-    done = check([*CHECK, *options, "--junit", str(tmp_path / "junit.xml"), "--", *command])
+def test_never_ready_is_125_with_the_reason(tmp_path):
+    """The wait ran out: the check could not be made."""
+    done = check([*CHECK, "--ready-output", "never", "--ready-timeout", "0.3", "--junit", str(tmp_path / "junit.xml"),
+                  "--", "sleep", "300"])
     assert (done.returncode, done.stdout) == (125, ""), done
-    assert done.stderr.startswith(reason), done.stderr
+    assert done.stderr.startswith("pyinit-check: never ready: waited 0.3 s for output matching 'never' on any "
+                                  "from 'sleep 300' in vain"), done.stderr
     suite, _ = junit(tmp_path / "junit.xml")
     assert suite.get("errors") == "1"
 
 
-def test_never_ready_json_carries_the_exit_and_the_leftovers_the_text_names(tmp_path):
+def test_a_command_that_exits_before_it_is_ready_fails_its_check(tmp_path):
+    """A crash at start-up is the service's failure, not the check's: exit 1, the verdict line, the output."""
+    done = check([*CHECK, "--ready-port", "1", "--junit", str(tmp_path / "junit.xml"), "--",
+                  "sh", "-c", "echo bye; exit 4"])
+    assert (done.returncode, done.stderr) == (1, ""), done
+    assert done.stdout.startswith("FAIL  exited before it was ready (while waiting for a listener on port 1), "
+                                  "exit code 4: SIGTERM was never sent\n"), done.stdout
+    assert "bye" in done.stdout
+    suite, cases = junit(tmp_path / "junit.xml")
+    assert (suite.get("failures"), suite.get("errors")) == ("1", "0")
+    assert cases == [("sh -c echo bye; exit 4 stops within 10 s of SIGTERM", done.stdout.splitlines()[0][6:])]
+
+
+def test_exited_before_ready_json_carries_the_exit_and_the_leftovers_the_text_names(tmp_path):
     """A daemon that forks and exits before it is ready: its exit code and what it left, in the text and the JSON."""
     marker = uuid.uuid4().hex
-    done = check([*CHECK, "--ready-path", "never", "--json", str(tmp_path / "result.json"), "--",
+    done = check([*CHECK, "--ready-path", "never", "--no-leftovers", "--json", str(tmp_path / "result.json"), "--",
                   "sh", "-c", "sleep 300 & exit 3"], env=clean_env(LEAK_MARKER=marker), cwd=tmp_path)
-    assert (done.returncode, done.stdout) == (125, ""), done
-    assert done.stderr.startswith("pyinit-check: never ready: 'sh -c sleep 300 & exit 3' exited with code 3 "), done
-    assert re.search(r"^  PID 3 ", done.stderr, re.M), done.stderr  # what it left, as describe() lists it
+    assert (done.returncode, done.stderr) == (1, ""), done
+    lines = done.stdout.splitlines()
+    assert lines[:2] == ["FAIL  exited before it was ready (while waiting for the path never), exit code 3: "
+                         "SIGTERM was never sent", "FAIL  left running when it exited: sleep 300 (PID 3)"], done.stdout
+    assert re.search(r"^  PID 3 ", done.stdout, re.M), done.stdout  # what it left, as describe() lists it
     result = json.loads((tmp_path / "result.json").read_text())
-    assert (result["passed"], result["exit_code"], result["signal"]) == (False, 3, None)
+    assert (result["passed"], result["exit_code"], result["signal"], result["error"]) == (False, 3, None, None)
     assert [entry["pid"] for entry in result["leftovers"]] == [3]
-    assert result["report"] is not None and result["error"] == done.stderr[len("pyinit-check: "):].rstrip("\n")
+    assert [check["passed"] for check in result["checks"]] == [False, False] and result["report"] is not None
     assert leaked(marker) == []
 
 
@@ -195,6 +207,12 @@ def test_never_ready_json_carries_the_exit_and_the_leftovers_the_text_names(tmp_
     (["--within", "-1", "--", "true"], "--within -1: not a number of seconds (finite, 0 or more)"),
     (["--within", "inf", "--", "true"], "--within inf: not a number of seconds (finite, 0 or more)"),
     (["--ready-timeout", "nan", "--", "true"], "--ready-timeout nan: not a number of seconds (finite, 0 or more)"),
+    (["--within", "1e300", "--", "true"], "--within 1e+300: longer than pyinit-check can wait (at most 1000000000 s"),
+    (["--ready-timeout", "1e10", "--", "true"], "--ready-timeout 1e+10: longer than pyinit-check can wait"),
+    (["--grace", "9.3e9", "--", "true"], "--grace 9.3e+09: longer than pyinit-check can wait"),
+    (["--settle", "1e300", "--", "true"], "--settle 1e+300: longer than pyinit-check can wait"),
+    (["--settle", "-1", "--", "true"], "--settle -1: not a number of seconds (finite, 0 or more)"),
+    (["--settle", "nan", "--", "true"], "--settle nan: not a number of seconds (finite, 0 or more)"),
     (["--ready-port", "0", "--", "true"], "--ready-port 0: not a TCP port (1 to 65535)"),
     (["--ready-port", "70000", "--", "true"], "--ready-port 70000: not a TCP port (1 to 65535)"),
     (["--ready-port", "-1", "--", "true"], "--ready-port -1: not a TCP port (1 to 65535)"),
@@ -462,7 +480,7 @@ def test_ready_http_waits_for_the_status(tmp_path):
 
 def test_network_private_gives_the_command_a_port_the_host_holds(tmp_path):
     """The host holds the port: in a network of its own the server binds it all the same, and --ready-http
-    looks inside that network. With --network host the server cannot bind it, and is never ready."""
+    looks inside that network. With --network host the server cannot bind it, and exits before it is ready."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -473,6 +491,6 @@ def test_network_private_gives_the_command_a_port_the_host_holds(tmp_path):
         assert private.returncode == 0, private
         host = subprocess.run([*CHECK, "--network", "host", *options, "--", *server], env=clean_env(), cwd=tmp_path,
                               stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=4 * TIMEOUT)
-        assert host.returncode == 125, host  # (the traceback on its stderr is the server's)
-        assert host.stderr.startswith("pyinit-check: never ready: "), host.stderr
-        assert "Address already in use" in host.stderr
+        assert host.returncode == 1, host  # (the traceback on its stderr is the server's)
+        assert host.stdout.startswith("FAIL  exited before it was ready "), host.stdout
+        assert "Address already in use" in host.stdout

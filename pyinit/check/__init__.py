@@ -87,8 +87,8 @@ def _check(options: argparse.Namespace, outcome: Outcome) -> None:
     outcome.runs.append(run)
     try:
         with sandbox(options) as box:
-            wait_until_ready(box, options)
-            stop_and_check(box, options, run)
+            if wait_until_ready(box, options, run):
+                stop_and_check(box, options, run)
     except NotReady as failure:
         run.result = failure.result
         raise
