@@ -317,23 +317,48 @@ def test_a_check_that_cannot_be_made_is_one_line_and_125(tmp_path):
     assert running(sleep) == []
 
 
-def test_ctrl_c_tears_the_sandbox_down_and_dies_of_sigint(tmp_path):
-    """SIGINT while waiting for readiness: one line, the command gone, the JSON says so, and pyinit-check
-    dies of SIGINT (as util-linux's wrappers do, so that a calling shell's loop stops)."""
+@pytest.mark.parametrize("signo", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_tears_the_sandbox_down_writes_the_reports_and_is_died_of(signo, tmp_path):
+    """Ctrl-C, a cancelled CI job's SIGTERM, a closed terminal's SIGHUP while waiting for readiness: one line, the
+    command gone, both reports whole and saying so (they were left empty), and pyinit-check dies of the signal
+    (as util-linux's wrappers do, so that a calling shell's loop stops)."""
     sleep = unique_sleep()
-    with subprocess.Popen([*CHECK, "--ready-path", "never", "--json", str(tmp_path / "result.json"), "--", *sleep],
+    name = signal.Signals(signo).name
+    with subprocess.Popen([*CHECK, "--ready-path", "never", "--json", str(tmp_path / "result.json"),
+                           "--junit", str(tmp_path / "junit.xml"), "--", *sleep],
                           cwd=tmp_path, env=clean_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True) as started:
         try:
             wait_for(lambda: sandbox_init(started.pid, sleep), "the sandbox to start")
-            os.kill(started.pid, signal.SIGINT)
+            os.kill(started.pid, signo)
             out, err = started.communicate(timeout=4 * TIMEOUT)
         finally:
             started.kill()
     assert_no_traceback(err)
-    assert (started.returncode, out, err) == (-signal.SIGINT, "", "pyinit-check: interrupted\n")
+    assert (started.returncode, out, err) == (-signo, "", "pyinit-check: interrupted by %s\n" % name)
     assert running(sleep) == []
-    assert json.loads((tmp_path / "result.json").read_text())["error"] == "interrupted"
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert (result["passed"], result["error"], result["interrupted"]) == (False, "interrupted by " + name, name)
+    assert result["command"] == sleep and result["settings"]["signal"] == "SIGTERM"
+    suite, cases = junit(tmp_path / "junit.xml")
+    assert (suite.get("errors"), cases) == ("1", [(" ".join(sleep) + " interrupted by " + name, None)])
+
+
+def test_timeout_ending_a_sweep_keeps_the_moments_it_checked(tmp_path):
+    """`timeout` sends SIGTERM: the JSON and JUnit keep each moment made before it, and `timeout` says 124."""
+    done = subprocess.run(["timeout", "3", *CHECK, "--sweep", "100", "--settle", "0", "--json",
+                           str(tmp_path / "result.json"), "--junit", str(tmp_path / "junit.xml"), "--", "sleep", "100"],
+                          cwd=tmp_path, env=clean_env(), stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=4 * TIMEOUT)
+    assert_no_traceback(done.stderr)
+    assert (done.returncode, done.stderr) == (124, "pyinit-check: interrupted by SIGTERM\n"), done
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert (result["error"], result["interrupted"], result["settings"]["settle"]) == (
+        "interrupted by SIGTERM", "SIGTERM", 0)
+    checked = [moment for moment in result["moments"] if moment["checks"]]
+    assert len(checked) >= 2 and all(moment["passed"] is False for moment in checked), result  # sleep: 143, not 0
+    suite, cases = junit(tmp_path / "junit.xml")
+    assert suite.get("errors") == "1" and len(cases) == 1 + sum(len(moment["checks"]) for moment in checked)
 
 
 def test_unknown_leftovers_fail_the_no_leftovers_check():
@@ -426,6 +451,27 @@ def test_grace_kills_a_command_that_ignores_the_signal():
     verdicts, report = done.stdout.split("\n", 2)[:2], json.loads(done.stdout.split("\n", 2)[2])
     assert verdicts[1] == "PASS  exit code 137 (killed by SIGKILL), expected 137", verdicts
     assert report["stop_duration"] < 5 and report["report"]["grace"]["killed"], report["report"]["grace"]
+
+
+# A service whose helper outlives it by about a second, in a session of its own: a leftover or not, by the settle.
+SLOW_HELPER = "setsid sleep 1.%d & trap 'exit 0' TERM; echo ready; while :; do sleep 0.05; done"
+
+
+def test_settle_is_pyinits_and_the_reports_say_it(tmp_path):
+    """--settle 4 gives the helper the time to end on its own, --settle 0 lists it as left running; the JSON and the
+    JUnit properties say which settle the verdict was made with, as pyinit's report does."""
+    helper = SLOW_HELPER % (uuid.uuid4().int % 10**6)
+    patient = check([*CHECK, "--settle", "4", "--ready-output", "ready", "--no-leftovers", "--json", "-", "--junit",
+                     str(tmp_path / "junit.xml"), "--", "sh", "-c", helper])
+    assert patient.returncode == 0, patient
+    report = json.loads(patient.stdout.split("\n", 3)[3])
+    assert (report["settings"]["settle"], report["report"]["settle"]["seconds"], report["leftovers"]) == (4, 4, [])
+    suite, _ = junit(tmp_path / "junit.xml")
+    assert {p.get("name"): p.get("value") for p in suite.find("properties")}["settle"] == "4"
+    hasty = check([*CHECK, "--settle", "0", "--ready-output", "ready", "--no-leftovers", "--json", "-", "--",
+                   "sh", "-c", helper])
+    assert hasty.returncode == 1 and "FAIL  left running when it exited: sleep 1." in hasty.stdout, hasty
+    assert json.loads(hasty.stdout[hasty.stdout.index("\n{") + 1:])["settings"]["settle"] == 0
 
 
 TRAPPING = "trap 'exit 3' QUIT; trap 'exit 4' TERM; echo ready; while :; do sleep 0.05; done"

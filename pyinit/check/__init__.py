@@ -24,13 +24,19 @@ them: the files are opened before the command starts), for a command that
 never became ready (in a sweep: in its first run), and for a check that
 could not be made or reported (one line `pyinit-check: ...` says why).
 --signal STOP and KILL are refused: sent from outside, they act on the
-sandbox's PID 1 (pyinit), not on the command. Interrupted (SIGINT), it tears
-the sandbox down and dies of SIGINT, as util-linux's wrappers do.
+sandbox's PID 1 (pyinit), not on the command.
+
+Ended by SIGINT (Ctrl-C), SIGTERM (a CI job cancelled, `timeout`) or SIGHUP
+(the terminal gone), it tears the sandbox down, writes its reports, saying
+it was interrupted by which signal, with the verdicts it had, and then
+dies of that signal, as util-linux's wrappers do: the calling shell, or
+`timeout`, sees a death by the signal it sent (check/interruptions.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import os
 import signal
@@ -38,6 +44,8 @@ import sys
 import time
 from typing import NoReturn, Optional, Sequence
 
+from pyinit import signals
+from pyinit.check.interruptions import Interruptions
 from pyinit.check.options import Usage, parse
 from pyinit.check.reports import WriteFailed, write_reports
 from pyinit.check.verdicts import NotReady, Outcome, Run, first_line, sandbox, stop_and_check, wait_until_ready
@@ -46,11 +54,21 @@ from pyinit.sandbox import SandboxError
 
 EXIT_FAILED = 1
 EXIT_USAGE = 125  # as pyinit's own failures: the check could not be made
-EXIT_INTERRUPTED = 128 + signal.SIGINT  # main()'s status after a Ctrl-C; run() dies of SIGINT instead
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # main()'s status after a Ctrl-C (128+N after signal N); run() dies of it
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """pyinit-check with these arguments; the exit status (EXIT_INTERRUPTED after a Ctrl-C)."""
+    """pyinit-check with these arguments; the exit status: 128+N when signal N (SIGINT, SIGTERM, SIGHUP)
+    ended it, once the reports are written."""
+    with Interruptions() as interruptions:  # first: parse() creates the report files
+        status = _main(argv, interruptions)
+    if interruptions.signo is not None:
+        return 128 + interruptions.signo
+    return status
+
+
+def _main(argv: Optional[Sequence[str]], interruptions: Interruptions) -> int:
+    """main() with its handlers installed: a signal is noted, and raised as Interrupted only while the check runs."""
     try:
         options = parse(list(sys.argv[1:] if argv is None else argv), __doc__.split("\n\n")[0])
     except Usage as problem:
@@ -59,10 +77,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     started = time.time()
     outcome = Outcome()
     try:
-        if options.sweep:
-            sweep(options, outcome)
-        else:
-            _check(options, outcome)
+        try:
+            interruptions.arm()  # a signal noted while the options were read is raised here
+            if options.sweep:
+                sweep(options, outcome)
+            else:
+                _check(options, outcome)
+        finally:
+            interruptions.disarm()  # nothing is raised from here on: the reports are written whole
     except NotReady as failure:
         print("pyinit-check: %s" % failure.reason, file=sys.stderr)
         outcome.fail(EXIT_USAGE, failure.reason)
@@ -70,13 +92,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("pyinit-check: %s" % first_line(problem), file=sys.stderr)
         outcome.fail(EXIT_USAGE, str(problem))
     except KeyboardInterrupt:  # on its way here it left the `with` block, which tore the sandbox down
-        print("pyinit-check: interrupted", file=sys.stderr)
-        outcome.fail(EXIT_INTERRUPTED, "interrupted")
+        signo = interruptions.signo or signal.SIGINT  # or Python's own SIGINT handler, before ours was installed
+        outcome.interrupted = signals.name(signo)
+        outcome.fail(128 + signo, "interrupted by %s" % signals.name(signo))
+    if outcome.interrupted is None and interruptions.signo is not None:  # after the check: its verdicts stand
+        outcome.interrupted = signals.name(interruptions.signo)
+    if outcome.interrupted is not None:
+        with contextlib.suppress(OSError):  # a SIGHUP: the terminal may be gone
+            print("pyinit-check: interrupted by %s" % outcome.interrupted, file=sys.stderr)
     try:
         write_reports(options, time.time() - started, outcome)
     except WriteFailed as problem:
         print("pyinit-check: %s" % problem, file=sys.stderr)
-        return EXIT_INTERRUPTED if outcome.status == EXIT_INTERRUPTED else EXIT_USAGE
+        return EXIT_USAGE
     return outcome.status
 
 
@@ -107,19 +135,20 @@ def run() -> None:
         sys.stdout.reconfigure(errors="backslashreplace")
     try:
         status = main()
-    except KeyboardInterrupt:  # outside the check: while reading the options or writing the reports
-        print("pyinit-check: interrupted", file=sys.stderr)
+    except KeyboardInterrupt:  # a Ctrl-C before main() installed its handlers, or after it restored them
+        print("pyinit-check: interrupted by SIGINT", file=sys.stderr)
         status = EXIT_INTERRUPTED
-    if status == EXIT_INTERRUPTED:
-        _die_of_sigint()
+    if status - 128 in Interruptions.SIGNALS:
+        _die_of(status - 128)
     sys.exit(status)
 
 
-def _die_of_sigint() -> NoReturn:
-    """Die of SIGINT, as util-linux's wrappers do: a shell stops its loop when a command dies of
-    SIGINT, not when it exits 130."""
-    sys.stdout.flush()  # the default action ends the process without Python's own flushing
-    sys.stderr.flush()
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    os.kill(os.getpid(), signal.SIGINT)
-    sys.exit(EXIT_INTERRUPTED)  # only if SIGINT is blocked: it stays pending
+def _die_of(signo: int) -> NoReturn:
+    """Die of signal `signo`, as util-linux's wrappers do: a shell stops its loop when a command dies of
+    SIGINT, not when it exits 130, and `timeout --preserve-status` passes the death on."""
+    with contextlib.suppress(OSError):  # the default action ends the process without Python's own flushing
+        sys.stdout.flush()
+        sys.stderr.flush()
+    signal.signal(signo, signal.SIG_DFL)
+    os.kill(os.getpid(), signo)
+    sys.exit(128 + signo)  # only if the signal is blocked: it stays pending

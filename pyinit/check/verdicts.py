@@ -54,13 +54,15 @@ class Run:
 
 class Outcome:
     """How pyinit-check ended: the exit status, its runs (one, or a sweep's), the error that stopped
-    it (None when every check could be made), and a sweep's readiness (ms after the spawn)."""
+    it (None when every check could be made), a sweep's readiness (ms after the spawn), and the
+    signal that ended it, if one did (during the check: the error says so too)."""
 
     def __init__(self) -> None:
         self.status = 0
         self.runs: List[Run] = []
         self.error: Optional[str] = None
         self.ready_ms: Optional[float] = None
+        self.interrupted: Optional[str] = None  # the signal that ended pyinit-check ("SIGTERM"), if one did
 
     def fail(self, status: int, error: str) -> None:
         self.status, self.error = status, error
