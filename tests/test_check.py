@@ -454,21 +454,23 @@ def test_grace_kills_a_command_that_ignores_the_signal():
 
 
 # A service whose helper outlives it by about a second, in a session of its own: a leftover or not, by the settle.
-SLOW_HELPER = "setsid sleep 1.%d & trap 'exit 0' TERM; echo ready; while :; do sleep 0.05; done"
+# Ready once the helper has its session (the service's SIGTERM, sent to its group, would end it before).
+SLOW_HELPER = ("rm -f helped; setsid sh -c 'touch helped; exec sleep 1.%d' & trap 'exit 0' TERM; "
+               "until [ -e helped ]; do sleep 0.01; done; echo ready; while :; do sleep 0.05; done")
 
 
 def test_settle_is_pyinits_and_the_reports_say_it(tmp_path):
     """--settle 4 gives the helper the time to end on its own, --settle 0 lists it as left running; the JSON and the
     JUnit properties say which settle the verdict was made with, as pyinit's report does."""
     helper = SLOW_HELPER % (uuid.uuid4().int % 10**6)
-    patient = check([*CHECK, "--settle", "4", "--ready-output", "ready", "--no-leftovers", "--json", "-", "--junit",
+    patient = check([*CHECK, "--cwd", str(tmp_path), "--settle", "4", "--ready-output", "ready", "--no-leftovers", "--json", "-", "--junit",
                      str(tmp_path / "junit.xml"), "--", "sh", "-c", helper])
     assert patient.returncode == 0, patient
     report = json.loads(patient.stdout.split("\n", 3)[3])
     assert (report["settings"]["settle"], report["report"]["settle"]["seconds"], report["leftovers"]) == (4, 4, [])
     suite, _ = junit(tmp_path / "junit.xml")
     assert {p.get("name"): p.get("value") for p in suite.find("properties")}["settle"] == "4"
-    hasty = check([*CHECK, "--settle", "0", "--ready-output", "ready", "--no-leftovers", "--json", "-", "--",
+    hasty = check([*CHECK, "--cwd", str(tmp_path), "--settle", "0", "--ready-output", "ready", "--no-leftovers", "--json", "-", "--",
                    "sh", "-c", helper])
     assert hasty.returncode == 1 and "FAIL  left running when it exited: sleep 1." in hasty.stdout, hasty
     assert json.loads(hasty.stdout[hasty.stdout.index("\n{") + 1:])["settings"]["settle"] == 0
