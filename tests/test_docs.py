@@ -163,6 +163,26 @@ def test_the_pytest_example(tmp_path, commands):
     assert "1 passed" in done.stdout, done.stdout
 
 
+def first_block(path: Path, heading: str, language: str) -> str:
+    """The first fenced `language` block after the heading `heading` of a Markdown file."""
+    text = path.read_text()
+    start = text.index("\n%s\n" % heading)
+    match = re.compile(r"^```%s\n(.*?)^```" % language, re.M | re.S).search(text, start)
+    assert match, heading
+    return match.group(1)
+
+
+def test_the_testing_pages_pytest_example_runs_against_the_example_service(tmp_path, commands):
+    """docs/testing.md's first pytest test, as written, from examples/testing/, where its "service.py" is."""
+    (tmp_path / "test_from_the_docs.py").write_text(first_block(DOCS / "testing.md", "## A pytest test", "python"))
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "pyinit.pytest_plugin", "-p", "no:cacheprovider",
+                           "--rootdir", str(tmp_path), str(tmp_path / "test_from_the_docs.py")],
+                          cwd=REPO / "examples" / "testing", env=commands, stdin=subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=TIMEOUT * 2)
+    assert done.returncode == 0, done.stdout
+    assert "1 passed" in done.stdout, done.stdout
+
+
 def test_the_pyinit_check_example(tmp_path, commands):
     """The CI line, run by the shell as written: every check passes, and the JUnit file is there."""
     line = example("### In CI: `pyinit-check`")

@@ -300,6 +300,15 @@ def test_a_timeout_that_is_no_number_of_seconds_is_a_clear_error(timeout):
         assert not box.wait_for_exit(0.2)  # stop() sent no signal
 
 
+def test_wait_for_http_returns_the_response_read_whole_as_its_docstring_says(tmp_path):
+    (tmp_path / "health").write_text("fine\n")
+    with Sandbox([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "8080"], cwd=tmp_path,
+                 network="private") as box:
+        response = box.wait_for_http(8080, "/health", timeout=TIMEOUT)
+    assert (response.status, response.body, response.read()) == (200, b"fine\n", b"")
+    assert 'the body is in\n        `response.body`, and `response.read()` returns b""' in Sandbox.wait_for_http.__doc__
+
+
 def test_wait_for_output_names_the_options_that_exist():
     """There is no any=PIPE: a wait on streams that are not captured names the Sandbox options that are."""
     with Sandbox(["sleep", "100"], stdout=None, stderr=None) as box:

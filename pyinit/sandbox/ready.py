@@ -125,9 +125,10 @@ class Readiness:
         codes, or a callable taking the response. A refused connection, a
         reset, a 503 while the service warms up: the wait goes on. On the
         host's network only a listener of a sandbox member is asked (another
-        process's server, as for wait_for_port, never counts). The body
-        is read, so `response.read()` gives it again from the cached copy
-        in `response.body`.
+        process's server, as for wait_for_port, never counts). The
+        response is read whole and its connection closed: the body is in
+        `response.body`, and `response.read()` returns b"" (there is
+        nothing left to read).
         """
         import http.client
 
