@@ -16,13 +16,16 @@ before its handler is installed and leaves its workers behind.
 
 The modules, by role: check/options.py (argv, every refusal), check/verdicts.py
 (one run in a sandbox: readiness, the signal, the verdicts), check/sweep.py,
-check/reports.py (the JSON and JUnit files).
+check/reports.py (the JSON and JUnit files), check/interruptions.py (the
+signals that end it).
 
 Exit status: 0 when every check holds (in a sweep: at every moment), 1 when
-one fails, 125 for a usage error (a report file that cannot be written among
+one fails (a command that exits before it is ready fails: the service's
+fault), 125 for a usage error (a report file that cannot be written among
 them: the files are opened before the command starts), for a command that
-never became ready (in a sweep: in its first run), and for a check that
-could not be made or reported (one line `pyinit-check: ...` says why).
+never became ready in time or never ran (in a sweep: in its first run), and
+for a check that could not be made or reported (one line `pyinit-check: ...`
+says why).
 --signal STOP and KILL are refused: sent from outside, they act on the
 sandbox's PID 1 (pyinit), not on the command.
 
