@@ -14,7 +14,8 @@ the signal sent at N moments from the spawn to one second after ready
 (check/sweep.py): it finds the start-up window where a signal kills a master
 before its handler is installed and leaves its workers behind.
 
-The modules, by role: check/options.py (argv, every refusal), check/verdicts.py
+The modules, by role: check/command.py (the options, the check or the sweep,
+the reports), check/options.py (argv, every refusal), check/verdicts.py
 (one run in a sandbox: readiness, the signal, the verdicts), check/sweep.py,
 check/reports.py (the JSON and JUnit files), check/interruptions.py (the
 signals that end it).
@@ -38,96 +39,31 @@ dies of that signal, as util-linux's wrappers do: the calling shell, or
 
 from __future__ import annotations
 
-import argparse
+# Only what the handlers need is imported here: the console script imports this package before run() can
+# install them, and a Ctrl-C during the rest of the imports (a third of a second on a busy machine) was a
+# KeyboardInterrupt traceback. main() imports the check itself once they are in place.
 import contextlib
 import io
 import os
 import signal
 import sys
-import time
 from typing import NoReturn, Optional, Sequence
 
-from pyinit import signals
 from pyinit.check.interruptions import Interruptions
-from pyinit.check.options import Usage, parse
-from pyinit.check.reports import WriteFailed, write_reports
-from pyinit.check.verdicts import NotReady, Outcome, Run, first_line, sandbox, stop_and_check, wait_until_ready
-from pyinit.check.sweep import sweep
-from pyinit.sandbox import SandboxError
 
-EXIT_FAILED = 1
-EXIT_USAGE = 125  # as pyinit's own failures: the check could not be made
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # main()'s status after a Ctrl-C (128+N after signal N); run() dies of it
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """pyinit-check with these arguments; the exit status: 128+N when signal N (SIGINT, SIGTERM, SIGHUP)
     ended it, once the reports are written."""
-    with Interruptions() as interruptions:  # first: parse() creates the report files
-        status = _main(argv, interruptions)
+    with Interruptions() as interruptions:  # first: the options create the report files
+        from pyinit.check.command import check_command
+
+        status = check_command(list(sys.argv[1:] if argv is None else argv), __doc__.split("\n\n")[0], interruptions)
     if interruptions.signo is not None:
         return 128 + interruptions.signo
     return status
-
-
-def _main(argv: Optional[Sequence[str]], interruptions: Interruptions) -> int:
-    """main() with its handlers installed: a signal is noted, and raised as Interrupted only while the check runs."""
-    try:
-        options = parse(list(sys.argv[1:] if argv is None else argv), __doc__.split("\n\n")[0])
-    except Usage as problem:
-        print("pyinit-check: %s" % problem, file=sys.stderr)
-        return EXIT_USAGE
-    started = time.time()
-    outcome = Outcome()
-    try:
-        try:
-            interruptions.arm()  # a signal noted while the options were read is raised here
-            if options.sweep:
-                sweep(options, outcome)
-            else:
-                _check(options, outcome)
-        finally:
-            interruptions.disarm()  # nothing is raised from here on: the reports are written whole
-    except NotReady as failure:
-        print("pyinit-check: %s" % failure.reason, file=sys.stderr)
-        outcome.fail(EXIT_USAGE, failure.reason)
-    except (SandboxError, OSError) as problem:  # a wait that ran out, the system refusing something
-        print("pyinit-check: %s" % first_line(problem), file=sys.stderr)
-        outcome.fail(EXIT_USAGE, str(problem))
-    except KeyboardInterrupt:  # on its way here it left the `with` block, which tore the sandbox down
-        signo = interruptions.signo or signal.SIGINT  # or Python's own SIGINT handler, before ours was installed
-        outcome.interrupted = signals.name(signo)
-        outcome.fail(128 + signo, "interrupted by %s" % signals.name(signo))
-    if outcome.interrupted is None and interruptions.signo is not None:  # after the check: its verdicts stand
-        outcome.interrupted = signals.name(interruptions.signo)
-    if outcome.interrupted is not None:
-        with contextlib.suppress(OSError):  # a SIGHUP: the terminal may be gone
-            print("pyinit-check: interrupted by %s" % outcome.interrupted, file=sys.stderr)
-    try:
-        write_reports(options, time.time() - started, outcome)
-    except WriteFailed as problem:
-        print("pyinit-check: %s" % problem, file=sys.stderr)
-        return EXIT_USAGE
-    return outcome.status
-
-
-def _check(options: argparse.Namespace, outcome: Outcome) -> None:
-    """Start the command, wait until it is ready, signal it, and print the verdicts; NotReady says why
-    there are none (its Result, when it has exited, goes to the reports)."""
-    run = Run()
-    outcome.runs.append(run)
-    try:
-        with sandbox(options) as box:
-            if wait_until_ready(box, options, run):
-                stop_and_check(box, options, run)
-    except NotReady as failure:
-        run.result = failure.result
-        raise
-    for check in run.checks:
-        print(check.line())
-    if not run.passed:
-        print(run.details())
-    outcome.status = 0 if run.passed else EXIT_FAILED
 
 
 def run() -> None:
