@@ -11,6 +11,7 @@ import time
 from typing import List, Optional, Union
 
 from pyinit.sandbox import Process, Result, Sandbox, SignalSpec, signal_number
+from pyinit.sandbox.result import wait_limit
 from pyinit import signals
 
 _END_TIMEOUT = 30.0  # seconds for pyinit to finish (drain, report) once the command has exited
@@ -26,6 +27,7 @@ def assert_stops_on(box: Sandbox, sig: SignalSpec, within: float, exit_code: int
     not stop on anything. Returns the Result.
     """
     name = signals.name(signal_number(sig))
+    wait_limit(within, "within")  # a bad one is refused before the signal goes
     sent = time.time()
     box.send_signal(sig)
     if not box.wait_for_exit(within):

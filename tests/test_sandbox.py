@@ -25,6 +25,7 @@ import pytest
 import pyinit
 from pyinit.sandbox import CommandExited, IsolationError, IsolationWarning, Sandbox, TimeoutExpired, run
 from pyinit.sandbox.launch import Launcher
+from pyinit.testing import assert_stops_on
 from support import (AS_NOBODY, NOBODY, REPO, SYSTEM_PYTHON, TIMEOUT, clean_env, leaked, program, stat, status,
                      threads, threads_down_to, threads_settled, wait_for)
 
@@ -281,6 +282,7 @@ def test_a_timeout_too_long_for_the_clock_is_no_limit(timeout, tmp_path):
         box.connect(8080, timeout=timeout).close()
         assert box.exec(["true"], timeout=timeout).exit_code == 0
         assert not box.wait_for_exit(0.1)
+        assert_stops_on(box, "TERM", within=timeout, exit_code=128 + signal.SIGTERM)
         assert box.stop("TERM", timeout=timeout).exit_code == 128 + signal.SIGTERM
         assert box.wait_for_exit(timeout) and box.wait(timeout).exit_code == 128 + signal.SIGTERM
 
@@ -297,7 +299,9 @@ def test_a_timeout_that_is_no_number_of_seconds_is_a_clear_error(timeout):
             with pytest.raises(ValueError, match=r"^timeout must be a number of seconds, 0 or more, or None for no "
                                                  r"limit, not %s$" % re.escape(repr(timeout))):
                 wait()
-        assert not box.wait_for_exit(0.2)  # stop() sent no signal
+        with pytest.raises(ValueError, match=r"^within must be a number of seconds"):
+            assert_stops_on(box, "TERM", within=timeout)
+        assert not box.wait_for_exit(0.2)  # neither stop() nor assert_stops_on() sent a signal
 
 
 def test_wait_for_http_returns_the_response_read_whole_as_its_docstring_says(tmp_path):

@@ -155,15 +155,15 @@ def _leftovers(report: dict) -> Optional[List[Process]]:
             for entry in entries]
 
 
-def wait_limit(timeout: Optional[float]) -> Optional[float]:
-    """A caller's timeout as the waits below take it: seconds, or None for no limit (also for one
-    longer than LONGEST_WAIT, which the clock primitives refuse with OverflowError); ValueError for
-    nan or a negative number, which no wait can mean."""
+def wait_limit(timeout: Optional[float], name: str = "timeout") -> Optional[float]:
+    """A caller's timeout (the argument `name`) as the waits take it: seconds, or None for no limit (also
+    for one longer than LONGEST_WAIT, which the clock primitives refuse with OverflowError); ValueError
+    for nan or a negative number, which no wait can mean."""
     if timeout is None:
         return None
     seconds = float(timeout)  # TypeError for what is not a number
     if not seconds >= 0:  # nan fails every comparison
-        raise ValueError("timeout must be a number of seconds, 0 or more, or None for no limit, not %r" % timeout)
+        raise ValueError("%s must be a number of seconds, 0 or more, or None for no limit, not %r" % (name, timeout))
     return None if seconds > LONGEST_WAIT else seconds
 
 
