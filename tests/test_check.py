@@ -296,7 +296,8 @@ def test_a_check_that_cannot_be_made_is_one_line_and_125(tmp_path):
     in the middle of the check is one line and 125, not a traceback, and nothing is left running."""
     sleep = unique_sleep()
     code = "import pyinit.check as c, pyinit.check.verdicts as r; r.END_TIMEOUT = 1.0; c.run()"  # not 30 s
-    with subprocess.Popen([sys.executable, "-c", code, "--ready-path", "go", "--within", "0.2", "--", *sleep],
+    with subprocess.Popen([sys.executable, "-c", code, "--ready-path", "go", "--within", "0.2", "--settle", "0", "--",
+                           *sleep],
                           cwd=tmp_path, env=clean_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True) as started:
         init = os.pidfd_open(wait_for(lambda: sandbox_init(started.pid, sleep), "the sandbox to start"))
@@ -474,6 +475,20 @@ def test_settle_is_pyinits_and_the_reports_say_it(tmp_path):
                    "sh", "-c", helper])
     assert hasty.returncode == 1 and "FAIL  left running when it exited: sleep 1." in hasty.stdout, hasty
     assert json.loads(hasty.stdout[hasty.stdout.index("\n{") + 1:])["settings"]["settle"] == 0
+
+
+def test_a_settle_longer_than_the_end_timeout_is_waited_for(tmp_path):
+    """The wait for pyinit after the command's exit allows its settle: with the 30 s margin cut to 0.5 s here,
+    --settle 2 was a "did not end within 0.5 s", 125; it is the verdict, 1, naming the daemon left."""
+    code = ("import pyinit.check as c, pyinit.check.verdicts as r, pyinit.sandbox.ready as s; "
+            "r.END_TIMEOUT = s.END_TIMEOUT = 0.5; c.run()")
+    service = "setsid sh -c 'echo in its session; exec sleep 100.%d' & sleep 0.3; exit 3" % (uuid.uuid4().int % 10**6)
+    # The exit seen while waiting for readiness, and after the signal (the daemon out of its reach by then).
+    for ready in (["--ready-path", "never"], ["--ready-output", "in its session"]):
+        done = check([sys.executable, "-c", code, *ready, "--settle", "2", "--no-leftovers", "--", "sh", "-c", service],
+                     cwd=tmp_path)
+        assert (done.returncode, done.stderr) == (1, ""), done
+        assert "FAIL  left running when it exited: sleep 100." in done.stdout, done.stdout
 
 
 TRAPPING = "trap 'exit 3' QUIT; trap 'exit 4' TERM; echo ready; while :; do sleep 0.05; done"

@@ -304,6 +304,24 @@ def test_a_timeout_that_is_no_number_of_seconds_is_a_clear_error(timeout):
         assert not box.wait_for_exit(0.2)  # neither stop() nor assert_stops_on() sent a signal
 
 
+def test_the_waits_after_an_exit_allow_pyinits_settle_and_drain(monkeypatch):
+    """A readiness wait that sees the command exit, and assert_stops_on, wait for pyinit's settle and drain
+    (with the 30 s margin cut to 0.3 s here, settle=1 and drain=1 were a TimeoutExpired instead)."""
+    import pyinit.sandbox.ready
+
+    monkeypatch.setattr(pyinit.sandbox.ready, "END_TIMEOUT", 0.3)
+    # The daemon outlives the settle, not the drain; the command lives long enough to be seen exit.
+    daemon = ["sh", "-c", "setsid sh -c 'trap \"\" TERM; sleep 100' & sleep 0.3; exit 3"]
+    with Sandbox(daemon, settle=1, drain=1) as box:
+        with pytest.raises(CommandExited, match="exited with code 3"):
+            box.wait_for_port(1, timeout=TIMEOUT)
+    assert box.result.leftovers and box.result.report["drain"]["seconds"] == 1
+    with Sandbox(["sh", "-c", "setsid sh -c 'echo in its session; exec sleep 100' & exec sleep 100"], settle=1.5) as box:
+        box.wait_for_output("in its session")  # out of reach of the SIGTERM to the command's group
+        assert_stops_on(box, "TERM", within=TIMEOUT, exit_code=128 + signal.SIGTERM)
+    assert [process.name for process in box.result.leftovers] == ["sleep"]
+
+
 def test_wait_for_http_returns_the_response_read_whole_as_its_docstring_says(tmp_path):
     (tmp_path / "health").write_text("fine\n")
     with Sandbox([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "8080"], cwd=tmp_path,

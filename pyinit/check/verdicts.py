@@ -14,7 +14,7 @@ from pyinit import signals
 from pyinit.sandbox import CommandExited, Process, Result, Sandbox, TimeoutExpired
 from pyinit.testing import describe, exited_before, how_it_ended
 
-END_TIMEOUT = 30.0  # seconds for pyinit to finish (settle, report) once the command has exited
+END_TIMEOUT = 30.0  # seconds for pyinit to finish (its report) once the command has exited, beyond --settle
 
 
 class Check:
@@ -103,7 +103,7 @@ def wait_until_ready(box: Sandbox, options: argparse.Namespace, run: Run) -> boo
     except TimeoutExpired as failure:
         raise NotReady("never ready: %s" % failure) from None
     except CommandExited:
-        result = box.wait(END_TIMEOUT)
+        result = box.wait(options.settle + END_TIMEOUT)
         if not result.started:  # pyinit's own message says why (not found, not executable), as docs/cli.md promises
             raise NotReady(why_not_run(result), result) from None
         # A daemon's parent gone before its child was ready, a crash at start-up: the same verdicts whichever
@@ -150,7 +150,7 @@ def stop_and_check(box: Sandbox, options: argparse.Namespace, run: Run) -> None:
     if not stopped:
         run.tree = box.tree()
         box.kill_command()  # so pyinit writes its report, which says what it forwarded
-    run.result = result = box.wait(END_TIMEOUT)
+    run.result = result = box.wait(options.settle + END_TIMEOUT)
     if not result.started:
         raise NotReady(why_not_run(result), result)
     before = exited_before(result, sent, name) if stopped else None

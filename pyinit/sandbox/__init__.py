@@ -94,6 +94,7 @@ class Sandbox(Readiness):
         self.argv = [os.fspath(arg) for arg in argv]
         self.env = dict(os.environ if env is None else env)
         self.cwd = None if cwd is None else os.fspath(cwd)
+        self.settle, self.drain = settle, drain  # pyinit's, after the command's exit: the waits then allow them
         self._options = init_options(grace, drain, settle, single_child, rewrite)
         self._streams = (DEVNULL if stdin is None else stdin, stdout, stderr)
         self._isolate = isolate

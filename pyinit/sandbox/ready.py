@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     import http.client  # imported by wait_for_http when it runs: with ssl and email, a third of the API's import
 
 START_TIMEOUT = 30.0
+END_TIMEOUT = 30.0  # seconds pyinit gets to end once the command has exited, beyond its settle and drain
 StatusSpec = Union[int, Collection[int], Callable[["http.client.HTTPResponse"], bool]]
 Description = Union[str, Callable[[], str]]
 
@@ -37,6 +38,8 @@ class Readiness:
 
     cwd: Optional[str]
     network: str
+    settle: float
+    drain: Optional[float]
     _output: Output
     _changed: threading.Condition
     _lock: "threading.RLock"
@@ -61,6 +64,11 @@ class Readiness:
 
     def _name(self) -> str:
         raise NotImplementedError
+
+    def _end_timeout(self) -> float:
+        """Seconds to wait for pyinit once the command has exited: it settles and drains first (--settle 40 was
+        a TimeoutExpired after 30 s), then writes its report; a bound all the same, for a pyinit stopped from outside."""
+        return self.settle + (self.drain or 0.0) + END_TIMEOUT
 
     def wait_for_output(self, pattern: Union[str, "re.Pattern[str]"], timeout: Optional[float] = 10,
                         stream: str = "any") -> "re.Match[str]":
@@ -179,7 +187,7 @@ class Readiness:
                 self._output.read_available()  # what it wrote before exiting
                 if ready():
                     return
-                result = self.wait(START_TIMEOUT)
+                result = self.wait(self._end_timeout())
                 raise CommandExited("%s exited with code %d while waiting for %s\n%s"
                                     % (self._name(), result.exit_code, _text(what), self.output_tail()),
                                     result.exit_code)
