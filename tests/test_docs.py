@@ -102,13 +102,18 @@ def test_the_readme_test_command_is_what_ci_runs():
     assert (REPO / ".ci" / "run").read_text().rstrip().splitlines()[-1] == command
 
 
-def example(heading: str) -> str:
-    """The first fenced code block after the README's heading `heading`: one of its four examples."""
-    text = README.read_text()
+def first_block(path: Path, heading: str, language: str = r"\w*") -> str:
+    """The first fenced code block (in `language`, a regex) after the heading `heading` of a Markdown file."""
+    text = path.read_text()
     start = text.index("\n%s\n" % heading)
-    match = re.compile(r"^```\w*\n(.*?)^```", re.M | re.S).search(text, start)
+    match = re.compile(r"^```%s\n(.*?)^```" % language, re.M | re.S).search(text, start)
     assert match, heading
     return match.group(1)
+
+
+def example(heading: str) -> str:
+    """The first fenced code block after the README's heading `heading`: one of its four examples."""
+    return first_block(README, heading)
 
 
 @pytest.fixture
@@ -161,15 +166,6 @@ def test_the_pytest_example(tmp_path, commands):
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=TIMEOUT * 2)
     assert done.returncode == 0, done.stdout
     assert "1 passed" in done.stdout, done.stdout
-
-
-def first_block(path: Path, heading: str, language: str) -> str:
-    """The first fenced `language` block after the heading `heading` of a Markdown file."""
-    text = path.read_text()
-    start = text.index("\n%s\n" % heading)
-    match = re.compile(r"^```%s\n(.*?)^```" % language, re.M | re.S).search(text, start)
-    assert match, heading
-    return match.group(1)
 
 
 def test_the_testing_pages_pytest_example_runs_against_the_example_service(tmp_path, commands):
