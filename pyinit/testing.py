@@ -11,9 +11,8 @@ import time
 from typing import List, Optional, Union
 
 from pyinit.sandbox import Process, Result, Sandbox, SignalSpec, signal_number
+from pyinit.sandbox.result import wait_limit
 from pyinit import signals
-
-_END_TIMEOUT = 30.0  # seconds for pyinit to finish (drain, report) once the command has exited
 
 
 def assert_stops_on(box: Sandbox, sig: SignalSpec, within: float, exit_code: int = 0) -> Result:
@@ -26,15 +25,16 @@ def assert_stops_on(box: Sandbox, sig: SignalSpec, within: float, exit_code: int
     not stop on anything. Returns the Result.
     """
     name = signals.name(signal_number(sig))
+    wait_limit(within, "within")  # a bad one is refused before the signal goes
     sent = time.time()
     box.send_signal(sig)
     if not box.wait_for_exit(within):
         tree = box.tree()
         box.kill_command()
-        result = box.wait(_END_TIMEOUT)
+        result = box.wait(box._end_timeout())
         raise AssertionError("%s did not exit within %g s of %s\n%s" % (_command(box), within, name,
                                                                        describe(result, tree=tree)))
-    result = box.wait(_END_TIMEOUT)
+    result = box.wait(box._end_timeout())
     before = exited_before(result, sent, name)
     if before is not None:
         raise AssertionError("%s had already exited, %s, %.2f s before %s was sent: it did not stop on it\n%s"
@@ -66,7 +66,7 @@ def assert_no_leftovers(box: Union[Sandbox, Result]) -> Result:
         if not box.wait_for_exit(0):
             raise AssertionError("%s is still running: leftovers are known once it has exited\n%s"
                                  % (_command(box), box.tree()))
-        result = box.wait(_END_TIMEOUT)
+        result = box.wait(box._end_timeout())
     else:
         result = box
     if result.leftovers is None:

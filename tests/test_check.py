@@ -158,32 +158,44 @@ def test_json_dash_is_standard_output_after_the_verdicts(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-@pytest.mark.parametrize("options, command, reason", [
-    (["--ready-output", "never", "--ready-timeout", "0.3"], ["sleep", "300"],
-     "pyinit-check: never ready: waited 0.3 s for output matching 'never' on any from 'sleep 300' in vain"),
-    (["--ready-port", "1"], ["sh", "-c", "echo bye; exit 4"],
-     "pyinit-check: never ready: 'sh -c echo bye; exit 4' exited with code 4 while waiting for a listener on"),
-])
-def test_never_ready_is_125_with_the_reason(options, command, reason, tmp_path):
-    done = check([*CHECK, *options, "--junit", str(tmp_path / "junit.xml"), "--", *command])
+def test_never_ready_is_125_with_the_reason(tmp_path):
+    """The wait ran out: the check could not be made."""
+    done = check([*CHECK, "--ready-output", "never", "--ready-timeout", "0.3", "--junit", str(tmp_path / "junit.xml"),
+                  "--", "sleep", "300"])
     assert (done.returncode, done.stdout) == (125, ""), done
-    assert done.stderr.startswith(reason), done.stderr
+    assert done.stderr.startswith("pyinit-check: never ready: waited 0.3 s for output matching 'never' on any "
+                                  "from 'sleep 300' in vain"), done.stderr
     suite, _ = junit(tmp_path / "junit.xml")
     assert suite.get("errors") == "1"
 
 
-def test_never_ready_json_carries_the_exit_and_the_leftovers_the_text_names(tmp_path):
+def test_a_command_that_exits_before_it_is_ready_fails_its_check(tmp_path):
+    """A crash at start-up is the service's failure, not the check's: exit 1, the verdict line, the output."""
+    done = check([*CHECK, "--ready-port", "1", "--junit", str(tmp_path / "junit.xml"), "--",
+                  "sh", "-c", "echo bye; exit 4"])
+    assert (done.returncode, done.stderr) == (1, ""), done
+    assert done.stdout.startswith("FAIL  exited before it was ready (while waiting for a listener on port 1), "
+                                  "exit code 4: SIGTERM was never sent\n"), done.stdout
+    assert "bye" in done.stdout
+    suite, cases = junit(tmp_path / "junit.xml")
+    assert (suite.get("failures"), suite.get("errors")) == ("1", "0")
+    assert cases == [("sh -c echo bye; exit 4 stops within 10 s of SIGTERM", done.stdout.splitlines()[0][6:])]
+
+
+def test_exited_before_ready_json_carries_the_exit_and_the_leftovers_the_text_names(tmp_path):
     """A daemon that forks and exits before it is ready: its exit code and what it left, in the text and the JSON."""
     marker = uuid.uuid4().hex
-    done = check([*CHECK, "--ready-path", "never", "--json", str(tmp_path / "result.json"), "--",
+    done = check([*CHECK, "--ready-path", "never", "--no-leftovers", "--json", str(tmp_path / "result.json"), "--",
                   "sh", "-c", "sleep 300 & exit 3"], env=clean_env(LEAK_MARKER=marker), cwd=tmp_path)
-    assert (done.returncode, done.stdout) == (125, ""), done
-    assert done.stderr.startswith("pyinit-check: never ready: 'sh -c sleep 300 & exit 3' exited with code 3 "), done
-    assert re.search(r"^  PID 3 ", done.stderr, re.M), done.stderr  # what it left, as describe() lists it
+    assert (done.returncode, done.stderr) == (1, ""), done
+    lines = done.stdout.splitlines()
+    assert lines[:2] == ["FAIL  exited before it was ready (while waiting for the path never), exit code 3: "
+                         "SIGTERM was never sent", "FAIL  left running when it exited: sleep 300 (PID 3)"], done.stdout
+    assert re.search(r"^  PID 3 ", done.stdout, re.M), done.stdout  # what it left, as describe() lists it
     result = json.loads((tmp_path / "result.json").read_text())
-    assert (result["passed"], result["exit_code"], result["signal"]) == (False, 3, None)
+    assert (result["passed"], result["exit_code"], result["signal"], result["error"]) == (False, 3, None, None)
     assert [entry["pid"] for entry in result["leftovers"]] == [3]
-    assert result["report"] is not None and result["error"] == done.stderr[len("pyinit-check: "):].rstrip("\n")
+    assert [check["passed"] for check in result["checks"]] == [False, False] and result["report"] is not None
     assert leaked(marker) == []
 
 
@@ -195,6 +207,12 @@ def test_never_ready_json_carries_the_exit_and_the_leftovers_the_text_names(tmp_
     (["--within", "-1", "--", "true"], "--within -1: not a number of seconds (finite, 0 or more)"),
     (["--within", "inf", "--", "true"], "--within inf: not a number of seconds (finite, 0 or more)"),
     (["--ready-timeout", "nan", "--", "true"], "--ready-timeout nan: not a number of seconds (finite, 0 or more)"),
+    (["--within", "1e300", "--", "true"], "--within 1e+300: longer than pyinit-check can wait (at most 1000000000 s"),
+    (["--ready-timeout", "1e10", "--", "true"], "--ready-timeout 1e+10: longer than pyinit-check can wait"),
+    (["--grace", "9.3e9", "--", "true"], "--grace 9.3e+09: longer than pyinit-check can wait"),
+    (["--settle", "1e300", "--", "true"], "--settle 1e+300: longer than pyinit-check can wait"),
+    (["--settle", "-1", "--", "true"], "--settle -1: not a number of seconds (finite, 0 or more)"),
+    (["--settle", "nan", "--", "true"], "--settle nan: not a number of seconds (finite, 0 or more)"),
     (["--ready-port", "0", "--", "true"], "--ready-port 0: not a TCP port (1 to 65535)"),
     (["--ready-port", "70000", "--", "true"], "--ready-port 70000: not a TCP port (1 to 65535)"),
     (["--ready-port", "-1", "--", "true"], "--ready-port -1: not a TCP port (1 to 65535)"),
@@ -278,7 +296,8 @@ def test_a_check_that_cannot_be_made_is_one_line_and_125(tmp_path):
     in the middle of the check is one line and 125, not a traceback, and nothing is left running."""
     sleep = unique_sleep()
     code = "import pyinit.check as c, pyinit.check.verdicts as r; r.END_TIMEOUT = 1.0; c.run()"  # not 30 s
-    with subprocess.Popen([sys.executable, "-c", code, "--ready-path", "go", "--within", "0.2", "--", *sleep],
+    with subprocess.Popen([sys.executable, "-c", code, "--ready-path", "go", "--within", "0.2", "--settle", "0", "--",
+                           *sleep],
                           cwd=tmp_path, env=clean_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True) as started:
         init = os.pidfd_open(wait_for(lambda: sandbox_init(started.pid, sleep), "the sandbox to start"))
@@ -299,23 +318,48 @@ def test_a_check_that_cannot_be_made_is_one_line_and_125(tmp_path):
     assert running(sleep) == []
 
 
-def test_ctrl_c_tears_the_sandbox_down_and_dies_of_sigint(tmp_path):
-    """SIGINT while waiting for readiness: one line, the command gone, the JSON says so, and pyinit-check
-    dies of SIGINT (as util-linux's wrappers do, so that a calling shell's loop stops)."""
+@pytest.mark.parametrize("signo", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_tears_the_sandbox_down_writes_the_reports_and_is_died_of(signo, tmp_path):
+    """Ctrl-C, a cancelled CI job's SIGTERM, a closed terminal's SIGHUP while waiting for readiness: one line, the
+    command gone, both reports whole and saying so (they were left empty), and pyinit-check dies of the signal
+    (as util-linux's wrappers do, so that a calling shell's loop stops)."""
     sleep = unique_sleep()
-    with subprocess.Popen([*CHECK, "--ready-path", "never", "--json", str(tmp_path / "result.json"), "--", *sleep],
+    name = signal.Signals(signo).name
+    with subprocess.Popen([*CHECK, "--ready-path", "never", "--json", str(tmp_path / "result.json"),
+                           "--junit", str(tmp_path / "junit.xml"), "--", *sleep],
                           cwd=tmp_path, env=clean_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True) as started:
         try:
             wait_for(lambda: sandbox_init(started.pid, sleep), "the sandbox to start")
-            os.kill(started.pid, signal.SIGINT)
+            os.kill(started.pid, signo)
             out, err = started.communicate(timeout=4 * TIMEOUT)
         finally:
             started.kill()
     assert_no_traceback(err)
-    assert (started.returncode, out, err) == (-signal.SIGINT, "", "pyinit-check: interrupted\n")
+    assert (started.returncode, out, err) == (-signo, "", "pyinit-check: interrupted by %s\n" % name)
     assert running(sleep) == []
-    assert json.loads((tmp_path / "result.json").read_text())["error"] == "interrupted"
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert (result["passed"], result["error"], result["interrupted"]) == (False, "interrupted by " + name, name)
+    assert result["command"] == sleep and result["settings"]["signal"] == "SIGTERM"
+    suite, cases = junit(tmp_path / "junit.xml")
+    assert (suite.get("errors"), cases) == ("1", [(" ".join(sleep) + " interrupted by " + name, None)])
+
+
+def test_timeout_ending_a_sweep_keeps_the_moments_it_checked(tmp_path):
+    """`timeout` sends SIGTERM: the JSON and JUnit keep each moment made before it, and `timeout` says 124."""
+    done = subprocess.run(["timeout", "3", *CHECK, "--sweep", "100", "--settle", "0", "--json",
+                           str(tmp_path / "result.json"), "--junit", str(tmp_path / "junit.xml"), "--", "sleep", "100"],
+                          cwd=tmp_path, env=clean_env(), stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=4 * TIMEOUT)
+    assert_no_traceback(done.stderr)
+    assert (done.returncode, done.stderr) == (124, "pyinit-check: interrupted by SIGTERM\n"), done
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert (result["error"], result["interrupted"], result["settings"]["settle"]) == (
+        "interrupted by SIGTERM", "SIGTERM", 0)
+    checked = [moment for moment in result["moments"] if moment["checks"]]
+    assert len(checked) >= 2 and all(moment["passed"] is False for moment in checked), result  # sleep: 143, not 0
+    suite, cases = junit(tmp_path / "junit.xml")
+    assert suite.get("errors") == "1" and len(cases) == 1 + sum(len(moment["checks"]) for moment in checked)
 
 
 def test_unknown_leftovers_fail_the_no_leftovers_check():
@@ -410,6 +454,43 @@ def test_grace_kills_a_command_that_ignores_the_signal():
     assert report["stop_duration"] < 5 and report["report"]["grace"]["killed"], report["report"]["grace"]
 
 
+# A service whose helper outlives it by about a second, in a session of its own: a leftover or not, by the settle.
+# Ready once the helper has its session (the service's SIGTERM, sent to its group, would end it before).
+SLOW_HELPER = ("rm -f helped; setsid sh -c 'touch helped; exec sleep 1.%d' & trap 'exit 0' TERM; "
+               "until [ -e helped ]; do sleep 0.01; done; echo ready; while :; do sleep 0.05; done")
+
+
+def test_settle_is_pyinits_and_the_reports_say_it(tmp_path):
+    """--settle 4 gives the helper the time to end on its own, --settle 0 lists it as left running; the JSON and the
+    JUnit properties say which settle the verdict was made with, as pyinit's report does."""
+    helper = SLOW_HELPER % (uuid.uuid4().int % 10**6)
+    patient = check([*CHECK, "--cwd", str(tmp_path), "--settle", "4", "--ready-output", "ready", "--no-leftovers", "--json", "-", "--junit",
+                     str(tmp_path / "junit.xml"), "--", "sh", "-c", helper])
+    assert patient.returncode == 0, patient
+    report = json.loads(patient.stdout.split("\n", 3)[3])
+    assert (report["settings"]["settle"], report["report"]["settle"]["seconds"], report["leftovers"]) == (4, 4, [])
+    suite, _ = junit(tmp_path / "junit.xml")
+    assert {p.get("name"): p.get("value") for p in suite.find("properties")}["settle"] == "4"
+    hasty = check([*CHECK, "--cwd", str(tmp_path), "--settle", "0", "--ready-output", "ready", "--no-leftovers", "--json", "-", "--",
+                   "sh", "-c", helper])
+    assert hasty.returncode == 1 and "FAIL  left running when it exited: sleep 1." in hasty.stdout, hasty
+    assert json.loads(hasty.stdout[hasty.stdout.index("\n{") + 1:])["settings"]["settle"] == 0
+
+
+def test_a_settle_longer_than_the_end_timeout_is_waited_for(tmp_path):
+    """The wait for pyinit after the command's exit allows its settle: with the 30 s margin cut to 0.5 s here,
+    --settle 2 was a "did not end within 0.5 s", 125; it is the verdict, 1, naming the daemon left."""
+    code = ("import pyinit.check as c, pyinit.check.verdicts as r, pyinit.sandbox.ready as s; "
+            "r.END_TIMEOUT = s.END_TIMEOUT = 0.5; c.run()")
+    service = "setsid sh -c 'echo in its session; exec sleep 100.%d' & sleep 0.3; exit 3" % (uuid.uuid4().int % 10**6)
+    # The exit seen while waiting for readiness, and after the signal (the daemon out of its reach by then).
+    for ready in (["--ready-path", "never"], ["--ready-output", "in its session"]):
+        done = check([sys.executable, "-c", code, *ready, "--settle", "2", "--no-leftovers", "--", "sh", "-c", service],
+                     cwd=tmp_path)
+        assert (done.returncode, done.stderr) == (1, ""), done
+        assert "FAIL  left running when it exited: sleep 100." in done.stdout, done.stdout
+
+
 TRAPPING = "trap 'exit 3' QUIT; trap 'exit 4' TERM; echo ready; while :; do sleep 0.05; done"
 
 
@@ -462,7 +543,7 @@ def test_ready_http_waits_for_the_status(tmp_path):
 
 def test_network_private_gives_the_command_a_port_the_host_holds(tmp_path):
     """The host holds the port: in a network of its own the server binds it all the same, and --ready-http
-    looks inside that network. With --network host the server cannot bind it, and is never ready."""
+    looks inside that network. With --network host the server cannot bind it, and exits before it is ready."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -473,6 +554,6 @@ def test_network_private_gives_the_command_a_port_the_host_holds(tmp_path):
         assert private.returncode == 0, private
         host = subprocess.run([*CHECK, "--network", "host", *options, "--", *server], env=clean_env(), cwd=tmp_path,
                               stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=4 * TIMEOUT)
-        assert host.returncode == 125, host  # (the traceback on its stderr is the server's)
-        assert host.stderr.startswith("pyinit-check: never ready: "), host.stderr
-        assert "Address already in use" in host.stderr
+        assert host.returncode == 1, host  # (the traceback on its stderr is the server's)
+        assert host.stdout.startswith("FAIL  exited before it was ready "), host.stdout
+        assert "Address already in use" in host.stdout

@@ -102,13 +102,18 @@ def test_the_readme_test_command_is_what_ci_runs():
     assert (REPO / ".ci" / "run").read_text().rstrip().splitlines()[-1] == command
 
 
-def example(heading: str) -> str:
-    """The first fenced code block after the README's heading `heading`: one of its four examples."""
-    text = README.read_text()
+def first_block(path: Path, heading: str, language: str = r"\w*") -> str:
+    """The first fenced code block (in `language`, a regex) after the heading `heading` of a Markdown file."""
+    text = path.read_text()
     start = text.index("\n%s\n" % heading)
-    match = re.compile(r"^```\w*\n(.*?)^```", re.M | re.S).search(text, start)
+    match = re.compile(r"^```%s\n(.*?)^```" % language, re.M | re.S).search(text, start)
     assert match, heading
     return match.group(1)
+
+
+def example(heading: str) -> str:
+    """The first fenced code block after the README's heading `heading`: one of its four examples."""
+    return first_block(README, heading)
 
 
 @pytest.fixture
@@ -158,6 +163,17 @@ def test_the_pytest_example(tmp_path, commands):
     (tmp_path / "test_example.py").write_text(example("### In a pytest test"))
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "pyinit.pytest_plugin", "-p", "no:cacheprovider",
                            "test_example.py"], cwd=tmp_path, env=commands, stdin=subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=TIMEOUT * 2)
+    assert done.returncode == 0, done.stdout
+    assert "1 passed" in done.stdout, done.stdout
+
+
+def test_the_testing_pages_pytest_example_runs_against_the_example_service(tmp_path, commands):
+    """docs/testing.md's first pytest test, as written, from examples/testing/, where its "service.py" is."""
+    (tmp_path / "test_from_the_docs.py").write_text(first_block(DOCS / "testing.md", "## A pytest test", "python"))
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "pyinit.pytest_plugin", "-p", "no:cacheprovider",
+                           "--rootdir", str(tmp_path), str(tmp_path / "test_from_the_docs.py")],
+                          cwd=REPO / "examples" / "testing", env=commands, stdin=subprocess.DEVNULL,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=TIMEOUT * 2)
     assert done.returncode == 0, done.stdout
     assert "1 passed" in done.stdout, done.stdout

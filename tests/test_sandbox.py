@@ -10,6 +10,7 @@ checked by host PID and start time: a process counts as gone only when its
 import ctypes
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -24,6 +25,7 @@ import pytest
 import pyinit
 from pyinit.sandbox import CommandExited, IsolationError, IsolationWarning, Sandbox, TimeoutExpired, run
 from pyinit.sandbox.launch import Launcher
+from pyinit.testing import assert_stops_on
 from support import (AS_NOBODY, NOBODY, REPO, SYSTEM_PYTHON, TIMEOUT, clean_env, leaked, program, stat, status,
                      threads, threads_down_to, threads_settled, wait_for)
 
@@ -259,6 +261,86 @@ def test_wait_for_output_port_and_path(tmp_path):
         box.wait_for_path("ready-file", timeout=TIMEOUT)
         assert box.wait_for_output(r"listen\w+").group(0) == "listening"
         assert box.stop(timeout=TIMEOUT).exit_code == 128 + signal.SIGTERM
+
+
+# Timeouts longer than poll(2) and select(2) can count: every one of them used to be an OverflowError.
+BEYOND_THE_CLOCK = [1e10, 1e12, 1e300, float("inf")]
+
+
+@pytest.mark.parametrize("timeout", BEYOND_THE_CLOCK)
+def test_a_timeout_too_long_for_the_clock_is_no_limit(timeout, tmp_path):
+    """run(timeout=1e10), wait(1e12) and every other wait of the API: no limit, as None is."""
+    assert run(["sh", "-c", "exit 3"], timeout=timeout).exit_code == 3
+    (tmp_path / "ready").touch()
+    server = [sys.executable, "-u", "-m", "http.server", "--bind", "127.0.0.1", "8080"]
+    with Sandbox(server, cwd=tmp_path, network="private") as box:
+        box.wait_for_output("Serving HTTP", timeout=timeout)
+        box.wait_for_port(8080, timeout=timeout)
+        box.wait_for_path("ready", timeout=timeout)
+        box.wait_until(lambda: True, timeout=timeout)
+        assert box.wait_for_http(8080, timeout=timeout).status == 200
+        box.connect(8080, timeout=timeout).close()
+        assert box.exec(["true"], timeout=timeout).exit_code == 0
+        assert not box.wait_for_exit(0.1)
+        assert_stops_on(box, "TERM", within=timeout, exit_code=128 + signal.SIGTERM)
+        assert box.stop("TERM", timeout=timeout).exit_code == 128 + signal.SIGTERM
+        assert box.wait_for_exit(timeout) and box.wait(timeout).exit_code == 128 + signal.SIGTERM
+
+
+@pytest.mark.parametrize("timeout", [float("nan"), -1, -0.5])
+def test_a_timeout_that_is_no_number_of_seconds_is_a_clear_error(timeout):
+    with Sandbox(["sleep", "100"]) as box:
+        waits = [lambda: box.wait(timeout), lambda: box.stop(timeout=timeout), lambda: box.wait_for_exit(timeout),
+                 lambda: box.exec(["true"], timeout=timeout), lambda: box.connect(1, timeout=timeout),
+                 lambda: box.wait_for_output("x", timeout=timeout), lambda: box.wait_for_port(1, timeout=timeout),
+                 lambda: box.wait_for_path("x", timeout=timeout), lambda: box.wait_for_http(1, timeout=timeout),
+                 lambda: box.wait_until(lambda: False, timeout=timeout)]
+        for wait in waits:
+            with pytest.raises(ValueError, match=r"^timeout must be a number of seconds, 0 or more, or None for no "
+                                                 r"limit, not %s$" % re.escape(repr(timeout))):
+                wait()
+        with pytest.raises(ValueError, match=r"^within must be a number of seconds"):
+            assert_stops_on(box, "TERM", within=timeout)
+        assert not box.wait_for_exit(0.2)  # neither stop() nor assert_stops_on() sent a signal
+
+
+def test_the_waits_after_an_exit_allow_pyinits_settle_and_drain(monkeypatch):
+    """A readiness wait that sees the command exit, and assert_stops_on, wait for pyinit's settle and drain
+    (with the 30 s margin cut to 0.3 s here, settle=1 and drain=1 were a TimeoutExpired instead)."""
+    import pyinit.sandbox.ready
+
+    monkeypatch.setattr(pyinit.sandbox.ready, "END_TIMEOUT", 0.3)
+    # The daemon outlives the settle, not the drain; the command lives long enough to be seen exit.
+    daemon = ["sh", "-c", "setsid sh -c 'trap \"\" TERM; sleep 100' & sleep 0.3; exit 3"]
+    with Sandbox(daemon, settle=1, drain=1) as box:
+        with pytest.raises(CommandExited, match="exited with code 3"):
+            box.wait_for_port(1, timeout=TIMEOUT)
+    assert box.result.leftovers and box.result.report["drain"]["seconds"] == 1
+    with Sandbox(["sh", "-c", "setsid sh -c 'echo in its session; exec sleep 100' & exec sleep 100"], settle=1.5) as box:
+        box.wait_for_output("in its session")  # out of reach of the SIGTERM to the command's group
+        assert_stops_on(box, "TERM", within=TIMEOUT, exit_code=128 + signal.SIGTERM)
+    assert [process.name for process in box.result.leftovers] == ["sleep"]
+
+
+def test_wait_for_http_returns_the_response_read_whole_as_its_docstring_says(tmp_path):
+    (tmp_path / "health").write_text("fine\n")
+    with Sandbox([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "8080"], cwd=tmp_path,
+                 network="private") as box:
+        response = box.wait_for_http(8080, "/health", timeout=TIMEOUT)
+    assert (response.status, response.body, response.read()) == (200, b"fine\n", b"")
+    assert 'the body is in\n        `response.body`, and `response.read()` returns b""' in Sandbox.wait_for_http.__doc__
+
+
+def test_wait_for_output_names_the_options_that_exist():
+    """There is no any=PIPE: a wait on streams that are not captured names the Sandbox options that are."""
+    with Sandbox(["sleep", "100"], stdout=None, stderr=None) as box:
+        for stream, message in [("any", "neither stdout nor stderr is captured: start the sandbox with stdout=PIPE "
+                                        "or stderr=PIPE"),
+                                ("stdout", "stdout is not captured: start the sandbox with stdout=PIPE"),
+                                ("stderr", "stderr is not captured: start the sandbox with stderr=PIPE"),
+                                ("both", "stream must be 'stdout', 'stderr' or 'any', not 'both'")]:
+            with pytest.raises(ValueError, match="^%s$" % re.escape(message)):
+                box.wait_for_output("x", stream=stream)
 
 
 @pytest.mark.parametrize("wait", ["output", "port", "path"])

@@ -172,6 +172,19 @@ def test_never_ready_in_the_first_run_is_125():
     assert result["error"].startswith("never ready: ")
 
 
+def test_a_command_that_exits_before_it_is_ready_in_the_first_run_fails_the_sweep():
+    """The service's failure, as in a single check: exit 1 with that run's verdicts; no moment can be planned."""
+    done = check("--sweep", "4", "--ready-port", "1", "--json", "-", "--", "sh", "-c", "echo bye; exit 4")
+    assert (done.returncode, done.stderr) == (1, ""), done
+    lines = done.stdout.splitlines()
+    assert lines[0] == ("FAIL  exited before it was ready (while waiting for a listener on port 1), exit code 4: "
+                        "SIGTERM was never sent"), done.stdout
+    assert "sweep: the command exited before it was ready in the first run: no moment to plan" in lines
+    result = json.loads(done.stdout[done.stdout.index("\n{") + 1:])
+    assert (result["passed"], result["error"], len(result["moments"])) == (False, None, 1)
+    assert (result["moments"][0]["exit_code"], result["moments"][0]["checks"][0]["passed"]) == (4, False)
+
+
 def test_a_command_that_cannot_run_is_125_with_pyinits_reason():
     done = check("--sweep", "2", "--", "/nonexistent/command")
     assert (done.returncode, done.stdout) == (125, ""), done

@@ -131,6 +131,35 @@ def test_pyinit_check_fails_a_daemonizing_command_naming_the_daemon():
             assert "FAIL  had already exited, exit code 0" in done.stdout, done.stdout
 
 
+# A daemon whose parent exits before the daemon listens: which pyinit-check sees first, the exit or the listener,
+# is a race (a random delay between the two makes it go both ways).
+EXITS_BEFORE_READY = [sys.executable, "-c", textwrap.dedent("""
+    import os, random, socket, time
+    parent = os.getpid()
+    if os.fork() == 0:
+        os.setsid()
+        while os.getppid() == parent:  # until the parent has exited (pyinit adopts the daemon then)
+            time.sleep(0.001)
+        time.sleep(random.uniform(0, 0.06))
+        server = socket.create_server(("127.0.0.1", 8080))
+        time.sleep(100)
+""")]
+
+
+def test_pyinit_check_fails_a_service_that_exits_before_it_is_ready_every_time():
+    """It is the service's failure, not the check's: exit 1 with the verdict lines in every run (it was 125,
+    "never ready", whenever the exit was seen before the listener), and nothing left of the daemon."""
+    for attempt in range(12):
+        done = check("--ready-port", "8080", "--network", "private", "--settle", "0.1", "--no-leftovers",
+                     "--", *EXITS_BEFORE_READY)
+        assert (done.returncode, done.stderr) == (1, ""), (attempt, done)
+        first, left = done.stdout.splitlines()[:2]
+        assert first.startswith("FAIL  ") and ("exited before it was ready (while waiting for a listener on port "
+                                               "8080), exit code 0: SIGTERM was never sent" in first
+                                               or "had already exited, exit code 0" in first), (attempt, done.stdout)
+        assert left.startswith("FAIL  left running when it exited: ") and "socket" in left, (attempt, done.stdout)
+
+
 def test_a_main_thread_that_calls_pthread_exit_is_not_the_process_exiting(leader_exits):
     """The process serves on after its leader's pthread_exit(); it needs 2 s after SIGTERM, so a 1 s limit fails."""
     with Sandbox([leader_exits, "2"]) as box:

@@ -1,8 +1,9 @@
-"""A small TCP service with a worker process: the correct version, which stops cleanly on SIGTERM.
+"""A small HTTP service with a worker process: the correct version, which stops cleanly on SIGTERM.
 
     python3 service.py PORT
 
-Listens on 127.0.0.1:PORT and answers every connection with `hello`. It runs
+Listens on 127.0.0.1:PORT and answers every HTTP request, whatever its path
+(`/`, `/health`), with status 200 and `hello`, one connection at a time. It runs
 a worker in a session of its own (as services start helpers and daemons), so
 a signal to the service's process group does not reach it: stopping it is
 the service's job. Prints `listening on PORT` once it accepts connections.
@@ -28,6 +29,21 @@ def stop_cleanly(worker: subprocess.Popen, server: socket.socket) -> None:
     sys.exit(0)
 
 
+def answer(connection: socket.socket) -> None:
+    """Read the request's head (a client that sees its request unread gets a reset), then answer 200."""
+    connection.settimeout(5)  # a client that never sends its request does not hold the service
+    try:
+        request = b""
+        while b"\r\n\r\n" not in request and len(request) < 65536:
+            chunk = connection.recv(4096)
+            if not chunk:
+                return
+            request += chunk
+        connection.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n\r\nhello\n")
+    except OSError:  # the client went away, or timed out: the next one
+        pass
+
+
 def serve(port: int, on_sigterm: Callable[[subprocess.Popen, socket.socket], None]) -> None:
     worker = subprocess.Popen(WORKER, start_new_session=True)
     server = socket.create_server(("127.0.0.1", port))
@@ -36,7 +52,7 @@ def serve(port: int, on_sigterm: Callable[[subprocess.Popen, socket.socket], Non
     while True:
         connection, _ = server.accept()
         with connection:
-            connection.sendall(b"hello\n")
+            answer(connection)
 
 
 if __name__ == "__main__":

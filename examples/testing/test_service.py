@@ -13,6 +13,7 @@ parallel (`pytest -n auto`) though every service binds the same port.
 
 import os
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -25,11 +26,11 @@ PORT = 8080  # the same in every test: each sandbox has a network of its own, so
 
 @pytest.fixture
 def service(sandbox):
-    """The service, started in a network of its own and accepting connections."""
+    """The service, started in a network of its own and answering."""
     box = sandbox([sys.executable, str(SERVICE), str(PORT)], network="private")
-    box.wait_for_port(PORT)
-    with box.connect(PORT) as connection:  # made inside the sandbox's network
-        assert connection.recv(16) == b"hello\n"
+    assert box.wait_for_http(PORT, "/health").body == b"hello\n"  # asked inside the sandbox's network
+    with urllib.request.urlopen(box.url(PORT, "/")) as response:  # url(): reaches it from here
+        assert response.read() == b"hello\n"
     return box
 
 

@@ -14,89 +14,56 @@ the signal sent at N moments from the spawn to one second after ready
 (check/sweep.py): it finds the start-up window where a signal kills a master
 before its handler is installed and leaves its workers behind.
 
-The modules, by role: check/options.py (argv, every refusal), check/verdicts.py
+The modules, by role: check/command.py (the options, the check or the sweep,
+the reports), check/options.py (argv, every refusal), check/verdicts.py
 (one run in a sandbox: readiness, the signal, the verdicts), check/sweep.py,
-check/reports.py (the JSON and JUnit files).
+check/reports.py (the JSON and JUnit files), check/interruptions.py (the
+signals that end it).
 
 Exit status: 0 when every check holds (in a sweep: at every moment), 1 when
-one fails, 125 for a usage error (a report file that cannot be written among
+one fails (a command that exits before it is ready fails: the service's
+fault), 125 for a usage error (a report file that cannot be written among
 them: the files are opened before the command starts), for a command that
-never became ready (in a sweep: in its first run), and for a check that
-could not be made or reported (one line `pyinit-check: ...` says why).
+never became ready in time or never ran (in a sweep: in its first run), and
+for a check that could not be made or reported (one line `pyinit-check: ...`
+says why).
 --signal STOP and KILL are refused: sent from outside, they act on the
-sandbox's PID 1 (pyinit), not on the command. Interrupted (SIGINT), it tears
-the sandbox down and dies of SIGINT, as util-linux's wrappers do.
+sandbox's PID 1 (pyinit), not on the command.
+
+Ended by SIGINT (Ctrl-C), SIGTERM (a CI job cancelled, `timeout`) or SIGHUP
+(the terminal gone), it tears the sandbox down, writes its reports, saying
+it was interrupted by which signal, with the verdicts it had, and then
+dies of that signal, as util-linux's wrappers do: the calling shell, or
+`timeout`, sees a death by the signal it sent (check/interruptions.py).
 """
 
 from __future__ import annotations
 
-import argparse
+# Only what the handlers need is imported here: the console script imports this package before run() can
+# install them, and a Ctrl-C during the rest of the imports (a third of a second on a busy machine) was a
+# KeyboardInterrupt traceback. main() imports the check itself once they are in place.
+import contextlib
 import io
 import os
 import signal
 import sys
-import time
 from typing import NoReturn, Optional, Sequence
 
-from pyinit.check.options import Usage, parse
-from pyinit.check.reports import WriteFailed, write_reports
-from pyinit.check.verdicts import NotReady, Outcome, Run, first_line, sandbox, stop_and_check, wait_until_ready
-from pyinit.check.sweep import sweep
-from pyinit.sandbox import SandboxError
+from pyinit.check.interruptions import Interruptions
 
-EXIT_FAILED = 1
-EXIT_USAGE = 125  # as pyinit's own failures: the check could not be made
-EXIT_INTERRUPTED = 128 + signal.SIGINT  # main()'s status after a Ctrl-C; run() dies of SIGINT instead
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # main()'s status after a Ctrl-C (128+N after signal N); run() dies of it
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """pyinit-check with these arguments; the exit status (EXIT_INTERRUPTED after a Ctrl-C)."""
-    try:
-        options = parse(list(sys.argv[1:] if argv is None else argv), __doc__.split("\n\n")[0])
-    except Usage as problem:
-        print("pyinit-check: %s" % problem, file=sys.stderr)
-        return EXIT_USAGE
-    started = time.time()
-    outcome = Outcome()
-    try:
-        if options.sweep:
-            sweep(options, outcome)
-        else:
-            _check(options, outcome)
-    except NotReady as failure:
-        print("pyinit-check: %s" % failure.reason, file=sys.stderr)
-        outcome.fail(EXIT_USAGE, failure.reason)
-    except (SandboxError, OSError) as problem:  # a wait that ran out, the system refusing something
-        print("pyinit-check: %s" % first_line(problem), file=sys.stderr)
-        outcome.fail(EXIT_USAGE, str(problem))
-    except KeyboardInterrupt:  # on its way here it left the `with` block, which tore the sandbox down
-        print("pyinit-check: interrupted", file=sys.stderr)
-        outcome.fail(EXIT_INTERRUPTED, "interrupted")
-    try:
-        write_reports(options, time.time() - started, outcome)
-    except WriteFailed as problem:
-        print("pyinit-check: %s" % problem, file=sys.stderr)
-        return EXIT_INTERRUPTED if outcome.status == EXIT_INTERRUPTED else EXIT_USAGE
-    return outcome.status
+    """pyinit-check with these arguments; the exit status: 128+N when signal N (SIGINT, SIGTERM, SIGHUP)
+    ended it, once the reports are written."""
+    with Interruptions() as interruptions:  # first: the options create the report files
+        from pyinit.check.command import check_command
 
-
-def _check(options: argparse.Namespace, outcome: Outcome) -> None:
-    """Start the command, wait until it is ready, signal it, and print the verdicts; NotReady says why
-    there are none (its Result, when it has exited, goes to the reports)."""
-    run = Run()
-    outcome.runs.append(run)
-    try:
-        with sandbox(options) as box:
-            wait_until_ready(box, options)
-            stop_and_check(box, options, run)
-    except NotReady as failure:
-        run.result = failure.result
-        raise
-    for check in run.checks:
-        print(check.line())
-    if not run.passed:
-        print(run.details())
-    outcome.status = 0 if run.passed else EXIT_FAILED
+        status = check_command(list(sys.argv[1:] if argv is None else argv), __doc__.split("\n\n")[0], interruptions)
+    if interruptions.signo is not None:
+        return 128 + interruptions.signo
+    return status
 
 
 def run() -> None:
@@ -107,19 +74,20 @@ def run() -> None:
         sys.stdout.reconfigure(errors="backslashreplace")
     try:
         status = main()
-    except KeyboardInterrupt:  # outside the check: while reading the options or writing the reports
-        print("pyinit-check: interrupted", file=sys.stderr)
+    except KeyboardInterrupt:  # a Ctrl-C before main() installed its handlers, or after it restored them
+        print("pyinit-check: interrupted by SIGINT", file=sys.stderr)
         status = EXIT_INTERRUPTED
-    if status == EXIT_INTERRUPTED:
-        _die_of_sigint()
+    if status - 128 in Interruptions.SIGNALS:
+        _die_of(status - 128)
     sys.exit(status)
 
 
-def _die_of_sigint() -> NoReturn:
-    """Die of SIGINT, as util-linux's wrappers do: a shell stops its loop when a command dies of
-    SIGINT, not when it exits 130."""
-    sys.stdout.flush()  # the default action ends the process without Python's own flushing
-    sys.stderr.flush()
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    os.kill(os.getpid(), signal.SIGINT)
-    sys.exit(EXIT_INTERRUPTED)  # only if SIGINT is blocked: it stays pending
+def _die_of(signo: int) -> NoReturn:
+    """Die of signal `signo`, as util-linux's wrappers do: a shell stops its loop when a command dies of
+    SIGINT, not when it exits 130, and `timeout --preserve-status` passes the death on."""
+    with contextlib.suppress(OSError):  # the default action ends the process without Python's own flushing
+        sys.stdout.flush()
+        sys.stderr.flush()
+    signal.signal(signo, signal.SIG_DFL)
+    os.kill(os.getpid(), signo)
+    sys.exit(128 + signo)  # only if the signal is blocked: it stays pending

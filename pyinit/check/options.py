@@ -16,8 +16,10 @@ import signal
 from typing import Dict, List, NoReturn
 
 from pyinit import signals
+from pyinit.config import MAX_SECONDS
 from pyinit.check.reports import Report, ReportRefused, StandardOutput
 from pyinit.sandbox import signal_number
+from pyinit.sandbox.launch import SETTLE
 from pyinit.sandbox.ready import http_target
 
 # The two signals the kernel delivers to a namespace's PID 1 from outside whatever it does: they act
@@ -70,6 +72,9 @@ def parser(description: str) -> argparse.ArgumentParser:
     sandbox.add_argument("--cwd", metavar="DIR", help="the command's working directory")
     sandbox.add_argument("--grace", metavar="S", type=float,
                          help="pyinit's grace period: SIGKILL to what still runs S seconds after the signal")
+    sandbox.add_argument("--settle", metavar="S", type=float, default=SETTLE,
+                         help="seconds pyinit gives what the command left to exit on its own, after the command's "
+                              "exit, before it lists the leftovers (default %g)" % SETTLE)
     sandbox.add_argument("--rewrite", metavar="S:R", action="append", default=[],
                          help="pyinit forwards signal S as R (names or numbers; R=0 drops S); repeatable")
     sandbox.add_argument("--single-child", action="store_true",
@@ -115,16 +120,23 @@ _RANGES = [("ready_port", 1, 65535, "a TCP port"), ("expect_exit", 0, 255, "an e
            ("ready_status", 100, 599, "an HTTP status"), ("sweep", 2, None, "a number of moments")]
 
 
+# The options that are seconds; pyinit's own limit for its timers (config.MAX_SECONDS) is theirs too.
+_SECONDS = ("ready_timeout", "within", "grace", "settle")
+
+
 def _check_ranges(options: argparse.Namespace) -> None:
     for name, low, high, what in _RANGES:
         value = getattr(options, name)
         if value is not None and not (low <= value and (high is None or value <= high)):
             limits = "%d to %d" % (low, high) if high is not None else "%d or more" % low
             raise Usage("--%s %d: not %s (%s)" % (name.replace("_", "-"), value, what, limits))
-    for name in ("ready_timeout", "within", "grace"):
+    for name in _SECONDS:
         seconds = getattr(options, name)
+        flag = "--%s %g" % (name.replace("_", "-"), seconds) if seconds is not None else ""
         if seconds is not None and not 0 <= seconds < math.inf:  # nan fails every comparison
-            raise Usage("--%s %g: not a number of seconds (finite, 0 or more)" % (name.replace("_", "-"), seconds))
+            raise Usage("%s: not a number of seconds (finite, 0 or more)" % flag)
+        if seconds is not None and seconds > MAX_SECONDS:  # the clock cannot count it: refused, not cut short
+            raise Usage("%s: longer than pyinit-check can wait (at most %d s, about 31 years)" % (flag, MAX_SECONDS))
 
 
 def _check_http(options: argparse.Namespace) -> None:

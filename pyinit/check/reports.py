@@ -16,6 +16,7 @@ import stat
 import sys
 from typing import Any, Dict, List, Optional
 
+from pyinit import signals
 from pyinit.check.verdicts import Outcome, Run
 from pyinit.sandbox import Process
 from pyinit.testing import describe, format_processes
@@ -85,20 +86,30 @@ def write_reports(options: argparse.Namespace, seconds: float, outcome: Outcome)
 def as_json(options: argparse.Namespace, outcome: Outcome) -> Dict[str, Any]:
     """The single check: its verdicts and its Result (null where not known)."""
     run = outcome.runs[0] if outcome.runs else Run()
-    return {"command": options.command, "passed": outcome.passed, "error": outcome.error, **_run_json(run)}
+    return {**_head_json(options, outcome), **_run_json(run)}
 
 
 def as_sweep_json(options: argparse.Namespace, outcome: Outcome) -> Dict[str, Any]:
     """A sweep: readiness as the first run found it, and each moment, in time order, with its verdicts and Result."""
     return {
-        "command": options.command,
-        "passed": outcome.passed,
-        "error": outcome.error,
+        **_head_json(options, outcome),
         "ready_ms": None if outcome.ready_ms is None else round(outcome.ready_ms, 1),
         "moments": [{"ms": run.ms, "sent_ms": None if run.sent_ms is None else round(run.sent_ms, 1),
                      "before_ready": run.before_ready, "passed": run.passed, **_run_json(run)}
                     for run in _in_time_order(outcome.runs)],
     }
+
+
+def _head_json(options: argparse.Namespace, outcome: Outcome) -> Dict[str, Any]:
+    """What every JSON report begins with: the command, the outcome, and how the check was set up."""
+    return {"command": options.command, "passed": outcome.passed, "error": outcome.error,
+            "interrupted": outcome.interrupted, "settings": _settings(options)}
+
+
+def _settings(options: argparse.Namespace) -> Dict[str, Any]:
+    """The settings the verdicts depend on: the signal, the limits, pyinit's periods (None: pyinit's default)."""
+    return {"signal": signals.name(options.signo), "within": options.within, "expect_exit": options.expect_exit,
+            "settle": options.settle, "grace": options.grace, "ready_timeout": options.ready_timeout}
 
 
 def _run_json(run: Run) -> Dict[str, Any]:
@@ -134,8 +145,14 @@ def as_junit(options: argparse.Namespace, seconds: float, outcome: Outcome) -> b
     suite = ET.Element("testsuite", name="pyinit-check", tests=str(max(len(cases) + (error is not None), 1)),
                        failures=str(sum(not check.passed for _, check in cases)),
                        errors=str(int(error is not None)), time="%.3f" % seconds)
+    properties = ET.SubElement(suite, "properties")  # first, as the JUnit schema has it
+    for name, value in _settings(options).items():
+        if value is not None:
+            ET.SubElement(properties, "property", name=name, value=value if isinstance(value, str) else "%g" % value)
     if error is not None:
-        case = ET.SubElement(suite, "testcase", classname="pyinit-check", name="%s becomes ready" % command)
+        cut = "interrupted by %s" % outcome.interrupted
+        what = cut if error == cut else "becomes ready"  # the check cut short, or the command never ready
+        case = ET.SubElement(suite, "testcase", classname="pyinit-check", name="%s %s" % (command, what))
         ET.SubElement(case, "error", message=error.splitlines()[0]).text = error
     for run, check in cases:
         at = "" if run.ms is None else " at %d ms:" % run.ms

@@ -45,13 +45,22 @@ _LATE_MS = 50  # a signal sent this much after its moment (readiness came later 
 def sweep(options: argparse.Namespace, outcome: Outcome) -> None:
     """Run the sweep, print a line per moment and the details of the failing ones; fill in `outcome`.
 
-    NotReady from the first run (the command never became ready, or never
-    ran) is the caller's: no moment can be planned without it.
+    NotReady from the first run (its wait for readiness ran out, or the
+    command never ran) is the caller's: no moment can be planned without it.
+    A command that exits before it is ready in the first run fails the sweep
+    with that run's verdicts alone.
     """
     moments = options.sweep
     marker = _ready_path(options)
     probe = _probe(options, outcome, marker)
-    last = probe.ms or 0
+    if probe.ms is None:  # it exited before it was ready: no moment to plan, and the service's failure
+        for check in probe.checks:
+            print(check.line())
+        print(probe.details())
+        print("sweep: the command exited before it was ready in the first run: no moment to plan")
+        outcome.status = EXIT_FAILED
+        return
+    last = probe.ms
     ready_ms = outcome.ready_ms or 0.0
     print("sweep: %s at %d moments, 0 to %d ms after the spawn (ready at %d ms in the first run)"
           % (signals.name(options.signo), moments, last, round(ready_ms)))
@@ -111,7 +120,8 @@ def _probe(options: argparse.Namespace, outcome: Outcome, marker: Optional[str])
 def _probe_run(options: argparse.Namespace, outcome: Outcome, probe: Run) -> None:
     with sandbox(options) as box:
         start = time.monotonic()
-        wait_until_ready(box, options)
+        if not wait_until_ready(box, options, probe):
+            return
         ready = _readiness_awaited(options)
         outcome.ready_ms = (time.monotonic() - start) * 1000 if ready else 0.0
         probe.ms = round(outcome.ready_ms) + _AFTER_READY_MS
@@ -138,7 +148,8 @@ def _moment_run(options: argparse.Namespace, run: Run) -> None:
         start = time.monotonic()
         if not run.before_ready:
             try:
-                wait_until_ready(box, options)
+                if not wait_until_ready(box, options, run):
+                    return
             except NotReady as failure:  # it became ready in the first run: in this one it is a failure
                 run.checks = [Check("becomes ready", False, failure.reason.splitlines()[0])]
                 run.result = failure.result

@@ -14,7 +14,7 @@ from pyinit import signals
 from pyinit.sandbox import CommandExited, Process, Result, Sandbox, TimeoutExpired
 from pyinit.testing import describe, exited_before, how_it_ended
 
-END_TIMEOUT = 30.0  # seconds for pyinit to finish (settle, report) once the command has exited
+END_TIMEOUT = 30.0  # seconds for pyinit to finish (its report) once the command has exited, beyond --settle
 
 
 class Check:
@@ -54,13 +54,15 @@ class Run:
 
 class Outcome:
     """How pyinit-check ended: the exit status, its runs (one, or a sweep's), the error that stopped
-    it (None when every check could be made), and a sweep's readiness (ms after the spawn)."""
+    it (None when every check could be made), a sweep's readiness (ms after the spawn), and the
+    signal that ended it, if one did (during the check: the error says so too)."""
 
     def __init__(self) -> None:
         self.status = 0
         self.runs: List[Run] = []
         self.error: Optional[str] = None
         self.ready_ms: Optional[float] = None
+        self.interrupted: Optional[str] = None  # the signal that ended pyinit-check ("SIGTERM"), if one did
 
     def fail(self, status: int, error: str) -> None:
         self.status, self.error = status, error
@@ -81,12 +83,14 @@ class NotReady(Exception):
 def sandbox(options: argparse.Namespace) -> Sandbox:
     """The Sandbox the options describe, not yet started."""
     return Sandbox(options.command, env=options.environment, cwd=options.cwd, grace=options.grace,
-                   single_child=options.single_child, rewrite=options.rewrites or None, network=options.network)
+                   settle=options.settle, single_child=options.single_child,
+                   rewrite=options.rewrites or None, network=options.network)
 
 
-def wait_until_ready(box: Sandbox, options: argparse.Namespace) -> None:
-    """Return once the command is ready; raise NotReady saying why it never was (with the tree, or
-    what it left, and the output tail), with its Result when it has exited."""
+def wait_until_ready(box: Sandbox, options: argparse.Namespace, run: Run) -> bool:
+    """True once the command is ready. False when it exited before: the service's failure, which run's
+    verdicts and Result then say. NotReady when the check cannot be made: the command never ran
+    (pyinit's line says why), or the wait ran out (with the tree and the output tail)."""
     try:
         if options.ready_output is not None:
             box.wait_for_output(options.ready_regex, options.ready_timeout, stream="any")
@@ -98,12 +102,36 @@ def wait_until_ready(box: Sandbox, options: argparse.Namespace) -> None:
             box.wait_for_http(options.ready_http, status=options.ready_status, timeout=options.ready_timeout)
     except TimeoutExpired as failure:
         raise NotReady("never ready: %s" % failure) from None
-    except CommandExited as failure:
-        result = box.wait(END_TIMEOUT)
+    except CommandExited:
+        result = box.wait(options.settle + END_TIMEOUT)
         if not result.started:  # pyinit's own message says why (not found, not executable), as docs/cli.md promises
             raise NotReady(why_not_run(result), result) from None
-        # The first line says what was awaited; describe() says the rest, what the command left among it.
-        raise NotReady("never ready: %s\n%s" % (str(failure).splitlines()[0], describe(result)), result) from None
+        # A daemon's parent gone before its child was ready, a crash at start-up: the same verdicts whichever
+        # came first, the exit or the readiness (stop_and_check's "had already exited" then), never the
+        # check's own failure.
+        run.result = result
+        run.checks = [Check(_within(options), False, "exited before it was ready (while waiting for %s), %s: %s "
+                            "was never sent" % (_awaited(options), how_it_ended(result), signals.name(options.signo)))]
+        if options.no_leftovers:
+            run.checks.append(leftovers_check(result.leftovers))
+        return False
+    return True
+
+
+def _awaited(options: argparse.Namespace) -> str:
+    """What the --ready-* option waits for, for the verdict line."""
+    if options.ready_output is not None:
+        return "output matching %r" % options.ready_output
+    if options.ready_port is not None:
+        return "a listener on port %d" % options.ready_port
+    if options.ready_path is not None:
+        return "the path %s" % options.ready_path
+    return "an HTTP %d from %s" % (options.ready_status, options.ready_http)
+
+
+def _within(options: argparse.Namespace) -> str:
+    """The name of the first check: the same whether the command stopped, ran on, or had exited before."""
+    return "stops within %g s of %s" % (options.within, signals.name(options.signo))
 
 
 def why_not_run(result: Result) -> str:
@@ -117,12 +145,12 @@ def stop_and_check(box: Sandbox, options: argparse.Namespace, run: Run) -> None:
     name = signals.name(options.signo)
     sent = time.time()
     box.send_signal(options.signo)
-    within = "stops within %g s of %s" % (options.within, name)
+    within = _within(options)
     stopped = box.wait_for_exit(options.within)
     if not stopped:
         run.tree = box.tree()
         box.kill_command()  # so pyinit writes its report, which says what it forwarded
-    run.result = result = box.wait(END_TIMEOUT)
+    run.result = result = box.wait(options.settle + END_TIMEOUT)
     if not result.started:
         raise NotReady(why_not_run(result), result)
     before = exited_before(result, sent, name) if stopped else None

@@ -54,7 +54,8 @@ from pyinit.forkserver.client import SignalsHeld
 from pyinit.sandbox.output import TAIL_LINES, Output
 from pyinit.sandbox.ready import Readiness
 from pyinit.sandbox.result import (CommandExited, IsolationError, IsolationWarning, Process, Result, SandboxError,
-                                   SignalSpec, TimeoutExpired, exec_result, make_result, signal_number)
+                                   SignalSpec, TimeoutExpired, exec_result, make_result, signal_number,
+                                   wait_limit)
 
 PIPE = subprocess.PIPE
 STDOUT = subprocess.STDOUT
@@ -93,6 +94,7 @@ class Sandbox(Readiness):
         self.argv = [os.fspath(arg) for arg in argv]
         self.env = dict(os.environ if env is None else env)
         self.cwd = None if cwd is None else os.fspath(cwd)
+        self.settle, self.drain = settle, drain  # pyinit's, after the command's exit: the waits then allow them
         self._options = init_options(grace, drain, settle, single_child, rewrite)
         self._streams = (DEVNULL if stdin is None else stdin, stdout, stderr)
         self._isolate = isolate
@@ -231,6 +233,7 @@ class Sandbox(Readiness):
         does not run, TimeoutExpired (after killing what it started) when
         `timeout` passes.
         """
+        timeout = wait_limit(timeout)
         if self._launcher is None or self._launcher.init_pid is None or not self._launcher.init_running():
             raise SandboxError("%s is not running: nothing to exec in" % self._name())
         args, started = [os.fspath(arg) for arg in argv], time.monotonic()
@@ -254,6 +257,7 @@ class Sandbox(Readiness):
         Raises TimeoutExpired (its message holds the process tree) when
         `timeout` seconds pass first; the sandbox then keeps running.
         """
+        timeout = wait_limit(timeout)  # None, or longer than the clock can count: no limit
         if self._result is not None:
             return self._result
         launcher = self._launcher
@@ -270,13 +274,14 @@ class Sandbox(Readiness):
 
     def stop(self, sig: SignalSpec = signal.SIGTERM, timeout: Optional[float] = 10) -> Result:
         """send_signal(sig), then wait(timeout)."""
+        timeout = wait_limit(timeout)  # a bad one is refused before the signal goes
         self.send_signal(sig)
         return self.wait(timeout)
 
     def wait_for_exit(self, timeout: Optional[float] = None) -> bool:
         """Wait until the command (the whole process, not only its main thread) has exited; False if `timeout` passed first."""
         launcher = self._launcher
-        return launcher is None or launcher.command_exited(timeout)
+        return launcher is None or launcher.command_exited(wait_limit(timeout))
 
     # --- the network ---------------------------------------------------------------------------
 
@@ -286,6 +291,7 @@ class Sandbox(Readiness):
         Raises OSError as connect(2) would (ConnectionRefusedError: nothing
         listens there), SandboxError when the sandbox does not run.
         """
+        timeout = wait_limit(timeout)
         if self._network is None and self.network == "host":
             return socket.create_connection((host, port), timeout=timeout)
         if self._launcher is None or self._network is None or not self._launcher.init_running():

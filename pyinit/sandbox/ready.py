@@ -11,6 +11,7 @@ methods below name.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import socket
@@ -21,12 +22,13 @@ from typing import TYPE_CHECKING, Callable, Collection, List, Optional, Union
 
 from pyinit.sandbox import members as members
 from pyinit.sandbox.output import Cursor, Output
-from pyinit.sandbox.result import CommandExited, Process, Result, TimeoutExpired
+from pyinit.sandbox.result import CommandExited, Process, Result, TimeoutExpired, wait_limit
 
 if TYPE_CHECKING:
     import http.client  # imported by wait_for_http when it runs: with ssl and email, a third of the API's import
 
 START_TIMEOUT = 30.0
+END_TIMEOUT = 30.0  # seconds pyinit gets to end once the command has exited, beyond its settle and drain
 StatusSpec = Union[int, Collection[int], Callable[["http.client.HTTPResponse"], bool]]
 Description = Union[str, Callable[[], str]]
 
@@ -36,6 +38,8 @@ class Readiness:
 
     cwd: Optional[str]
     network: str
+    settle: float
+    drain: Optional[float]
     _output: Output
     _changed: threading.Condition
     _lock: "threading.RLock"
@@ -61,7 +65,12 @@ class Readiness:
     def _name(self) -> str:
         raise NotImplementedError
 
-    def wait_for_output(self, pattern: Union[str, "re.Pattern[str]"], timeout: float = 10,
+    def _end_timeout(self) -> float:
+        """Seconds to wait for pyinit once the command has exited: it settles and drains first (--settle 40 was
+        a TimeoutExpired after 30 s), then writes its report; a bound all the same, for a pyinit stopped from outside."""
+        return self.settle + (self.drain or 0.0) + END_TIMEOUT
+
+    def wait_for_output(self, pattern: Union[str, "re.Pattern[str]"], timeout: Optional[float] = 10,
                         stream: str = "any") -> "re.Match[str]":
         """Wait until the captured output matches the regex; return the match.
 
@@ -70,9 +79,13 @@ class Readiness:
         searches only what arrived since the last, so the wait costs time in
         proportion to the output, however long it is.
         """
+        if stream not in ("stdout", "stderr", "any"):
+            raise ValueError("stream must be 'stdout', 'stderr' or 'any', not %r" % (stream,))
         names = [name for name in ("stdout", "stderr") if stream in (name, "any") and name in self._output.captured]
-        if stream not in ("stdout", "stderr", "any") or not names:
-            raise ValueError("%s is not captured: start the sandbox with %s=PIPE" % (stream, stream))
+        if not names:  # name the Sandbox options that exist: there is no any=PIPE
+            raise ValueError("%s: start the sandbox with %s" % (
+                "neither stdout nor stderr is captured" if stream == "any" else "%s is not captured" % stream,
+                "stdout=PIPE or stderr=PIPE" if stream == "any" else "%s=PIPE" % stream))
         regex = re.compile(pattern) if isinstance(pattern, str) else pattern
         cursor = Cursor()
         found: "list[re.Match[str]]" = []
@@ -87,7 +100,7 @@ class Readiness:
         self.wait_until(matched, timeout, "output matching %r on %s" % (regex.pattern, stream), poll=0.05)
         return found[0]
 
-    def wait_for_port(self, port: int, host: str = "127.0.0.1", timeout: float = 10) -> None:
+    def wait_for_port(self, port: int, host: str = "127.0.0.1", timeout: Optional[float] = 10) -> None:
         """Wait until a member of the sandbox listens on TCP host:port, in the sandbox's network.
 
         A listener that no member holds (another test's server) is not the
@@ -106,13 +119,13 @@ class Readiness:
 
         self.wait_until(listening, timeout, what, poll=0.02)
 
-    def wait_for_path(self, path: Union[str, "os.PathLike[str]"], timeout: float = 10) -> None:
+    def wait_for_path(self, path: Union[str, "os.PathLike[str]"], timeout: Optional[float] = 10) -> None:
         """Wait until `path` exists (a relative path is taken from the sandbox's cwd)."""
         full = os.path.join(self.cwd or os.getcwd(), os.fspath(path))
         self.wait_until(lambda: os.path.exists(full), timeout, "the path %s" % full, poll=0.01)
 
     def wait_for_http(self, port_or_url: Union[int, str], path: str = "/", status: StatusSpec = 200,
-                      timeout: float = 10) -> "http.client.HTTPResponse":
+                      timeout: Optional[float] = 10) -> "http.client.HTTPResponse":
         """Wait until an HTTP GET answers with `status`, in the sandbox's network; return that response (read).
 
         `port_or_url`: a port on 127.0.0.1 (with `path`), or a URL
@@ -120,14 +133,17 @@ class Readiness:
         codes, or a callable taking the response. A refused connection, a
         reset, a 503 while the service warms up: the wait goes on. On the
         host's network only a listener of a sandbox member is asked (another
-        process's server, as for wait_for_port, never counts). The body
-        is read, so `response.read()` gives it again from the cached copy
-        in `response.body`.
+        process's server, as for wait_for_port, never counts). The
+        response is read whole and its connection closed: the body is in
+        `response.body`, and `response.read()` returns b"" (there is
+        nothing left to read).
         """
         import http.client
 
         host, port, target = http_target(port_or_url, path)
         accepts = _status_check(status)
+        limit = wait_limit(timeout)
+        attempt = 5.0 if limit is None else min(limit, 5.0)  # seconds for one connection
         answers: "list[str]" = []
         found: "list[http.client.HTTPResponse]" = []
 
@@ -136,7 +152,7 @@ class Readiness:
                 answers[:] = ["no member of the sandbox listens there"]  # another process's server is not ready
                 return False
             try:
-                response = _get(self.connect(port, host, timeout=min(timeout, 5.0)), host, port, target)
+                response = _get(self.connect(port, host, timeout=attempt), host, port, target)
             except (OSError, http.client.HTTPException) as failure:
                 answers[:] = [str(failure) or type(failure).__name__]
                 return False
@@ -153,7 +169,7 @@ class Readiness:
         self.wait_until(answered, timeout, what, poll=0.05)
         return found[0]
 
-    def wait_until(self, ready: Callable[[], bool], timeout: float = 10, what: Description = "the condition",
+    def wait_until(self, ready: Callable[[], bool], timeout: Optional[float] = 10, what: Description = "the condition",
                    poll: float = 0.05) -> None:
         """Wait for `ready()`; fail at once when the command exits first, or when `timeout` passes.
 
@@ -162,7 +178,8 @@ class Readiness:
         CommandExited and TimeoutExpired say what was awaited (`what`, or
         what it returns when it is a callable).
         """
-        deadline = time.monotonic() + timeout
+        limit = wait_limit(timeout)  # None, or too long for the clock to count: no limit
+        deadline = math.inf if limit is None else time.monotonic() + limit
         while True:
             if ready():
                 return
@@ -170,7 +187,7 @@ class Readiness:
                 self._output.read_available()  # what it wrote before exiting
                 if ready():
                     return
-                result = self.wait(START_TIMEOUT)
+                result = self.wait(self._end_timeout())
                 raise CommandExited("%s exited with code %d while waiting for %s\n%s"
                                     % (self._name(), result.exit_code, _text(what), self.output_tail()),
                                     result.exit_code)
@@ -178,7 +195,7 @@ class Readiness:
             if remaining <= 0:
                 tree = self.tree()
                 raise TimeoutExpired("waited %g s for %s from %s in vain; the processes:\n%s\n%s"
-                                     % (timeout, _text(what), self._name(), tree, self.output_tail()), timeout, tree)
+                                     % (limit or 0.0, _text(what), self._name(), tree, self.output_tail()), limit or 0.0, tree)
             with self._lock:
                 self._changed.wait(min(remaining, poll))
 

@@ -18,6 +18,10 @@ from pyinit import signals
 
 SignalSpec = Union[int, str, signal.Signals]
 
+# The longest wait poll(2) and epoll_wait(2) can count: milliseconds in a C int, about 24.8 days (select(2) and
+# the thread locks go further). A longer timeout, infinity among them, is no limit in practice: it is taken as None.
+LONGEST_WAIT = (2**31 - 1) / 1000
+
 # Why a launcher's exit status can be lost: the kernel reaps the children of a process that ignores SIGCHLD.
 SIGCHLD_IGNORED = "this process ignores SIGCHLD, so the kernel reaped pyinit in its place"
 
@@ -149,6 +153,18 @@ def _leftovers(report: dict) -> Optional[List[Process]]:
         return None
     return [Process(entry["pid"], None, entry["ppid"], entry["state"], entry["name"], list(entry["argv"]))
             for entry in entries]
+
+
+def wait_limit(timeout: Optional[float], name: str = "timeout") -> Optional[float]:
+    """A caller's timeout (the argument `name`) as the waits take it: seconds, or None for no limit (also
+    for one longer than LONGEST_WAIT, which the clock primitives refuse with OverflowError); ValueError
+    for nan or a negative number, which no wait can mean."""
+    if timeout is None:
+        return None
+    seconds = float(timeout)  # TypeError for what is not a number
+    if not seconds >= 0:  # nan fails every comparison
+        raise ValueError("%s must be a number of seconds, 0 or more, or None for no limit, not %r" % (name, timeout))
+    return None if seconds > LONGEST_WAIT else seconds
 
 
 def signal_number(sig: SignalSpec) -> int:
