@@ -360,6 +360,20 @@ class Docker(Engine):
 
 ENGINES = {"podman": Podman, "docker": Docker}
 
+# What the engines make outside their private roots whatever they are told: empty state directories
+# (crun's, dockerd's plugins, containerd's shim sockets, podman's network directory) and the image
+# library's blob cache. Removed at the end when the session made them (and, directories, only when empty).
+HOST_LEFTOVERS = ["/var/lib/containers/cache/blob-info-cache-v1.boltdb", "/var/lib/containers/cache",
+                  "/var/lib/containers", "/run/containers/networks", "/run/containers", "/run/crun",
+                  "/run/docker/plugins", "/run/docker", "/run/containerd/s", "/run/containerd"]
+
+
+def remove_leftovers(existed: "set[str]") -> None:
+    for path in HOST_LEFTOVERS:
+        if path not in existed:
+            with contextlib.suppress(OSError):
+                os.rmdir(path) if os.path.isdir(path) else os.unlink(path)
+
 
 @contextlib.contextmanager
 def engine_session(name: str):
@@ -369,6 +383,7 @@ def engine_session(name: str):
     scratch = Path(tempfile.mkdtemp(prefix="pyinit-%s-" % name, dir="/tmp"))  # short: dockerd's socket path
     cgroup = CgroupParent("pyinit-tests-%s-%d" % (name, os.getpid()))
     engine = None
+    existed = {path for path in HOST_LEFTOVERS if os.path.lexists(path)}
     try:
         engine = ENGINES[name](scratch, cgroup)
         engine.import_rootfs(tarball, base_image_name())
@@ -376,6 +391,7 @@ def engine_session(name: str):
     finally:
         if engine is not None:
             engine.close()
+        remove_leftovers(existed)
         shutil.rmtree(scratch, ignore_errors=True)
         deadline = time.monotonic() + 10
         while cgroup.remove():

@@ -25,12 +25,14 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import time
 
 import pexpect
 import pytest
 
-from engines import ENGINES, EngineUnavailable, engine_session, record, together
+import engines
+from engines import BUILD_TIMEOUT, ENGINES, EngineUnavailable, engine_session, record, together
 from support import REPO, TIMEOUT, wait_for
 
 pytestmark = pytest.mark.engines
@@ -468,3 +470,55 @@ def test_run_it_ctrl_z_with_the_command_alone(engine):
     for init, (ctrl_z, code) in results.items():
         record("run -it sleep 100: Ctrl-Z; then Ctrl-C", engine.name, init, "%s; %s" % (ctrl_z, code))
     assert results["pyinit"] == ("dropped", "130")
+
+
+# --- examples/docker-compose.yml, with docker-compose -------------------------------------------------
+
+
+@pytest.fixture
+def compose(docker_engine, tmp_path):
+    """compose(*args) runs `docker-compose` on examples/docker-compose.yml as written, against the private
+    dockerd, with one override file: no network for the services (the dockerd has no bridge) and the
+    host's for their builds. `down` at the end."""
+    program = shutil.which("docker-compose")
+    if program is None:
+        pytest.skip("docker-compose is not installed (Debian package docker-compose)")
+    override = tmp_path / "override.yml"
+    override.write_text("services:\n" + "".join("  %s:\n    network_mode: none\n    build:\n      network: host\n" % name
+                                                   for name in ("app", "zombies")))
+    project = "pyinit%s" % os.urandom(4).hex()
+    argv = [program, "--project-name", project, "--project-directory", REPO / "examples",
+            "-f", REPO / "examples" / "docker-compose.yml", "-f", override, "--no-ansi"]
+
+    def compose(*args: str, check: bool = True) -> "subprocess.CompletedProcess":
+        return engines.run([*argv, *args], check=check, timeout=BUILD_TIMEOUT, env=docker_engine.env)
+
+    yield compose
+    compose("down", "--rmi", "local", "--remove-orphans", check=False)
+
+
+def test_compose_app_and_zombies(compose, docker_engine):
+    """`up -d app`; `exec app ps` shows pyinit as PID 1; `stop app` sends stop_signal, and the service exits 0
+    well within stop_grace_period (pyinit logs the SIGTERM: PYINIT_VERBOSITY=2); `run --rm zombies`: 50
+    orphans, no zombie."""
+    import yaml
+
+    service = yaml.safe_load((REPO / "examples" / "docker-compose.yml").read_text())["services"]["app"]
+    period = float(service["stop_grace_period"].rstrip("s"))
+    compose("up", "-d", "app")
+    (container,) = compose("ps", "-q", "app").stdout.split()
+    output(docker_engine, container, "serving")
+    table = compose("exec", "-T", "app", "ps", "-o", "pid=,args=").stdout.splitlines()
+    assert any(re.fullmatch(r"\s*1 \S*python3 /usr/local/bin/pyinit -- python3 graceful_service.py", row)
+               for row in table), table
+    started = time.monotonic()
+    compose("stop", "app")
+    elapsed = time.monotonic() - started
+    log = docker_engine.logs(container)
+    assert "stopping: flushed state" in log and service["stop_signal"] in log, log
+    assert docker_engine.exit_code(container) == 0
+    assert elapsed < period, elapsed
+    compose("build", "zombies")  # (from the build cache: the same Dockerfile and context as app's)
+    lines = compose("run", "--rm", "-T", "zombies").stdout.splitlines()
+    assert lines[0] == "made 50 orphans", lines
+    assert [line for line in lines[2:] if line.split()[1].startswith("Z")] == [], lines
