@@ -22,7 +22,13 @@ sources bind-mounted where it copies them, its `pip install` of pyinit as
 pip would lay it out under /usr/local, its ENV, WORKDIR, ENTRYPOINT and CMD as
 written), and the Compose service or Pod on top of it (environment, command,
 stop signal and grace period). The YAML files are read with PyYAML's safe
-loader. The CI workflow's launcher step is run on the host as written.
+loader, and docs/containers.md's snippets are compared with them. The CI
+workflow's launcher step is run on the host as written.
+
+The emulation builds nothing: it is a quick check of what the image runs, not
+of the image. The image users build is tested in tests/test_engines.py, which
+builds examples/Dockerfile as written with podman and docker (and Compose's
+services with docker-compose) and runs, stops and inspects what they built.
 
 The suite needs the Debian packages runc, procps (ps) and python3 (Debian's
 /usr/bin/python3, used inside the containers). Without runc, or where it cannot
@@ -508,8 +514,8 @@ class Image:
             ctr.bind(host, target)
         for directory in self.installs:
             copied = {target for _, target in self.copies}
-            assert {directory + "/pyproject.toml", directory + "/pyinit"} <= copied, \
-                "pip install %s: pyinit's source is not copied there" % directory
+            needed = {directory + "/" + name for name in ("pyproject.toml", "README.md", "bin", "pyinit")}
+            assert needed <= copied, "pip install %s: %s not copied there" % (directory, sorted(needed - copied))
         assert self.installs, "the image does not install pyinit"
         # What `pip install` leaves under /usr/local: the package, and the `pyinit` script of
         # pyproject.toml's script-files with its `#!` line rewritten to the image's python3.
