@@ -5,7 +5,7 @@ tests/test_engines.py does, whose tests/engines.py sets podman up on this host a
 image). Each variant is the same `podman run --rm --network none` of that image, only the
 ENTRYPOINT differs; hyperfine runs them side by side and prints its summary.
 
-usage: sudo python3 benchmarks/engine_startup.py [--runs N] [--markdown PATH]
+usage: sudo python3 benchmarks/engine_startup.py [--runs N] [--markdown PATH] [--json PATH]
 Needs Debian's podman, crun, debootstrap, tini, dumb-init and hyperfine.
 """
 
@@ -30,6 +30,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--markdown", help="hyperfine's table, as Markdown, to this file")
+    parser.add_argument("--json", help="hyperfine's samples, as JSON, to this file (medians, every time)")
     options = parser.parse_args()
     if shutil.which("hyperfine") is None:
         sys.exit("engine_startup.py: hyperfine is not installed (Debian package hyperfine)")
@@ -45,6 +46,7 @@ def main() -> int:
             program, *args = (entrypoint + " true").split()
             commands += ["-n", name, "%s --entrypoint %s pyinit-startup %s" % (run, program, shlex.join(args))]
         extra = ["--export-markdown", options.markdown] if options.markdown else []
+        extra += ["--export-json", options.json] if options.json else []
         done = subprocess.run(["hyperfine", "-N", "--warmup", "3", "--runs", str(options.runs), *extra, *commands],
                               env=podman.env)
         return done.returncode
