@@ -72,7 +72,7 @@ def _session(name: str, tmp_path_factory):
         yield engine
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def podman_engine(tmp_path_factory):
     try:
         yield from _session("podman", tmp_path_factory)
@@ -80,7 +80,7 @@ def podman_engine(tmp_path_factory):
         _unavailable("podman", str(reason))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def docker_engine(tmp_path_factory):
     try:
         yield from _session("docker", tmp_path_factory)
@@ -90,7 +90,8 @@ def docker_engine(tmp_path_factory):
 
 @pytest.fixture(params=list(ENGINES))
 def engine(request):
-    """Each engine in turn, set up once per session."""
+    """Each engine in turn, set up once for this module (and torn down after it: no dockerd idles
+    through the rest of the suite)."""
     return request.getfixturevalue("%s_engine" % request.param)
 
 
