@@ -211,6 +211,7 @@ class Engine:
     """One container engine's command line, with the options and environment that make it private."""
 
     name = ""
+    rm_options: "list[str]" = []  # what `rm -f` needs to kill at once
 
     def __init__(self, scratch: Path, cgroup: CgroupParent) -> None:
         self.scratch = scratch
@@ -257,9 +258,13 @@ class Engine:
         done = self("logs", name, check=False)
         return done.stdout + done.stderr
 
+    def remove(self, name: str) -> None:
+        """`rm -f`: SIGKILL the container if it still runs, and remove it (gone already is fine)."""
+        self("rm", "-f", *self.rm_options, name, check=False)
+
     def remove_all(self) -> None:
         for name in self.made:
-            self("rm", "-f", name, check=False)
+            self.remove(name)
 
     def close(self) -> None:
         raise NotImplementedError
@@ -267,6 +272,7 @@ class Engine:
 
 class Podman(Engine):
     name = "podman"
+    rm_options = ["--time", "0"]  # podman's `rm -f` would first send SIGTERM and wait 10 s
 
     def __init__(self, scratch: Path, cgroup: CgroupParent) -> None:
         super().__init__(scratch, cgroup)

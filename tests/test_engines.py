@@ -244,7 +244,7 @@ def test_kill_signals_reach_the_service(engine):
                 reached.append(signame[3:])
             except AssertionError:
                 pass
-        engine("rm", "-f", name)
+        engine.remove(name)
         return reached
 
     results = each_init(scenario)
@@ -437,7 +437,7 @@ def test_run_it_shell_job_control_resize_and_exit(engine):
             return steps, child.exitstatus
         finally:
             child.close(force=True)
-            engine("rm", "-f", name, check=False)
+            engine.remove(name)
 
     results = each_init(scenario)
     for init, (steps, code) in results.items():
@@ -470,7 +470,7 @@ def test_run_it_ctrl_z_with_the_command_alone(engine):
             return ("stopped" if stat.startswith("T") else "dropped"), code
         finally:
             child.close(force=True)
-            engine("rm", "-f", name, check=False)
+            engine.remove(name)
 
     results = each_init(scenario)
     for init, (ctrl_z, code) in results.items():
