@@ -123,3 +123,12 @@ def on_pty():
     yield on_pty
     for terminal in terminals:
         terminal.kill()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The engine suite's table: what pyinit, tini, dumb-init and no init did in each scenario."""
+    import engines
+
+    if engines.RESULTS:
+        terminalreporter.write_sep("=", "pyinit beside tini, dumb-init and no init (tests/test_engines.py)")
+        terminalreporter.write_line(engines.table(["pyinit", "tini", "dumb-init", "none"]))

@@ -22,7 +22,13 @@ sources bind-mounted where it copies them, its `pip install` of pyinit as
 pip would lay it out under /usr/local, its ENV, WORKDIR, ENTRYPOINT and CMD as
 written), and the Compose service or Pod on top of it (environment, command,
 stop signal and grace period). The YAML files are read with PyYAML's safe
-loader. The CI workflow's launcher step is run on the host as written.
+loader, and docs/containers.md's snippets are compared with them. The CI
+workflow's launcher step is run on the host as written.
+
+The emulation builds nothing: it is a quick check of what the image runs, not
+of the image. The image users build is tested in tests/test_engines.py, which
+builds examples/Dockerfile as written with podman and docker (and Compose's
+services with docker-compose) and runs, stops and inspects what they built.
 
 The suite needs the Debian packages runc, procps (ps) and python3 (Debian's
 /usr/bin/python3, used inside the containers). Without runc, or where it cannot
@@ -508,8 +514,8 @@ class Image:
             ctr.bind(host, target)
         for directory in self.installs:
             copied = {target for _, target in self.copies}
-            assert {directory + "/pyproject.toml", directory + "/pyinit"} <= copied, \
-                "pip install %s: pyinit's source is not copied there" % directory
+            needed = {directory + "/" + name for name in ("pyproject.toml", "README.md", "bin", "pyinit")}
+            assert needed <= copied, "pip install %s: %s not copied there" % (directory, sorted(needed - copied))
         assert self.installs, "the image does not install pyinit"
         # What `pip install` leaves under /usr/local: the package, and the `pyinit` script of
         # pyproject.toml's script-files with its `#!` line rewritten to the image's python3.
@@ -672,6 +678,51 @@ def test_kubernetes_pod(container, image, tmp_path):
     assert (report["pid"], report["exit_code"], report["grace"]["seconds"]) == (1, 0, grace)
     timeline = report["timeline"]
     assert timeline["child_exit"] - timeline["first_terminating_signal"] >= delay * 0.9
+
+
+# --- docs/containers.md, beside the examples -----------------------------------------------------
+
+
+def fenced(path: Path, language: str) -> "list[str]":
+    """The fenced code blocks of `language` in the Markdown file at `path`."""
+    return re.findall(r"^```%s\n(.*?)^```" % language, path.read_text(), re.M | re.S)
+
+
+def test_containers_md_agrees_with_the_examples(image, compose):
+    """docs/containers.md's Dockerfile, Compose and Pod snippets, and its advice on picking `--grace`, say
+    what examples/Dockerfile, docker-compose.yml and kubernetes/pod.yaml do: the same install steps, the
+    same PYINIT_GRACE under the same engine periods, the same terminationGracePeriodSeconds, term delay
+    and grace."""
+    doc = REPO / "docs" / "containers.md"
+    (dockerfile,) = fenced(doc, "dockerfile")
+    example = (EXAMPLES / "Dockerfile").read_text().splitlines()
+    installs = [line for line in example if line.startswith(("COPY", "RUN pip")) and "examples/" not in line]
+    assert [line for line in dockerfile.splitlines() if line.startswith(("COPY", "RUN pip"))] == installs
+    assert [line for line in dockerfile.splitlines() if line.startswith("ENTRYPOINT")] == \
+        [line for line in example if line.startswith("ENTRYPOINT")]
+    assert "ENV PYINIT_GRACE=%s" % image.env["PYINIT_GRACE"] in dockerfile.splitlines()
+
+    (compose_doc,) = [yaml.safe_load(block)["services"]["app"] for block in fenced(doc, "yaml")
+                      if block.startswith("services:")]
+    assert compose_doc["environment"]["PYINIT_GRACE"] == compose["app"]["environment"]["PYINIT_GRACE"]
+    assert duration(compose_doc["stop_grace_period"]) == duration(compose["app"]["stop_grace_period"])
+
+    (pod_doc,) = [yaml.safe_load(block) for block in fenced(doc, "yaml") if block.startswith("spec:")]
+    pod = load_yaml(EXAMPLES / "kubernetes" / "pod.yaml")
+    period = pod["spec"]["terminationGracePeriodSeconds"]
+    assert pod_doc["spec"]["terminationGracePeriodSeconds"] == period
+    env = {item["name"]: item["value"] for item in pod["spec"]["containers"][0]["env"]}
+    env_doc = {item["name"]: item["value"] for item in pod_doc["spec"]["containers"][0]["env"]}
+    for name in ("PYINIT_TERM_DELAY", "PYINIT_GRACE", "PYINIT_EXIT_REPORT"):
+        assert env_doc[name] == env[name], name
+
+    prose = " ".join(doc.read_text().split())
+    advice = re.search(r"`--grace (\d+)` under the default `docker stop`; `--term-delay (\d+) --grace (\d+)` in a Pod "
+                       r"with the default (\d+) s", prose)
+    assert advice, "docs/containers.md no longer gives its two examples of picking --grace"
+    assert advice.group(1) == image.env["PYINIT_GRACE"]
+    assert (advice.group(2), advice.group(3), int(advice.group(4))) == \
+        (env["PYINIT_TERM_DELAY"], env["PYINIT_GRACE"], period)
 
 
 # --- examples/ci/github-actions.yml, on the host ------------------------------------------------
