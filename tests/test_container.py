@@ -17,18 +17,21 @@ state`. Output is synchronised on what the service prints, never on sleeps.
 
 The examples that need an engine (examples/Dockerfile, docker-compose.yml,
 kubernetes/pod.yaml) are checked for validity and then run the same way under
-runc: the image the Dockerfile describes is emulated in the bundle (its COPY
-sources bind-mounted where it copies them, its `pip install` of pyinit as
-pip would lay it out under /usr/local, its ENV, WORKDIR, ENTRYPOINT and CMD as
-written), and the Compose service or Pod on top of it (environment, command,
-stop signal and grace period). The YAML files are read with PyYAML's safe
-loader, and docs/containers.md's snippets are compared with them. The CI
-workflow's launcher step is run on the host as written.
+runc: the image the Dockerfile describes is built once, as a builder builds it
+but with the host's directories in place of the base image's (its COPY
+instructions copy from the repository less .dockerignore's, each RUN runs its
+shell script under runc, as root and without a network, in a container of the
+image being built), and run with its ENV, WORKDIR, ENTRYPOINT and CMD as
+written; the Compose service or Pod on top of it (environment, command, stop
+signal and grace period). The YAML files are read with PyYAML's safe loader,
+and docs/containers.md's snippets are compared with them. The CI workflow's
+launcher step is run on the host as written.
 
-The emulation builds nothing: it is a quick check of what the image runs, not
-of the image. The image users build is tested in tests/test_engines.py, which
-builds examples/Dockerfile as written with podman and docker (and Compose's
-services with docker-compose) and runs, stops and inspects what they built.
+The emulation is a quick check of what the image runs, not of the image (its
+base is the host, and its Python Debian's). The image users build is tested in
+tests/test_engines.py, which builds examples/Dockerfile as written with podman
+and docker (and Compose's services with docker-compose) and runs, stops and
+inspects what they built.
 
 The suite needs the Debian packages runc, procps (ps) and python3 (Debian's
 /usr/bin/python3, used inside the containers). Without runc, or where it cannot
