@@ -3,15 +3,14 @@
 Nothing here is mocked and nothing is done by hand beforehand:
 
 - The base image. No image registry is reachable, so the image that examples/Dockerfile names in its
-  FROM (python:3.12-slim) is made here: `debootstrap --variant=minbase` of Debian bookworm from the
-  mirror apt already uses, with python3, procps and pip, then imported (`podman import`,
-  `docker import`) under that name, so that the Dockerfile is built exactly as written and never
-  pulled. Like the real python:3.12-slim it is a Debian with a Python whose pip installs into
-  /usr/local as root; unlike it, its Python is Debian's (3.11) and pip builds with the setuptools of
-  the image instead of fetching one (`no-build-isolation` in /etc/pip.conf: PyPI is not reachable
-  from inside a build here). The root filesystem is made once per machine and kept as a tarball in
-  CACHE (PYINIT_TEST_CACHE, default /var/cache/pyinit-tests); a fresh machine spends a minute or two
-  on it.
+  FROM (python:3.12-slim) is made here, by issue 28's recipe: `debootstrap --variant=minbase
+  --include=python3,procps` of Debian bookworm from the mirror apt already uses, imported (`podman
+  import`, `docker import`) under that name, so that the Dockerfile is built exactly as written and
+  never pulled. Like the real python:3.12-slim it is a Debian with a python3 on PATH; unlike it, its
+  Python is Debian's (3.11), it has ps, and it has no pip (the Dockerfile needs none). The root
+  filesystem is made once per machine and kept as a tarball in CACHE (PYINIT_TEST_CACHE, default
+  /var/cache/pyinit-tests), named after its recipe, so that a changed recipe makes a new one; a
+  fresh machine spends a minute or two on it.
 - The host's quirks, handled where they are met: a root without CAP_SYS_RESOURCE cannot raise an
   rlimit, so podman gets a containers.conf (CONTAINERS_CONF) whose default_ulimits are at or below
   its own; crun refuses a hybrid cgroup host whose hugetlb controller is on cgroup2, so the v1
@@ -21,8 +20,8 @@ Nothing here is mocked and nothing is done by hand beforehand:
   network configuration, reset and removed at the end; dockerd is a private one (its own data root,
   exec root, pidfile and socket, no iptables, no bridge), stopped by its PID at the end, its
   directories removed. Every container gets a cgroup parent of the session's own, removed at the
-  end in every hierarchy. Containers run with `--network none`; builds use the host's network
-  (`apt-get update` in the Dockerfile), so no bridge or firewall rule is made.
+  end in every hierarchy. Containers and builds run with `--network none` (the example image needs
+  no network to build: issue 28's held-out build has none), so no bridge or firewall rule is made.
 """
 
 import contextlib
@@ -46,17 +45,8 @@ from support import REPO, TIMEOUT
 
 CACHE = Path(os.environ.get("PYINIT_TEST_CACHE", "/var/cache/pyinit-tests"))
 SUITE = "bookworm"
-# What the stand-in for python:3.12-slim has: a python3 with pip (and the setuptools it builds
-# with), and ps (the Dockerfile installs procps itself too).
-PACKAGES = ["python3", "procps", "python3-pip", "python3-setuptools", "python3-wheel"]
-PIP_CONF = """\
-# The stand-in for python:3.12-slim (tests/engines.py): no registry but Debian's is reachable
-# from a build, so pip builds with the image's own setuptools instead of fetching one. (pip
-# reads this option inverted: false turns build isolation off.)
-[global]
-no-build-isolation = false
-root-user-action = ignore
-"""
+# What the stand-in for python:3.12-slim has (issue 28's recipe): a python3, and ps.
+PACKAGES = ["python3", "procps"]
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 BUILD_TIMEOUT = 600.0
 
@@ -130,7 +120,7 @@ def base_rootfs() -> Path:
 
     Concurrent sessions wait for each other on a lock; a half-made tree or tarball is never kept.
     """
-    recipe = json.dumps([SUITE, "minbase", PACKAGES, PIP_CONF])
+    recipe = json.dumps([SUITE, "minbase", PACKAGES])
     tarball = CACHE / ("rootfs-%s-%s.tar" % (SUITE, hashlib.sha256(recipe.encode()).hexdigest()[:12]))
     if tarball.exists():
         return tarball
@@ -145,9 +135,6 @@ def base_rootfs() -> Path:
         try:
             run(["debootstrap", "--variant=minbase", "--include=" + ",".join(PACKAGES), SUITE, tree,
                  debian_mirror()], timeout=BUILD_TIMEOUT)
-            for marker in tree.glob("usr/lib/python3*/EXTERNALLY-MANAGED"):
-                marker.unlink()  # as in python:3.12-slim, whose pip installs as root into /usr/local
-            (tree / "etc" / "pip.conf").write_text(PIP_CONF)
             for leftover in [*tree.glob("var/cache/apt/archives/*.deb"), *tree.glob("var/lib/apt/lists/*_*")]:
                 leftover.unlink()
             partial = tarball.with_suffix(".partial")
@@ -237,8 +224,8 @@ class Engine:
         return ["--network", "none", "--cgroup-parent", self.cgroup.path]
 
     def build_options(self) -> "list[str]":
-        """Options every build gets: the host's network (apt-get update), and never a pull."""
-        return ["--network", "host"]
+        """Options every build gets: no network (none is needed), and never a pull."""
+        return ["--network", "none"]
 
     def import_rootfs(self, tarball: Path, image: str) -> None:
         self("import", "--change", "ENV PATH=" + PATH, "--change", "ENV LANG=C.UTF-8",

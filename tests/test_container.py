@@ -17,18 +17,21 @@ state`. Output is synchronised on what the service prints, never on sleeps.
 
 The examples that need an engine (examples/Dockerfile, docker-compose.yml,
 kubernetes/pod.yaml) are checked for validity and then run the same way under
-runc: the image the Dockerfile describes is emulated in the bundle (its COPY
-sources bind-mounted where it copies them, its `pip install` of pyinit as
-pip would lay it out under /usr/local, its ENV, WORKDIR, ENTRYPOINT and CMD as
-written), and the Compose service or Pod on top of it (environment, command,
-stop signal and grace period). The YAML files are read with PyYAML's safe
-loader, and docs/containers.md's snippets are compared with them. The CI
-workflow's launcher step is run on the host as written.
+runc: the image the Dockerfile describes is built once, as a builder builds it
+but with the host's directories in place of the base image's (its COPY
+instructions copy from the repository less .dockerignore's, each RUN runs its
+shell script under runc, as root and without a network, in a container of the
+image being built), and run with its ENV, WORKDIR, ENTRYPOINT and CMD as
+written; the Compose service or Pod on top of it (environment, command, stop
+signal and grace period). The YAML files are read with PyYAML's safe loader,
+and docs/containers.md's snippets are compared with them. The CI workflow's
+launcher step is run on the host as written.
 
-The emulation builds nothing: it is a quick check of what the image runs, not
-of the image. The image users build is tested in tests/test_engines.py, which
-builds examples/Dockerfile as written with podman and docker (and Compose's
-services with docker-compose) and runs, stops and inspects what they built.
+The emulation is a quick check of what the image runs, not of the image (its
+base is the host, and its Python Debian's). The image users build is tested in
+tests/test_engines.py, which builds examples/Dockerfile as written with podman
+and docker (and Compose's services with docker-compose) and runs, stops and
+inspects what they built.
 
 The suite needs the Debian packages runc, procps (ps) and python3 (Debian's
 /usr/bin/python3, used inside the containers). Without runc, or where it cannot
@@ -61,6 +64,15 @@ EXAMPLES = REPO / "examples"
 HOST_DIRECTORIES = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc"]
 
 
+def in_image(image: Path, path: str) -> Path:
+    """Where the file at `path` in an image built by Image.build into the directory `image` is: in its
+    root filesystem, except for /usr/local, kept beside it. (A bind mount's source is looked up after
+    the mounts before it, and the root's /usr is the host's by then.)"""
+    if path == "/usr/local" or path.startswith("/usr/local/"):
+        return image / "usr-local" / path[len("/usr/local/"):]
+    return image / "rootfs" / path.lstrip("/")
+
+
 def inside(path: Path) -> str:
     """The path, inside the containers, of a file of the source tree."""
     return str(Path(SOURCE) / Path(path).relative_to(REPO))
@@ -83,12 +95,15 @@ class Container:
     `stderr`.
     """
 
-    def __init__(self, directory: Path, name: str) -> None:
+    def __init__(self, directory: Path, name: str, image: "Path | None" = None) -> None:
+        """`image`: an image's files (Image.build's directory; see `in_image`) to run, its root
+        filesystem and its own /usr/local, instead of an empty root with the source tree mounted."""
         self.id = "pyinit-%s-%s" % (re.sub(r"[^a-z0-9]+", "-", name.lower())[:40].strip("-"), uuid.uuid4().hex[:10])
         self.bundle = directory / "bundle"
         self.state_root = directory / "runc-state"
-        self.rootfs = self.bundle / "rootfs"
-        self.rootfs.mkdir(parents=True)
+        self.bundle.mkdir(parents=True)
+        self.rootfs = self.bundle / "rootfs" if image is None else in_image(image, "/")
+        self.rootfs.mkdir(parents=True, exist_ok=True)
         self.proc: "subprocess.Popen | None" = None
         self.out: "Lines | None" = None
         self._stderr = tempfile.TemporaryFile()
@@ -96,25 +111,30 @@ class Container:
                               timeout=TIMEOUT)
         assert spec.returncode == 0, "runc spec failed: %s" % spec.stderr
         self.config = json.loads((self.bundle / "config.json").read_text())
-        self.config["root"] = {"path": "rootfs", "readonly": True}
+        self.config["root"] = {"path": str(self.rootfs), "readonly": True}
         self.config["hostname"] = "pyinit-test"
         process = self.config["process"]
         process["terminal"] = False
         process["cwd"] = "/"
-        process["env"] = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                          "PYTHONPATH=" + SOURCE]
+        process["env"] = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
         linux = self.config["linux"]
         linux.pop("resources", None)  # no cgroup limits: runc needs no cgroup set-up
         linux["namespaces"] = [ns for ns in linux["namespaces"] if ns["type"] != "cgroup"]
         self.config["mounts"] = [m for m in self.config["mounts"] if m["destination"] != "/sys/fs/cgroup"]
         for path in HOST_DIRECTORIES:
             if os.path.islink(path):  # merged /usr: /bin -> usr/bin, as on the host
-                os.symlink(os.readlink(path), self.rootfs / path.lstrip("/"))
+                if not os.path.lexists(self.rootfs / path.lstrip("/")):
+                    os.symlink(os.readlink(path), self.rootfs / path.lstrip("/"))
             elif os.path.isdir(path):
                 self.bind(path, path)
         self.config["mounts"].append({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
                                       "options": ["nosuid", "nodev", "mode=1777"]})
-        self.bind(REPO, SOURCE)
+        if image is None:
+            self.bind(REPO, SOURCE)
+            self.setenv("PYTHONPATH", SOURCE)
+        else:
+            in_image(image, "/usr/local").mkdir(parents=True, exist_ok=True)
+            self.bind(in_image(image, "/usr/local"), "/usr/local")
 
     def bind(self, source, destination: str, readonly: bool = True) -> None:
         """Bind-mount host file or directory `source` at `destination` in the container."""
@@ -239,11 +259,12 @@ def runc_works(tmp_path_factory) -> None:
 
 @pytest.fixture
 def container(runc_works, tmp_path, request):
-    """container() -> a new Container, not yet running; each is deleted at teardown."""
+    """container(image=None) -> a new Container (of the image built there), not yet running;
+    each is deleted at teardown."""
     made = []
 
-    def container() -> Container:
-        made.append(Container(tmp_path / ("c%d" % len(made)), request.node.name))
+    def container(image: "Path | None" = None) -> Container:
+        made.append(Container(tmp_path / ("c%d" % len(made)), request.node.name, image))
         return made[-1]
 
     yield container
@@ -436,10 +457,10 @@ def test_exit_report_in_a_bind_mounted_directory(container, reports):
 # --- examples/Dockerfile, under runc ------------------------------------------------------------
 
 
-def parse_dockerfile(path: Path) -> "list[tuple[str, str]]":
+def parse_dockerfile(text: str) -> "list[tuple[str, str]]":
     """(INSTRUCTION, arguments) for each instruction: comments dropped, continuation lines joined."""
     instructions, pending = [], ""
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         if not pending and (not line.strip() or line.lstrip().startswith("#")):
             continue
         pending += line.strip()
@@ -449,25 +470,59 @@ def parse_dockerfile(path: Path) -> "list[tuple[str, str]]":
         keyword, _, arguments = pending.partition(" ")
         instructions.append((keyword.upper(), arguments.strip()))
         pending = ""
-    assert not pending, "%s ends in a continuation line" % path
+    assert not pending, "the Dockerfile ends in a continuation line"
     return instructions
 
 
-class Image:
-    """What examples/Dockerfile builds, as far as running it is concerned; emulated in a runc bundle.
+def dockerignore() -> "list[re.Pattern]":
+    """The build context's .dockerignore (the repository's root) as expressions over paths relative to
+    the context: `**/` any directories, `*` and `?` within a name. Exceptions (`!`) are not emulated."""
+    patterns = []
+    for line in (REPO / ".dockerignore").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            assert not line.startswith("!"), ".dockerignore: an exception the emulation does not know: %s" % line
+            expression = re.escape(line.strip("/")).replace(r"\*\*/", "(?:.*/)?")
+            patterns.append(re.compile(expression.replace(r"\*", "[^/]*").replace(r"\?", "[^/]")))
+    return patterns
 
-    Every instruction must be one the emulation understands, so that the
-    emulation cannot silently drift from the Dockerfile.
+
+def copy_from_context(source: Path, image: Path, destination: str, into: bool) -> None:
+    """COPY SOURCE DESTINATION into the image built in `image`: a directory's contents, or a
+    file (into DESTINATION if it ends in / or `into`), less what .dockerignore leaves out."""
+    hidden = [path for path in HOST_DIRECTORIES if (destination + "/").startswith(path + "/")]
+    assert not hidden or destination.startswith("/usr/local/"), "COPY to %s: the host's %s is there" % (destination, hidden)
+    excluded = dockerignore()
+
+    def ignore(directory: str, names: "list[str]") -> "list[str]":
+        relative = Path(directory).relative_to(REPO)
+        return [name for name in names if any(pattern.fullmatch(str(relative / name)) for pattern in excluded)]
+
+    target = in_image(image, destination)
+    if source.is_dir():
+        shutil.copytree(source, target, ignore=ignore, dirs_exist_ok=True)
+    else:
+        if destination.endswith("/") or into:
+            target = target / source.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
+
+
+class Image:
+    """What examples/Dockerfile builds: its instructions, and `build`, which carries them out over the
+    host's directories (standing in for the base image's) into a directory that runc runs.
+
+    Every instruction must be one the emulation understands, so that the emulation cannot silently
+    drift from the Dockerfile.
     """
 
     def __init__(self, path: Path) -> None:
         self.base = None
-        self.copies: "list[tuple[Path, str]]" = []  # (source in the build context, destination)
-        self.installs: "list[str]" = []  # directories that `pip install` installs from
+        self.steps: "list[tuple[str, object]]" = []  # COPY, RUN, ENV and WORKDIR, in order, for `build`
         self.env: "dict[str, str]" = {}
         self.workdir = "/"
         self.entrypoint = self.cmd = self.stopsignal = None
-        for keyword, arguments in parse_dockerfile(path):
+        for keyword, arguments in parse_dockerfile(path.read_text()):
             if keyword == "FROM":
                 assert self.base is None, "one stage only"
                 self.base = arguments
@@ -475,27 +530,22 @@ class Image:
                 *sources, destination = shlex.split(arguments)
                 assert sources and not sources[0].startswith("--"), arguments
                 for source in sources:
-                    host = REPO / source  # the build context is the repository's root
-                    assert host.exists(), "COPY of %s: not in the build context" % source
-                    target = destination + host.name if destination.endswith("/") and host.is_file() else destination
-                    self.copies.append((host, target.rstrip("/")))
+                    assert (REPO / source).exists(), "COPY of %s: not in the build context" % source
+                self.steps.append((keyword, ([REPO / source for source in sources], destination)))
             elif keyword == "RUN":
-                for step in arguments.split("&&"):
-                    words = shlex.split(step)
-                    if words[:2] == ["pip", "install"]:
-                        self.installs += [word for word in words[2:] if not word.startswith("-")]
-                    elif words[:1] == ["apt-get"]:  # procps: the host's /usr brings ps
-                        assert words[1] in ("update", "install"), step
-                        assert words[1] == "update" or words[-1] == "procps", step
-                    elif words[:2] != ["rm", "-rf"]:
-                        raise AssertionError("a RUN step the emulation does not know: %s" % step)
+                assert not arguments.startswith("["), "RUN in the shell form only: %s" % arguments
+                self.steps.append((keyword, arguments))
             elif keyword == "ENV":
+                env = {}
                 for item in shlex.split(arguments):
                     name, equals, value = item.partition("=")
                     assert equals, "ENV NAME=VALUE only: %s" % arguments
-                    self.env[name] = value
+                    env[name] = value
+                self.env.update(env)
+                self.steps.append((keyword, env))
             elif keyword == "WORKDIR":
                 self.workdir = arguments
+                self.steps.append((keyword, arguments))
             elif keyword == "ENTRYPOINT":
                 self.entrypoint = json.loads(arguments)  # the exec form: a JSON array
             elif keyword == "CMD":
@@ -508,39 +558,56 @@ class Image:
     def stop_signal(self) -> str:
         return (self.stopsignal or "SIGTERM").upper().replace("SIG", "", 1)
 
-    def emulate(self, ctr: Container, scratch: Path) -> None:
-        """Lay the image out in `ctr`'s bundle: copies bind-mounted, pyinit installed, ENV set."""
-        for host, target in self.copies:
-            ctr.bind(host, target)
-        for directory in self.installs:
-            copied = {target for _, target in self.copies}
-            needed = {directory + "/" + name for name in ("pyproject.toml", "README.md", "bin", "pyinit")}
-            assert needed <= copied, "pip install %s: %s not copied there" % (directory, sorted(needed - copied))
-        assert self.installs, "the image does not install pyinit"
-        # What `pip install` leaves under /usr/local: the package, and the `pyinit` script of
-        # pyproject.toml's script-files with its `#!` line rewritten to the image's python3.
-        local = scratch / "usr-local"
-        site = subprocess.run([SYSTEM_PYTHON, "-c", "import site; print(site.getsitepackages()[0])"],
-                              capture_output=True, text=True, check=True).stdout.strip()
-        assert site.startswith("/usr/local/"), site
-        shutil.copytree(REPO / "pyinit", local / site[len("/usr/local/"):] / "pyinit",
-                        ignore=shutil.ignore_patterns("__pycache__"))
-        assert re.search(r'^script-files = \["bin/pyinit"\]$', (REPO / "pyproject.toml").read_text(), re.M)
-        (local / "bin").mkdir()
-        script = local / "bin" / "pyinit"
-        source = (REPO / "bin" / "pyinit").read_text()
-        script.write_text("#!%s\n%s" % (SYSTEM_PYTHON, source.partition("\n")[2]))
-        script.chmod(0o755)
-        ctr.bind(local, "/usr/local")
-        ctr.config["process"]["env"] = [item for item in ctr.config["process"]["env"]
-                                        if not item.startswith("PYTHONPATH=")]  # installed, not a source tree
+    def build(self, image: Path, scratch: Path) -> None:
+        """Build the image's own files into `image` (see `in_image`), as a builder does: COPY copies
+        from the build context (the repository's root, less .dockerignore's), WORKDIR makes its
+        directory, and RUN runs its script with /bin/sh under runc, as root, without a network, in a
+        container of the image (writable), the ENV and WORKDIR so far in force."""
+        env, workdir = {}, "/"
+        for number, (keyword, argument) in enumerate(self.steps):
+            if keyword == "COPY":
+                sources, destination = argument
+                for source in sources:
+                    copy_from_context(source, image, destination, into=len(sources) > 1)
+            elif keyword == "ENV":
+                env.update(argument)
+            elif keyword == "WORKDIR":
+                workdir = argument
+                in_image(image, workdir).mkdir(parents=True, exist_ok=True)
+            else:
+                step = Container(scratch / ("run%d" % number), "build", image)
+                step.config["root"]["readonly"] = False  # the layer being built
+                step.config["mounts"] = [mount for mount in step.config["mounts"]
+                                         if mount["destination"] not in ("/tmp", "/usr/local")]
+                step.bind(in_image(image, "/usr/local"), "/usr/local", readonly=False)
+                for name, value in env.items():
+                    step.setenv(name, value)
+                try:
+                    step.run(["/bin/sh", "-c", argument], cwd=workdir)
+                    code = step.wait()
+                    assert code == 0, "RUN %s: exit %d\n%s%s" % (argument, code, step.output(), step.stderr)
+                finally:
+                    step.remove()
+
+    def container(self, container, image: Path) -> Container:
+        """A new container (the `container` fixture's) of the image built in `image`, with its ENV."""
+        ctr = container(image)
         for name, value in self.env.items():
             ctr.setenv(name, value)
+        return ctr
 
 
 @pytest.fixture(scope="module")
 def image() -> Image:
     return Image(EXAMPLES / "Dockerfile")
+
+
+@pytest.fixture(scope="module")
+def built(image, runc_works, tmp_path_factory) -> Path:
+    """The image examples/Dockerfile builds (see `in_image`), built once for the module."""
+    scratch = tmp_path_factory.mktemp("image")
+    image.build(scratch / "image", scratch)
+    return scratch / "image"
 
 
 def test_dockerfile(image):
@@ -551,14 +618,39 @@ def test_dockerfile(image):
     assert float(image.env["PYINIT_GRACE"]) < 10  # docker stop's default grace period
 
 
-def test_dockerfile_entrypoint_runs_under_runc(container, image, tmp_path):
+def test_dockerfile_installs_pyinit_as_pip_would(container, built):
+    """The build, without pip or a network, puts the package where pip would (the image's
+    interpreter's purelib, from which it imports), compiled there for that interpreter and none
+    other (no bytecode of the build context's), and the `pyinit` command at /usr/local/bin."""
+    ctr = container(built)
+    ctr.run(["python3", "-c", "import sys, sysconfig, pyinit\n"
+             "print(sysconfig.get_path('purelib'), sys.implementation.cache_tag, pyinit.__file__)"])
+    assert ctr.wait() == 0, ctr.stderr
+    purelib, tag, imported = ctr.output().split()
+    package = Path(purelib) / "pyinit"
+    assert imported == str(package / "__init__.py")
+    installed = in_image(built, str(package))
+
+    def sources(top: Path) -> "list[Path]":
+        return sorted(path.relative_to(top) for path in top.rglob("*")
+                      if path.is_file() and "__pycache__" not in path.parts)
+
+    assert sources(installed) == sources(REPO / "pyinit")
+    compiled = sorted(path.parent / "__pycache__" / ("%s.%s.pyc" % (path.stem, tag))
+                      for path in sources(installed) if path.suffix == ".py")
+    assert sorted(path.relative_to(installed) for path in installed.rglob("*.pyc")) == compiled
+    script = in_image(built, "/usr/local/bin/pyinit")
+    assert script.read_bytes() == (REPO / "bin" / "pyinit").read_bytes()
+    assert os.access(script, os.X_OK)
+
+
+def test_dockerfile_entrypoint_runs_under_runc(container, image, built):
     """The image's ENTRYPOINT + CMD, exactly, as PID 1 under runc; `docker stop` stops it with 0."""
-    ctr = container()
-    image.emulate(ctr, tmp_path)
+    ctr = image.container(container, built)
     ctr.run(image.entrypoint + image.cmd, cwd=image.workdir)
     assert ctr.out.next().startswith("serving"), ctr.stderr
     cmdline = ctr.exec("cat", "/proc/1/cmdline").split("\0")
-    assert cmdline == [SYSTEM_PYTHON, "/usr/local/bin/pyinit", "--", *image.cmd, ""]  # the console script
+    assert cmdline == ["python3", "/usr/local/bin/pyinit", "--", *image.cmd, ""]  # its `#!/usr/bin/env python3`
     assert [row["ppid"] for row in ctr.ps() if row["args"] == " ".join(image.cmd)] == [1]
     ctr.kill(image.stop_signal())
     assert ctr.out.next().startswith("stopping"), ctr.stderr
@@ -598,23 +690,23 @@ def compose() -> dict:
     return document["services"]
 
 
-def compose_container(ctr: Container, image: Image, service: dict, scratch: Path) -> "list[str]":
-    """Emulate a Compose service of the example image in `ctr`; its command line."""
-    image.emulate(ctr, scratch)
+def compose_container(container, image: Image, built: Path, service: dict) -> "tuple[Container, list[str]]":
+    """A container of the example image as a Compose service sets it up, and its command line."""
+    ctr = image.container(container, built)
     for name, value in service.get("environment", {}).items():
         ctr.setenv(name, value)
-    return image.entrypoint + service.get("command", image.cmd)
+    return ctr, image.entrypoint + service.get("command", image.cmd)
 
 
-def test_compose_app_stops_within_its_grace_period(container, image, compose, tmp_path):
+def test_compose_app_stops_within_its_grace_period(container, image, built, compose):
     """`docker compose stop app`: its stop_signal, and exit 0 well within stop_grace_period,
     which is longer than the PYINIT_GRACE in force."""
     service = compose["app"]
     period = duration(service.get("stop_grace_period", "10s"))
     env = {**image.env, **service.get("environment", {})}
     assert float(env["PYINIT_GRACE"]) < period
-    ctr = container()
-    ctr.run(compose_container(ctr, image, service, tmp_path), cwd=image.workdir)
+    ctr, command = compose_container(container, image, built, service)
+    ctr.run(command, cwd=image.workdir)
     assert ctr.out.next().startswith("serving"), ctr.stderr
     started = time.monotonic()
     ctr.kill(service.get("stop_signal", "SIGTERM").replace("SIG", "", 1))
@@ -624,10 +716,10 @@ def test_compose_app_stops_within_its_grace_period(container, image, compose, tm
     assert "SIGTERM" in ctr.stderr  # PYINIT_VERBOSITY=2 from the service's environment is in force
 
 
-def test_compose_zombies_service(container, image, compose, tmp_path):
+def test_compose_zombies_service(container, image, built, compose):
     """`docker compose run --rm zombies`: 50 orphans made, none left a zombie, exit 0."""
-    ctr = container()
-    ctr.run(compose_container(ctr, image, compose["zombies"], tmp_path), cwd=image.workdir)
+    ctr, command = compose_container(container, image, built, compose["zombies"])
+    ctr.run(command, cwd=image.workdir)
     assert ctr.wait() == 0, ctr.stderr
     lines = ctr.output().splitlines()
     assert lines[0] == "made 50 orphans", lines
@@ -640,7 +732,7 @@ def test_compose_zombies_service(container, image, compose, tmp_path):
 # --- examples/kubernetes/pod.yaml, under runc ---------------------------------------------------
 
 
-def test_kubernetes_pod(container, image, tmp_path):
+def test_kubernetes_pod(container, image, built, tmp_path):
     """The Pod's PYINIT_* timers fit in terminationGracePeriodSeconds; stopped as the kubelet
     stops it (SIGTERM to PID 1), the service gets the SIGTERM after the term delay, the
     container exits 0 within the period, and the exit report is the termination message."""
@@ -659,8 +751,7 @@ def test_kubernetes_pod(container, image, tmp_path):
     assert delay + grace + float(env.get("PYINIT_DRAIN", 0)) < period
     assert env["PYINIT_EXIT_REPORT"] == spec.get("terminationMessagePath", "/dev/termination-log")
 
-    ctr = container()
-    image.emulate(ctr, tmp_path)
+    ctr = image.container(container, built)
     for name, value in env.items():
         ctr.setenv(name, value)
     message = tmp_path / "termination-log"  # the kubelet bind-mounts a file of its own there
@@ -695,12 +786,16 @@ def test_containers_md_agrees_with_the_examples(image, compose):
     and grace."""
     doc = REPO / "docs" / "containers.md"
     (dockerfile,) = fenced(doc, "dockerfile")
-    example = (EXAMPLES / "Dockerfile").read_text().splitlines()
-    installs = [line for line in example if line.startswith(("COPY", "RUN pip")) and "examples/" not in line]
-    assert [line for line in dockerfile.splitlines() if line.startswith(("COPY", "RUN pip"))] == installs
-    assert [line for line in dockerfile.splitlines() if line.startswith("ENTRYPOINT")] == \
-        [line for line in example if line.startswith("ENTRYPOINT")]
-    assert "ENV PYINIT_GRACE=%s" % image.env["PYINIT_GRACE"] in dockerfile.splitlines()
+    snippet = parse_dockerfile(dockerfile)
+    example = parse_dockerfile((EXAMPLES / "Dockerfile").read_text())
+
+    def installs(instructions):  # the steps that put pyinit in the image
+        return [(keyword, arguments) for keyword, arguments in instructions
+                if keyword in ("COPY", "RUN") and "pyinit" in arguments]
+
+    assert installs(example) and installs(snippet) == installs(example)
+    assert [item for item in snippet if item[0] == "ENTRYPOINT"] == [item for item in example if item[0] == "ENTRYPOINT"]
+    assert ("ENV", "PYINIT_GRACE=%s" % image.env["PYINIT_GRACE"]) in snippet
 
     (compose_doc,) = [yaml.safe_load(block)["services"]["app"] for block in fenced(doc, "yaml")
                       if block.startswith("services:")]
