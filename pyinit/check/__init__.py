@@ -88,7 +88,12 @@ def _check(options: argparse.Namespace, outcome: Outcome) -> None:
     try:
         with sandbox(options) as box:
             wait_until_ready(box, options)
-            stop_and_check(box, options, run)
+            if options.traffic_wanted or options.expect_running is not None:
+                from pyinit.check.traffic import check_under_traffic  # http.client and threads: only when asked
+
+                check_under_traffic(box, options, run)
+            else:
+                stop_and_check(box, options, run)
     except NotReady as failure:
         run.result = failure.result
         raise

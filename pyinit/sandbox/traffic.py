@@ -345,7 +345,9 @@ class Traffic:
     def line(self, request: Request) -> str:
         path = self.slow_url if request.slow else self.url
         when = "started %s, ended %s" % (self._moment(request.start), self._moment(request.end))
-        return "#%d %s %s %s: %s" % (request.number, request.kind, _shown(path), when, request.result())
+        late = request.slow and self.signal_at is not None and self.phase(request) == BEFORE
+        return "#%d %s %s %s: %s%s" % (request.number, request.kind, _shown(path), when, request.result(),
+                                       "; not in flight at %s" % self.signal_name if late else "")
 
     def _moment(self, at: Optional[float]) -> str:
         if at is None:
