@@ -164,6 +164,7 @@ def assert_drains(box: Sandbox, sig: SignalSpec, url: Union[int, str, None] = No
     with box.traffic(url, rate=rate, slow=slow, in_flight=in_flight, read_rate=read_rate) as traffic:
         _warm_up(traffic)
         assert_stops_on(box, sig, within, exit_code, traffic=traffic)
+        traffic.go_on(keep_serving)
     from pyinit.sandbox.traffic import BEFORE
 
     window = [request for request in traffic.in_window(keep_serving) if not request.served]

@@ -52,15 +52,16 @@ def timeline(run: Run, command: str) -> bytes:
         if request.slow:
             bar.set("stroke", INK)
         ET.SubElement(bar, "title").text = traffic.line(request)
-    for moment, label, colour in ((traffic.signal_at, traffic.signal_name or "signal", SIGNAL),
-                                  (run.exit_at, "exit", EXIT)):
-        if moment is not None:
+    for moment, label, colour, anchor in ((traffic.signal_at, traffic.signal_name or "signal", SIGNAL, "end"),
+                                          (run.exit_at, "exit", EXIT, "start")):
+        if moment is not None:  # the signal's label left of its line, the exit's right of it: they never overlap
             x = "%.2f" % (LEFT + moment * scale)
             line = ET.SubElement(svg, "line", x1=x, x2=x, y1=str(TOP - 8), y2="%.2f" % bottom, stroke=colour)
             line.set("stroke-width", "2")
             if colour == SIGNAL:
                 line.set("stroke-dasharray", "6 3")
-            _text(svg, float(x) + 3, TOP - 10, label, fill=colour)
+            _text(svg, float(x) + (3 if anchor == "start" else -3), TOP - 10, label, fill=colour).set("text-anchor",
+                                                                                                       anchor)
     return _document(svg)
 
 
@@ -83,11 +84,13 @@ def _tick(rough: float) -> float:
     return next(factor * power for factor in (1, 2, 5, 10) if factor * power >= rough)
 
 
-def _text(svg: ET.Element, x: float, y: float, text: str, fill: str = INK, weight: Optional[str] = None) -> None:
+def _text(svg: ET.Element, x: float, y: float, text: str, fill: str = INK,
+          weight: Optional[str] = None) -> ET.Element:
     element = ET.SubElement(svg, "text", x="%.2f" % x, y="%.2f" % y, fill=fill)
     if weight is not None:
         element.set("font-weight", weight)
     element.text = text
+    return element
 
 
 def _document(svg: ET.Element) -> bytes:

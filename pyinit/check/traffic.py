@@ -103,6 +103,7 @@ def check_under_traffic(box: Sandbox, options: argparse.Namespace, run: Run) -> 
             time.sleep(WARM_UP - traffic.elapsed)
         if options.expect_running is None:
             stop_and_check(box, options, run, send=traffic.send_signal)
+            traffic.go_on(options.keep_serving or 0.0)
         else:
             _reload(box, options, run, traffic)
     checks, failed = _verdicts(traffic, options)

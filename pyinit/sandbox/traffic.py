@@ -180,6 +180,12 @@ class Traffic:
         self._box.send_signal(number)
         return sent
 
+    def go_on(self, seconds: float) -> None:
+        """Return once `seconds` have passed since the signal: the steady traffic runs until then (a window
+        judged whole, even when the service has exited within it)."""
+        if self.signal_at is not None:
+            time.sleep(max(0.0, self.signal_at + seconds - self.elapsed))
+
     def stop(self) -> List[Request]:
         """No new steady request; wait for those under way (each ends within `timeout`) and for the slow
         ones (within `slow_timeout`); join every thread. Returns the requests, in the order they started."""
