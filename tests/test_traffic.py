@@ -13,6 +13,8 @@ Bounds are generous; nothing here depends on a moment but the order of request, 
 
 import json
 import os
+import re
+import subprocess
 import sys
 import threading
 import xml.etree.ElementTree as ET
@@ -20,8 +22,8 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from pyinit.testing import assert_drains, assert_serves_through
-from support import (TIMEOUT, WITHIN, Service, free_port, gunicorn, nginx, program, threads_down_to, threads_settled,
-                     uvicorn)
+from support import (REPO, TIMEOUT, WITHIN, Service, clean_env, free_port, gunicorn, need_program, nginx, program,
+                     threads_down_to, threads_settled, uvicorn)
 
 pytest_plugins = ["pyinit.pytest_plugin"]
 
@@ -299,3 +301,14 @@ def test_traffic_leaves_no_thread_and_no_socket(sandbox, tmp_path):
 def _sockets() -> int:
     return sum(os.readlink("/proc/self/fd/%s" % fd).startswith("socket:") for fd in os.listdir("/proc/self/fd")
                if os.path.exists("/proc/self/fd/%s" % fd))
+
+
+def test_the_pytest_example_of_the_docs_runs_as_written(tmp_path):
+    """docs/traffic.md's pytest example, run by pytest: QUIT drains, TERM cuts, HUP serves through."""
+    need_program("nginx", "nginx")
+    code = re.search(r"```python\n(.*?)```", (REPO / "docs" / "traffic.md").read_text(), re.S).group(1)
+    (tmp_path / "test_example.py").write_text(code)
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "pyinit.pytest_plugin", "-p", "no:cacheprovider",
+                           "test_example.py"], cwd=tmp_path, env=clean_env(PYTHONPATH=str(REPO)),
+                          capture_output=True, text=True, timeout=4 * TIMEOUT)
+    assert done.returncode == 0 and "3 passed" in done.stdout, done.stdout + done.stderr
