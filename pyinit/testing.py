@@ -146,12 +146,12 @@ WARM_UP = 0.5  # seconds of steady traffic before the signal, so that "before th
 
 
 def assert_drains(box: Sandbox, sig: SignalSpec, url: Union[int, str, None] = None, *, within: float = 10,
-                  exit_code: int = 0, slow: Union[int, str, None] = None, in_flight: int = 0,
+                  exit_code: int = 0, slow: Union[int, str, None] = None, in_flight: Optional[int] = None,
                   read_rate: Optional[int] = None, keep_serving: float = 0.0, rate: float = 50.0) -> "Traffic":
     """Stop the service with `sig` under traffic, as a rolling deploy does; no request may be dropped.
 
     Steady GETs of `url` (a port or an http:// URL in the sandbox's network)
-    run from now until the command has exited; `in_flight` GETs of `slow`
+    run from now until the command has exited; `in_flight` (1) GETs of `slow`
     (an endpoint that takes its time, or a large body read at `read_rate`
     bytes per second) are in progress when the signal is sent. Then, as
     assert_stops_on(): the command exits within `within` s with `exit_code`;
@@ -173,7 +173,8 @@ def assert_drains(box: Sandbox, sig: SignalSpec, url: Union[int, str, None] = No
 
 
 def assert_serves_through(box: Sandbox, sig: SignalSpec, url: Union[int, str, None] = None, *, seconds: float = 2.0,
-                          slow: Union[int, str, None] = None, in_flight: int = 0, read_rate: Optional[int] = None,
+                          slow: Union[int, str, None] = None, in_flight: Optional[int] = None,
+                          read_rate: Optional[int] = None,
                           rate: float = 50.0) -> "Traffic":
     """Send `sig` (a reload: HUP) under traffic; the command must still run `seconds` after it, and every
     request made through it (steady GETs of `url`, and the `in_flight` slow ones) must be served.

@@ -192,6 +192,17 @@ def test_a_plain_http_server_dies_of_a_reload(tmp_path):
     assert "exit code 129 (killed by SIGHUP)" in text, text
 
 
+def test_expect_running_alone_judges_the_reload_without_traffic(tmp_path):
+    service = http_server(tmp_path)
+    done = service.check("--ready-port", str(service.port), "--signal", "HUP", "--expect-running", "1",
+                         "--json", str(tmp_path / "result.json"))
+    assert done.returncode == 1, done
+    assert done.stdout.startswith("FAIL  exited ") and "it did not keep running" in done.stdout, done.stdout
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert [check["name"] for check in result["checks"]] == ["still running and ready 1 s after SIGHUP"]
+    assert "traffic" not in result and result["exit_code"] == 129, result
+
+
 def test_a_server_that_lingers_keeps_serving_after_term(tmp_path):
     service = lingering(tmp_path)
     status, verdicts, result, _, text = check(service, "--signal", "TERM", "--keep-serving", "1")
@@ -312,3 +323,18 @@ def test_the_pytest_example_of_the_docs_runs_as_written(tmp_path):
                            "test_example.py"], cwd=tmp_path, env=clean_env(PYTHONPATH=str(REPO)),
                           capture_output=True, text=True, timeout=4 * TIMEOUT)
     assert done.returncode == 0 and "3 passed" in done.stdout, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("options, message", [
+    ({}, "needs a url"),
+    ({"url": 8080, "in_flight": 2}, "in_flight requests need a slow URL"),
+    ({"slow": 8080, "in_flight": 0}, "a slow URL 1 or more in_flight"),
+    ({"url": 8080, "read_rate": 1000}, "read_rate must be"),
+    ({"url": 8080, "rate": 0}, "rate must be"),
+    ({"url": "ftp://x/"}, "not an http:// URL"),
+])
+def test_traffic_refuses_what_it_cannot_do(options, message):
+    from pyinit import Sandbox
+
+    with pytest.raises(ValueError, match=message):
+        Sandbox(["true"]).traffic(**options)

@@ -28,7 +28,7 @@ import time
 from typing import TYPE_CHECKING, Callable, List, Optional, Type
 
 from pyinit import signals
-from pyinit.check.verdicts import END_TIMEOUT, Check, Run, stop_and_check, why_not_run
+from pyinit.check.verdicts import END_TIMEOUT, Check, NotReady, Run, stop_and_check, why_not_run
 from pyinit.sandbox import Sandbox, SandboxError, TimeoutExpired
 from pyinit.testing import how_it_ended, not_in_flight
 
@@ -95,8 +95,11 @@ def check_options(options: argparse.Namespace, usage: Type[Exception], http_url:
 
 def check_under_traffic(box: Sandbox, options: argparse.Namespace, run: Run) -> None:
     """The run with traffic beside it: the stop's verdicts (or the reload's), then the traffic's."""
+    if not options.traffic_wanted:  # --expect-running alone: a reload, no requests
+        _reload(box, options, run, None)
+        return
     traffic = run.traffic = box.traffic(options.traffic, rate=RATE, slow=options.slow,
-                                        in_flight=options.in_flight or 0, read_rate=options.read_rate)
+                                        in_flight=options.in_flight, read_rate=options.read_rate)
     with traffic:
         traffic.wait_in_flight(options.ready_timeout)
         if options.traffic is not None and traffic.elapsed < WARM_UP:
@@ -115,17 +118,17 @@ def check_under_traffic(box: Sandbox, options: argparse.Namespace, run: Run) -> 
         run.exit_at = run.result.exit_time - traffic.started_wall
 
 
-def _reload(box: Sandbox, options: argparse.Namespace, run: Run, traffic: "Traffic") -> None:
+def _reload(box: Sandbox, options: argparse.Namespace, run: Run, traffic: "Optional[Traffic]") -> None:
     """--expect-running: send the signal, judge the command SECONDS later, end the traffic, stop it unjudged."""
-    traffic.send_signal(options.signo)
-    name, seconds = traffic.signal_name, options.expect_running
+    if traffic is None:
+        box.send_signal(options.signo)
+    else:
+        traffic.send_signal(options.signo)
+    name, seconds = signals.name(options.signo), options.expect_running
     verdict = "still running and ready %g s after %s" % (seconds, name)
     if box.wait_for_exit(seconds):
-        traffic.stop()
         run.result = result = box.wait(END_TIMEOUT)
         if not result.started:
-            from pyinit.check.verdicts import NotReady
-
             raise NotReady(why_not_run(result), result)
         run.checks.append(Check(verdict, False, "exited %.2f s after %s, %s: it did not keep running"
                                 % (result.stop_duration or 0.0, name, how_it_ended(result))))
@@ -133,7 +136,8 @@ def _reload(box: Sandbox, options: argparse.Namespace, run: Run, traffic: "Traff
     problem = _not_ready(box, options)
     run.checks.append(Check(verdict, problem is None, "still running %g s after %s%s" % (
         seconds, name, ", and ready" if problem is None else ", but not ready: %s" % problem)))
-    traffic.stop()
+    if traffic is not None:
+        traffic.stop()  # before the stop below, which is no part of the reload
     box.send_signal(signal.SIGTERM)  # the usual stop, not judged
     if not box.wait_for_exit(options.within):
         box.kill_command()

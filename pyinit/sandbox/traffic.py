@@ -99,21 +99,25 @@ class Traffic:
 
     def __init__(self, box: "Sandbox", url: Union[int, str, None] = None, *, rate: Optional[float] = 50.0,
                  limit: int = LIMIT, concurrency: int = 4, timeout: float = 5.0, slow: Union[int, str, None] = None,
-                 in_flight: int = 0, read_rate: Optional[int] = None, slow_timeout: float = 60.0) -> None:
+                 in_flight: Optional[int] = None, read_rate: Optional[int] = None, slow_timeout: float = 60.0) -> None:
         if url is None and slow is None:
             raise ValueError("traffic needs a url (steady requests) or slow (requests in flight), or both")
         if rate is not None and not rate > 0:
             raise ValueError("rate must be a number of requests per second above 0, or None (no limit)")
-        if limit < 0 or concurrency < 1 or in_flight < 0 or (slow is not None and in_flight < 1):
-            raise ValueError("limit and in_flight must be 0 or more (in_flight 1 or more with slow), concurrency 1 or more")
-        if read_rate is not None and read_rate < 1:
-            raise ValueError("read_rate must be a number of bytes per second, 1 or more")
+        if in_flight is None:
+            in_flight = 0 if slow is None else 1
+        if (in_flight > 0) != (slow is not None):
+            raise ValueError("in_flight requests need a slow URL, and a slow URL 1 or more in_flight")
+        if limit < 0 or concurrency < 1:
+            raise ValueError("limit must be 0 or more, concurrency 1 or more")
+        if read_rate is not None and (read_rate < 1 or slow is None):
+            raise ValueError("read_rate must be a number of bytes per second, 1 or more, with a slow URL")
         self._box = box
         self._steady = None if url is None else _target(url)
         self._slow = None if slow is None else _target(slow)
         self.url, self.slow_url = url, slow
         self.rate, self.limit, self.concurrency, self.timeout = rate, limit, concurrency, timeout
-        self.in_flight, self.read_rate, self.slow_timeout = (in_flight if slow is not None else 0), read_rate, slow_timeout
+        self.in_flight, self.read_rate, self.slow_timeout = in_flight, read_rate, slow_timeout
         self.requests: List[Request] = []  # appended by the threads as each request starts (list.append is atomic)
         self.signal_name: Optional[str] = None
         self.signal_at: Optional[float] = None  # seconds from the start
@@ -164,8 +168,9 @@ class Traffic:
         for progress in self._progress:
             if not progress.wait(max(0.0, deadline - time.monotonic())):
                 raise TimeoutError("the slow requests were not all in progress within %g s" % timeout)
-        if self._progress and self.read_rate is None:
-            time.sleep(SETTLE)  # unanswered for a moment: the service has accepted it
+        sent = [request.sent for request in self.slow_requests() if request.sent is not None]
+        if sent and self.read_rate is None:  # unanswered for a moment: the service has taken it from its queue
+            time.sleep(max(0.0, max(sent) + SETTLE - self.elapsed))
 
     def send_signal(self, sig: SignalSpec) -> float:
         """Wait until the slow requests are in flight, then send `sig` to the sandbox (Sandbox.send_signal),
@@ -273,7 +278,7 @@ class Traffic:
             record.outcome, record.error = RESET, str(failure) or type(failure).__name__
         except socket.timeout:
             record.outcome, record.error = TIMED_OUT, "no answer within %g s" % timeout
-        except (OSError, http.client.HTTPException) as failure:
+        except Exception as failure:  # OSError, HTTPException, a header that does not decode: a thread must not die
             record.outcome, record.error = ERROR, str(failure) or type(failure).__name__
         finally:
             record.end = time.monotonic() - zero
