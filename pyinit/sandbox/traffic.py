@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 
 OK, REFUSED, RESET, TIMED_OUT, INCOMPLETE, ERROR = "ok", "refused", "reset", "timed out", "incomplete body", "error"
 BEFORE, IN_FLIGHT, AFTER = "before", "in flight", "after"
-SETTLE = 0.25  # seconds an endpoint's slow request stays unanswered before it counts as taken by the service
+SETTLE = 0.5  # seconds an endpoint's slow request stays unanswered before it counts as taken by the service
 ETHERNET_MSS = 1460  # bytes: the TCP segment of a 1500-byte MTU
 LIMIT = 10000  # steady requests at most, by default
 _CHUNK = 65536
