@@ -142,9 +142,6 @@ def _indent(text: str) -> str:
 
 # --- traffic through a signal (pyinit.sandbox.traffic) --------------------------------------------
 
-WARM_UP = 0.5  # seconds of steady traffic before the signal, so that "before the signal" is not empty
-
-
 def assert_drains(box: Sandbox, sig: SignalSpec, url: Union[int, str, None] = None, *, within: float = 10,
                   exit_code: int = 0, slow: Union[int, str, None] = None, in_flight: Optional[int] = None,
                   read_rate: Optional[int] = None, keep_serving: float = 0.0, rate: float = 50.0) -> "Traffic":
@@ -162,7 +159,7 @@ def assert_drains(box: Sandbox, sig: SignalSpec, url: Union[int, str, None] = No
     timing against the signal. Returns the Traffic, with every record.
     """
     with box.traffic(url, rate=rate, slow=slow, in_flight=in_flight, read_rate=read_rate) as traffic:
-        _warm_up(traffic)
+        traffic.warm_up()
         assert_stops_on(box, sig, within, exit_code, traffic=traffic)
         traffic.go_on(keep_serving)
     from pyinit.sandbox.traffic import BEFORE
@@ -184,7 +181,7 @@ def assert_serves_through(box: Sandbox, sig: SignalSpec, url: Union[int, str, No
     its timing. Returns the Traffic, with every record.
     """
     with box.traffic(url, rate=rate, slow=slow, in_flight=in_flight, read_rate=read_rate) as traffic:
-        _warm_up(traffic)
+        traffic.warm_up()
         traffic.send_signal(sig)
         if box.wait_for_exit(seconds):
             result = box.wait(_END_TIMEOUT)
@@ -208,10 +205,3 @@ def not_in_flight(traffic: "Traffic") -> "List[Request]":
     from pyinit.sandbox.traffic import BEFORE
 
     return [request for request in traffic.slow_requests() if traffic.phase(request) == BEFORE]
-
-
-def _warm_up(traffic: "Traffic") -> None:
-    """Let the steady traffic run WARM_UP seconds, and the slow requests get under way."""
-    traffic.wait_in_flight()
-    if traffic.url is not None and traffic.elapsed < WARM_UP:
-        time.sleep(WARM_UP - traffic.elapsed)

@@ -24,7 +24,6 @@ import argparse
 import math
 import signal
 import textwrap
-import time
 from typing import TYPE_CHECKING, Callable, List, Optional, Type
 
 from pyinit import signals
@@ -35,7 +34,6 @@ from pyinit.testing import how_it_ended, not_in_flight
 if TYPE_CHECKING:
     from pyinit.sandbox.traffic import Request, Traffic
 
-WARM_UP = 0.5  # seconds of steady traffic before the signal
 RATE = 50.0  # steady requests per second
 READY_AGAIN = 5.0  # seconds a reloaded service has to answer its readiness probe
 
@@ -101,9 +99,7 @@ def check_under_traffic(box: Sandbox, options: argparse.Namespace, run: Run) -> 
     traffic = run.traffic = box.traffic(options.traffic, rate=RATE, slow=options.slow,
                                         in_flight=options.in_flight, read_rate=options.read_rate)
     with traffic:
-        traffic.wait_in_flight(options.ready_timeout)
-        if options.traffic is not None and traffic.elapsed < WARM_UP:
-            time.sleep(WARM_UP - traffic.elapsed)
+        traffic.warm_up(timeout=options.ready_timeout)
         if options.expect_running is None:
             stop_and_check(box, options, run, send=traffic.send_signal)
             traffic.go_on(options.keep_serving or 0.0)

@@ -54,6 +54,7 @@ BEFORE, IN_FLIGHT, AFTER = "before", "in flight", "after"
 SETTLE = 0.5  # seconds an endpoint's slow request stays unanswered before it counts as taken by the service
 ETHERNET_MSS = 1460  # bytes: the TCP segment of a 1500-byte MTU
 LIMIT = 10000  # steady requests at most, by default
+WARM_UP = 0.5  # seconds of steady traffic before the signal, by default
 _CHUNK = 65536
 
 
@@ -171,6 +172,13 @@ class Traffic:
         sent = [request.sent for request in self.slow_requests() if request.sent is not None]
         if sent and self.read_rate is None:  # unanswered for a moment: the service has taken it from its queue
             time.sleep(max(0.0, max(sent) + SETTLE - self.elapsed))
+
+    def warm_up(self, seconds: float = WARM_UP, timeout: float = 30.0) -> None:
+        """Return once the slow requests are in flight and the steady traffic has run `seconds` (so that
+        "before the signal" has requests); TimeoutError as wait_in_flight()."""
+        self.wait_in_flight(timeout)
+        if self._steady is not None:
+            time.sleep(max(0.0, seconds - self.elapsed))
 
     def send_signal(self, sig: SignalSpec) -> float:
         """Wait until the slow requests are in flight, then send `sig` to the sandbox (Sandbox.send_signal),
