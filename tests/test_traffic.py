@@ -189,7 +189,8 @@ def test_a_plain_http_server_dies_of_a_reload(tmp_path):
     status, verdicts, _, _, text = check(service, "--signal", "HUP", "--expect-running")
     assert status == 1, text
     assert verdicts["still running and ready 2 s after SIGHUP"] == "FAIL", text
-    assert "exit code 129 (killed by SIGHUP)" in text, text
+    assert verdicts["no request failed through SIGHUP"] == "FAIL", text  # refused once it had died
+    assert "exit code 129 (killed by SIGHUP)" in text and "refused" in text, text
 
 
 def test_expect_running_alone_judges_the_reload_without_traffic(tmp_path):

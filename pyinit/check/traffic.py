@@ -123,6 +123,8 @@ def _reload(box: Sandbox, options: argparse.Namespace, run: Run, traffic: "Optio
     name, seconds = signals.name(options.signo), options.expect_running
     verdict = "still running and ready %g s after %s" % (seconds, name)
     if box.wait_for_exit(seconds):
+        if traffic is not None:
+            traffic.go_on(seconds)  # the window judged whole: its requests after the exit are refused
         run.result = result = box.wait(END_TIMEOUT)
         if not result.started:
             raise NotReady(why_not_run(result), result)
