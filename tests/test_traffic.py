@@ -226,6 +226,16 @@ def test_an_unreachable_url_is_a_failed_verdict_not_a_usage_error(tmp_path):
     assert "refused" in done.stdout, done.stdout
 
 
+def test_without_a_ready_option_the_traffic_starts_once_its_port_listens(tmp_path):
+    """No --ready-*: had the requests begun at the spawn, the first ones would be refused before nginx
+    listens, and a correct service would fail."""
+    service = nginx(tmp_path)
+    done = service.check("--signal", "QUIT", "--traffic", url(service))
+    assert done.returncode == 0, done
+    assert re.match(r"PASS  .*\nPASS  .*\nPASS  \d+ request\(s\) ended before SIGQUIT: all served$", done.stdout.strip()), \
+        done.stdout
+
+
 @pytest.mark.parametrize("options, message", [
     (["--in-flight", "2"], "--in-flight: only with --slow URL"),
     (["--slow", "http://127.0.0.1:1/", "--in-flight", "0"], "--in-flight 0: not a number, 1 or more"),

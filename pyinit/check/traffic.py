@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Callable, List, Optional, Type
 
 from pyinit import signals
 from pyinit.check.verdicts import END_TIMEOUT, Check, NotReady, Run, stop_and_check, why_not_run
-from pyinit.sandbox import Sandbox, SandboxError, TimeoutExpired
+from pyinit.sandbox import CommandExited, Sandbox, SandboxError, TimeoutExpired
+from pyinit.sandbox.ready import http_target
 from pyinit.testing import how_it_ended, not_in_flight
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 
 RATE = 50.0  # steady requests per second
 READY_AGAIN = 5.0  # seconds a reloaded service has to answer its readiness probe
+LISTEN_TIMEOUT = 10.0  # seconds to wait for the requests' port, without a --ready-* option
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
@@ -96,6 +98,7 @@ def check_under_traffic(box: Sandbox, options: argparse.Namespace, run: Run) -> 
     if not options.traffic_wanted:  # --expect-running alone: a reload, no requests
         _reload(box, options, run, None)
         return
+    _wait_for_listener(box, options)
     traffic = run.traffic = box.traffic(options.traffic, rate=RATE, slow=options.slow,
                                         in_flight=options.in_flight, read_rate=options.read_rate)
     with traffic:
@@ -112,6 +115,18 @@ def check_under_traffic(box: Sandbox, options: argparse.Namespace, run: Run) -> 
                          % (traffic.summary(), textwrap.indent(traffic.describe(failed), "  ")))
     if traffic.signal_at is not None and run.result is not None and run.result.exit_time is not None:
         run.exit_at = run.result.exit_time - traffic.started_wall
+
+
+def _wait_for_listener(box: Sandbox, options: argparse.Namespace) -> None:
+    """With no --ready-* option, readiness is the requests' port listening: wait for it (LISTEN_TIMEOUT s at
+    most; a URL that nothing answers then fails its verdicts, it is no usage error)."""
+    if any(getattr(options, "ready_" + name) is not None for name in ("output", "port", "path", "http")):
+        return
+    host, port, _ = http_target(options.traffic or options.slow)
+    try:
+        box.wait_for_port(port, host, timeout=min(options.ready_timeout, LISTEN_TIMEOUT))
+    except (TimeoutExpired, CommandExited):
+        pass  # judged by the verdicts: requests refused, a command that had exited before the signal
 
 
 def _reload(box: Sandbox, options: argparse.Namespace, run: Run, traffic: "Optional[Traffic]") -> None:
