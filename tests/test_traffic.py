@@ -227,12 +227,12 @@ def test_an_unreachable_url_is_a_failed_verdict_not_a_usage_error(tmp_path):
 
 
 def test_without_a_ready_option_the_traffic_starts_once_its_port_listens(tmp_path):
-    """No --ready-*: had the requests begun at the spawn, the first ones would be refused before nginx
-    listens, and a correct service would fail."""
-    service = nginx(tmp_path)
-    done = service.check("--signal", "QUIT", "--traffic", url(service))
+    """No --ready-*: had the requests begun at the spawn, those made while gunicorn's interpreter starts
+    would be refused, and a correct service would fail."""
+    service = gunicorn(tmp_path)
+    done = service.check("--traffic", url(service))
     assert done.returncode == 0, done
-    assert re.match(r"PASS  .*\nPASS  .*\nPASS  \d+ request\(s\) ended before SIGQUIT: all served$", done.stdout.strip()), \
+    assert re.match(r"PASS  .*\nPASS  .*\nPASS  \d+ request\(s\) ended before SIGTERM: all served$", done.stdout.strip()), \
         done.stdout
 
 
