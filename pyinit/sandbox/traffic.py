@@ -94,7 +94,83 @@ class Request:
         return text
 
 
-class Traffic:
+class Records:
+    """The requests of a traffic and the signal's moment, judged: phases, failures, lines for messages, JSON."""
+
+    url: Union[int, str, None]
+    slow_url: Union[int, str, None]
+    read_rate: Optional[int]
+    requests: List[Request]
+    signal_name: Optional[str]
+    signal_at: Optional[float]  # seconds from the start
+
+    def phase(self, request: Request) -> str:
+        """BEFORE, IN_FLIGHT or AFTER the signal (BEFORE for every request when none was sent)."""
+        signal_at = self.signal_at
+        if signal_at is None or (request.end is not None and request.end <= signal_at):
+            return BEFORE
+        return IN_FLIGHT if request.start < signal_at else AFTER
+
+    def failed(self, phases: Sequence[str] = (BEFORE, IN_FLIGHT, AFTER), slow: Optional[bool] = None) -> List[Request]:
+        """The requests not served (see Request.served) among those of `phases` (and kind: slow True/False)."""
+        return [request for request in self.requests if not request.served and self.phase(request) in phases
+                and (slow is None or request.slow == slow)]
+
+    def in_window(self, seconds: float) -> List[Request]:
+        """The steady requests started within `seconds` after the signal."""
+        signal_at = self.signal_at
+        if signal_at is None:
+            return []
+        return [r for r in self.requests if not r.slow and signal_at <= r.start < signal_at + seconds]
+
+    def slow_requests(self) -> List[Request]:
+        return [request for request in self.requests if request.slow]
+
+    def describe(self, requests: Sequence[Request], most: int = 20) -> str:
+        """One line per request, its timing against the signal: for failure messages (the first `most`)."""
+        lines = [self.line(request) for request in requests[:most]]
+        if len(requests) > most:
+            lines.append("... and %d more" % (len(requests) - most))
+        return "\n".join(lines)
+
+    def line(self, request: Request) -> str:
+        path = self.slow_url if request.slow else self.url
+        when = "started %s, ended %s" % (self._moment(request.start), self._moment(request.end))
+        late = request.slow and self.signal_at is not None and self.phase(request) == BEFORE
+        return "#%d %s %s %s: %s%s" % (request.number, request.kind, _shown(path), when, request.result(),
+                                       "; not in flight at %s" % self.signal_name if late else "")
+
+    def _moment(self, at: Optional[float]) -> str:
+        if at is None:
+            return "never"
+        if self.signal_at is None:
+            return "at %.3f s" % at
+        offset = at - self.signal_at
+        return "%.3f s %s %s" % (abs(offset), "before" if offset < 0 else "after", self.signal_name)
+
+    def summary(self) -> str:
+        """'120 requests (118 served), 2 slow (0 served)'."""
+        steady = [r for r in self.requests if not r.slow]
+        slow = self.slow_requests()
+        text = "%d requests (%d served)" % (len(steady), sum(r.served for r in steady))
+        return text + (", %d slow (%d served)" % (len(slow), sum(r.served for r in slow)) if slow else "")
+
+    def as_json(self) -> Dict[str, Any]:
+        """Every request, for a report: times in seconds from the traffic's start."""
+        return {
+            "url": None if self.url is None else _shown(self.url),
+            "slow": None if self.slow_url is None else _shown(self.slow_url),
+            "read_rate": self.read_rate,
+            "signal": self.signal_name,
+            "signal_at": _round(self.signal_at),
+            "requests": [{"number": r.number, "kind": r.kind, "phase": self.phase(r), "start": _round(r.start),
+                          "sent": _round(r.sent), "end": _round(r.end), "status": r.status, "outcome": r.outcome,
+                          "served": r.served, "received": r.received, "length": r.length, "error": r.error or None}
+                         for r in self.requests],
+        }
+
+
+class Traffic(Records):
     """Requests made beside a running sandbox, recorded; see the module's docstring. A context manager:
     `with` calls start(), and stop() at the end (abort() when the block raised)."""
 
@@ -121,7 +197,7 @@ class Traffic:
         self.in_flight, self.read_rate, self.slow_timeout = in_flight, read_rate, slow_timeout
         self.requests: List[Request] = []  # appended by the threads as each request starts (list.append is atomic)
         self.signal_name: Optional[str] = None
-        self.signal_at: Optional[float] = None  # seconds from the start
+        self.signal_at: Optional[float] = None
         self.started_wall = 0.0  # time.time() at the start: to place pyinit's exit moment on the same axis
         self._zero = 0.0
         self._numbers = itertools.count()
@@ -329,74 +405,6 @@ class Traffic:
                 raise ConnectionAbortedError("the traffic was stopped")
             self._open.add(connection)
         return connection
-
-    # --- judging ---------------------------------------------------------------------------------
-
-    def phase(self, request: Request) -> str:
-        """BEFORE, IN_FLIGHT or AFTER the signal (BEFORE for every request when none was sent)."""
-        signal_at = self.signal_at
-        if signal_at is None or (request.end is not None and request.end <= signal_at):
-            return BEFORE
-        return IN_FLIGHT if request.start < signal_at else AFTER
-
-    def failed(self, phases: Sequence[str] = (BEFORE, IN_FLIGHT, AFTER), slow: Optional[bool] = None) -> List[Request]:
-        """The requests not served (see Request.served) among those of `phases` (and kind: slow True/False)."""
-        return [request for request in self.requests if not request.served and self.phase(request) in phases
-                and (slow is None or request.slow == slow)]
-
-    def in_window(self, seconds: float) -> List[Request]:
-        """The steady requests started within `seconds` after the signal."""
-        signal_at = self.signal_at
-        if signal_at is None:
-            return []
-        return [r for r in self.requests if not r.slow and signal_at <= r.start < signal_at + seconds]
-
-    def slow_requests(self) -> List[Request]:
-        return [request for request in self.requests if request.slow]
-
-    def describe(self, requests: Sequence[Request], most: int = 20) -> str:
-        """One line per request, its timing against the signal: for failure messages (the first `most`)."""
-        lines = [self.line(request) for request in requests[:most]]
-        if len(requests) > most:
-            lines.append("... and %d more" % (len(requests) - most))
-        return "\n".join(lines)
-
-    def line(self, request: Request) -> str:
-        path = self.slow_url if request.slow else self.url
-        when = "started %s, ended %s" % (self._moment(request.start), self._moment(request.end))
-        late = request.slow and self.signal_at is not None and self.phase(request) == BEFORE
-        return "#%d %s %s %s: %s%s" % (request.number, request.kind, _shown(path), when, request.result(),
-                                       "; not in flight at %s" % self.signal_name if late else "")
-
-    def _moment(self, at: Optional[float]) -> str:
-        if at is None:
-            return "never"
-        if self.signal_at is None:
-            return "at %.3f s" % at
-        offset = at - self.signal_at
-        return "%.3f s %s %s" % (abs(offset), "before" if offset < 0 else "after", self.signal_name)
-
-    def summary(self) -> str:
-        """'120 requests (118 served), 2 slow (0 served)'."""
-        steady = [r for r in self.requests if not r.slow]
-        slow = self.slow_requests()
-        text = "%d requests (%d served)" % (len(steady), sum(r.served for r in steady))
-        return text + (", %d slow (%d served)" % (len(slow), sum(r.served for r in slow)) if slow else "")
-
-    def as_json(self) -> Dict[str, Any]:
-        """Every request, for a report: times in seconds from the traffic's start."""
-        return {
-            "url": None if self.url is None else _shown(self.url),
-            "slow": None if self.slow_url is None else _shown(self.slow_url),
-            "read_rate": self.read_rate,
-            "signal": self.signal_name,
-            "signal_at": _round(self.signal_at),
-            "requests": [{"number": r.number, "kind": r.kind, "phase": self.phase(r), "start": _round(r.start),
-                          "sent": _round(r.sent), "end": _round(r.end), "status": r.status, "outcome": r.outcome,
-                          "served": r.served, "received": r.received, "length": r.length, "error": r.error or None}
-                         for r in self.requests],
-        }
-
 
 def _target(url: Union[int, str]) -> "tuple[str, int, bytes]":
     """(host, port, the request's bytes), for a port on 127.0.0.1 (path /) or an http:// URL."""
