@@ -43,6 +43,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Set, Union
 
+from pyinit import signals
+from pyinit.forkserver.client import SignalsHeld
 from pyinit.sandbox.ready import http_target
 from pyinit.sandbox.result import SandboxError, SignalSpec, signal_number
 
@@ -223,14 +225,15 @@ class Traffic(Records):
         if self._threads:
             raise SandboxError("this traffic was started already")
         self.started_wall, self._zero = time.time(), time.monotonic()
-        if self._steady is not None and self.limit:
-            schedule = itertools.count()
-            for index in range(self.concurrency):
-                self._spawn(self._steady_loop, "steady-%d" % index, schedule)
-        for index in range(self.in_flight):
-            progress = threading.Event()
-            self._progress.append(progress)
-            self._spawn(self._slow_request, "slow-%d" % index, progress)
+        with SignalsHeld():  # each thread kept as it starts (for stop()'s join), and never given a signal
+            if self._steady is not None and self.limit:
+                schedule = itertools.count()
+                for index in range(self.concurrency):
+                    self._spawn(self._steady_loop, "steady-%d" % index, schedule)
+            for index in range(self.in_flight):
+                progress = threading.Event()
+                self._progress.append(progress)
+                self._spawn(self._slow_request, "slow-%d" % index, progress)
         return self
 
     def _spawn(self, target: Any, name: str, *args: object) -> None:
@@ -259,8 +262,6 @@ class Traffic(Records):
     def send_signal(self, sig: SignalSpec) -> float:
         """Wait until the slow requests are in flight, then send `sig` to the sandbox (Sandbox.send_signal),
         noting the moment; returns it as time.time()."""
-        from pyinit import signals
-
         self.wait_in_flight()
         number = signal_number(sig)
         self.signal_name = signals.name(number)
@@ -330,7 +331,8 @@ class Traffic(Records):
         zero = self._zero
         record = Request(next(self._numbers), slow, time.monotonic() - zero)
         self.requests.append(record)
-        connection = None
+        connection: Optional[socket.socket] = None
+        response: Optional[http.client.HTTPResponse] = None
         try:
             if slow:
                 connection = self._hold(self._connect_narrow(host, port, timeout))
@@ -366,6 +368,8 @@ class Traffic(Records):
             record.outcome, record.error = ERROR, str(failure) or type(failure).__name__
         finally:
             record.end = time.monotonic() - zero
+            if response is not None:
+                response.close()  # its file holds the socket open past connection.close() otherwise
             if connection is not None:
                 if slow:
                     with self._open_lock:
