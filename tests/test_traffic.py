@@ -296,6 +296,17 @@ def test_assert_serves_through_nginx_reload_and_not_a_plain_http_server(sandbox,
         assert_serves_through(box, "HUP", plain.port)
 
 
+def test_assert_drains_keep_serving_passes_a_lingering_server_and_fails_nginx(sandbox, tmp_path):
+    (tmp_path / "lingering").mkdir()
+    service = lingering(tmp_path / "lingering")
+    traffic = assert_drains(service.start(sandbox), "TERM", service.port, keep_serving=1)
+    assert len(traffic.in_window(1)) >= 20 and all(request.served for request in traffic.in_window(1))
+    (tmp_path / "nginx").mkdir()
+    service = nginx(tmp_path / "nginx")
+    with pytest.raises(AssertionError, match=r"(?s)through SIGQUIT.*s after SIGQUIT: refused"):
+        assert_drains(service.start(sandbox), "QUIT", service.port, keep_serving=1)
+
+
 def test_traffic_on_a_private_network_goes_through_the_sandbox(sandbox, tmp_path):
     """The sandbox's own loopback: nothing on this side listens on the port, the requests still arrive."""
     service = with_big_file(nginx(tmp_path))

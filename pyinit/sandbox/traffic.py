@@ -6,10 +6,10 @@ TERM), answer 500 to the requests it had (gunicorn on INT), or refuse new
 ones while the load balancer still sends them. What an exit code cannot
 show, the requests' records can:
 
-    with box.traffic(8080, slow="/big", in_flight=2, read_rate=1_000_000) as traffic:
+    with box.traffic(8080, slow="http://127.0.0.1:8080/big", in_flight=2, read_rate=1_000_000) as traffic:
         traffic.send_signal("TERM")       # once both downloads have their first bytes
         box.wait(10)
-    assert not traffic.failed()
+    assert not traffic.failed([BEFORE]) and not traffic.failed(slow=True)
 
 Two kinds of request, each on a connection of its own made with the
 sandbox's connect() (so the host's network and a private one alike), and
@@ -18,8 +18,9 @@ read with the standard library's http.client:
   `concurrency` threads go), at most `limit` of them, from start() to stop();
 - slow requests: `in_flight` GETs of `slow` started at once, for an endpoint
   that takes its time, or a large response read at `read_rate` bytes per
-  second (the client's receive buffer kept small, so the server cannot hand
-  the whole body to the kernel and be done).
+  second (the client's receive buffer kept small and, on the host's network,
+  its segments Ethernet-sized, so the server cannot hand the whole body to
+  the kernel and be done: see _connect_narrow()).
 
 Each Request records its start, end, status, outcome (OK, REFUSED, RESET,
 TIMED_OUT, INCOMPLETE, ERROR) and the bytes of body received; its phase is
