@@ -171,8 +171,7 @@ def assert_drains(box: Sandbox, sig: SignalSpec, url: Union[int, str, None] = No
 
 def assert_serves_through(box: Sandbox, sig: SignalSpec, url: Union[int, str, None] = None, *, seconds: float = 2.0,
                           slow: Union[int, str, None] = None, in_flight: Optional[int] = None,
-                          read_rate: Optional[int] = None,
-                          rate: float = 50.0) -> "Traffic":
+                          read_rate: Optional[int] = None, rate: float = 50.0) -> "Traffic":
     """Send `sig` (a reload: HUP) under traffic; the command must still run `seconds` after it, and every
     request made through it (steady GETs of `url`, and the `in_flight` slow ones) must be served.
 
