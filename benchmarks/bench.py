@@ -23,6 +23,7 @@ import select
 import shlex
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -55,6 +56,8 @@ SETTINGS = {
     "window_rounds": (30, 6),
     "storm_rounds": (3, 1),
     "storm_seconds": (10.0, 10.0),
+    "traffic_rounds": (5, 2),
+    "traffic_seconds": (2.0, 1.0),
 }
 
 
@@ -663,6 +666,76 @@ def sandbox_cost(s: dict) -> list:
     return [row]
 
 
+NGINX_CONF = """worker_processes 2; pid {d}/nginx.pid; error_log stderr; events {{ worker_connections 256; }}
+http {{ access_log off; client_body_temp_path {d}/b; proxy_temp_path {d}/p; fastcgi_temp_path {d}/f;
+  uwsgi_temp_path {d}/u; scgi_temp_path {d}/s;
+  server {{ listen 127.0.0.1:{port}; location / {{ return 200 "hello\\n"; }} }} }}
+"""
+
+
+def traffic_rate(s: dict) -> list:
+    """The load generator (`Sandbox.traffic`, issue 27) beside a plain http.client loop, against one nginx.
+
+    nginx (two workers) runs in a Sandbox on the host's network. Each round,
+    for `traffic_seconds`: the generator with no rate limit (its default four
+    threads, each request on a new connection through the sandbox's
+    connect(), every request recorded), and a loop in this thread making the
+    same requests with http.client (a new HTTPConnection each, `Connection:
+    close`, the body read). Requests served per second; target: the generator
+    at least half the loop's rate.
+    """
+    sys.path.insert(0, str(REPO))
+    import http.client
+    from pyinit import sandbox
+
+    nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
+    if nginx is None:
+        raise RuntimeError("traffic needs nginx (apt-get install nginx-light)")
+    seconds = s["traffic_seconds"]
+
+    def generator(box: "sandbox.Sandbox", port: int) -> float:
+        with box.traffic(port, rate=None, limit=10**7) as traffic:
+            time.sleep(seconds)
+            traffic.stop()
+            elapsed = max(request.end or 0.0 for request in traffic.requests)
+        return sum(request.served for request in traffic.requests) / elapsed
+
+    def loop(box: "sandbox.Sandbox", port: int) -> float:
+        served, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            connection.request("GET", "/", headers={"Connection": "close"})
+            response = connection.getresponse()
+            served += response.status == 200 and response.read() == b"hello\n"
+            connection.close()
+        return served / (time.perf_counter() - start)
+
+    runs = {"load generator (box.traffic)": generator, "http.client loop": loop}
+    row = Row("traffic", "HTTP requests served per second, nginx on the host's network", "{:.0f}",
+              subject="load generator (box.traffic)")
+    row.samples = {name: [] for name in runs}
+    with tempfile.TemporaryDirectory(prefix="pyinit-bench-nginx-") as directory:
+        port = free_port()
+        Path(directory, "nginx.conf").write_text(NGINX_CONF.format(d=directory, port=port))
+        argv = [nginx, "-p", directory, "-e", "stderr", "-c", directory + "/nginx.conf", "-g", "daemon off;"]
+        with sandbox.Sandbox(argv) as box:
+            box.wait_for_http(port, timeout=30)
+            for r, name in interleaved(list(runs), s["traffic_rounds"]):
+                rate = runs[name](box, port)
+                if r >= 0:
+                    row.samples[name].append(rate)
+    row.summarise().compare("http.client loop")
+    row.target = ">= 0.50 x http.client loop"
+    row.passed = row.ratio is not None and row.ratio >= 0.5
+    return [row]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 # ------------------------------------------------- pyinit as users install it (the judged rows)
 
 class Venv:
@@ -1254,6 +1327,7 @@ MEASUREMENTS = {
     "sandbox": sandbox_cost,
     "sandbox_vs": sandbox_versus,
     "storm": fork_storm,
+    "traffic": traffic_rate,
 }
 
 

@@ -8,26 +8,32 @@ a failing CI log alone tells why.
 from __future__ import annotations
 
 import time
-from typing import List, Optional, Union
+from typing import TYPE_CHECKING, List, Optional, Union
 
 from pyinit.sandbox import Process, Result, Sandbox, SignalSpec, signal_number
 from pyinit.sandbox.result import wait_limit
 from pyinit import signals
 
+if TYPE_CHECKING:
+    from pyinit.sandbox.traffic import Request, Traffic
 
-def assert_stops_on(box: Sandbox, sig: SignalSpec, within: float, exit_code: int = 0) -> Result:
+
+def assert_stops_on(box: Sandbox, sig: SignalSpec, within: float, exit_code: int = 0,
+                    traffic: Optional["Traffic"] = None) -> Result:
     """Send `sig` to the sandbox's PID 1; the command must exit within `within` seconds, with `exit_code`.
 
     When it does not, the tree is taken as it was at the deadline, then the
     command is SIGKILLed so that pyinit writes its exit report, which says
     what pyinit received and forwarded. A command that had exited before the
     signal was sent (a daemon's parent, gone at start-up) fails too: it did
-    not stop on anything. Returns the Result.
+    not stop on anything. Returns the Result. With `traffic` (box.traffic()),
+    its send_signal() sends the signal, once its slow requests are in flight.
     """
     name = signals.name(signal_number(sig))
     wait_limit(within, "within")  # a bad one is refused before the signal goes
-    sent = time.time()
-    box.send_signal(sig)
+    sent = time.time() if traffic is None else traffic.send_signal(sig)
+    if traffic is None:
+        box.send_signal(sig)
     if not box.wait_for_exit(within):
         tree = box.tree()
         box.kill_command()
@@ -132,3 +138,69 @@ def _name(result: Result) -> str:
 
 def _indent(text: str) -> str:
     return "\n".join("  " + line for line in text.splitlines())
+
+
+# --- traffic through a signal (pyinit.sandbox.traffic) --------------------------------------------
+
+def assert_drains(box: Sandbox, sig: SignalSpec, url: Union[int, str, None] = None, *, within: float = 10,
+                  exit_code: int = 0, slow: Union[int, str, None] = None, in_flight: Optional[int] = None,
+                  read_rate: Optional[int] = None, keep_serving: float = 0.0, rate: float = 50.0) -> "Traffic":
+    """Stop the service with `sig` under traffic, as a rolling deploy does; no request may be dropped.
+
+    Steady GETs of `url` (a port or an http:// URL in the sandbox's network)
+    run from now until the command has exited; `in_flight` (1) GETs of `slow`
+    (an endpoint that takes its time, or a large body read at `read_rate`
+    bytes per second) are in progress when the signal is sent. Then, as
+    assert_stops_on(): the command exits within `within` s with `exit_code`;
+    and every steady request that ended before the signal was served, every
+    slow one was in flight at the signal and was served whole, and (with
+    `keep_serving` seconds) every steady request started that long after the
+    signal was served too. The message lists each failed request with its
+    timing against the signal. Returns the Traffic, with every record.
+    """
+    with box.traffic(url, rate=rate, slow=slow, in_flight=in_flight, read_rate=read_rate) as traffic:
+        traffic.warm_up()
+        assert_stops_on(box, sig, within, exit_code, traffic=traffic)
+        traffic.go_on(keep_serving)
+    from pyinit.sandbox.traffic import BEFORE
+
+    window = [request for request in traffic.in_window(keep_serving) if not request.served]
+    _assert_none_dropped(box, traffic, traffic.failed([BEFORE], slow=False) + window + traffic.failed(slow=True))
+    return traffic
+
+
+def assert_serves_through(box: Sandbox, sig: SignalSpec, url: Union[int, str, None] = None, *, seconds: float = 2.0,
+                          slow: Union[int, str, None] = None, in_flight: Optional[int] = None,
+                          read_rate: Optional[int] = None, rate: float = 50.0) -> "Traffic":
+    """Send `sig` (a reload: HUP) under traffic; the command must still run `seconds` after it, and every
+    request made through it (steady GETs of `url`, and the `in_flight` slow ones) must be served.
+
+    The traffic ends `seconds` after the signal; the command runs on (the
+    test's sandbox stops it). The message lists each failed request with
+    its timing. Returns the Traffic, with every record.
+    """
+    with box.traffic(url, rate=rate, slow=slow, in_flight=in_flight, read_rate=read_rate) as traffic:
+        traffic.warm_up()
+        traffic.send_signal(sig)
+        if box.wait_for_exit(seconds):
+            result = box.wait(box._end_timeout())
+            raise AssertionError("%s exited on %s, %s: it did not keep running\n%s"
+                                 % (_command(box), traffic.signal_name, how_it_ended(result), describe(result)))
+    _assert_none_dropped(box, traffic, traffic.failed())
+    return traffic
+
+
+def _assert_none_dropped(box: Sandbox, traffic: "Traffic", failed: "List[Request]") -> None:
+    """AssertionError listing `failed` and the slow requests that were not in flight at the signal, if any."""
+    dropped = sorted(set(failed + not_in_flight(traffic)), key=lambda request: request.start)
+    if dropped:
+        raise AssertionError("%s failed %d request(s) through %s (%s):\n%s"
+                             % (_command(box), len(dropped), traffic.signal_name, traffic.summary(),
+                                _indent(traffic.describe(dropped))))
+
+
+def not_in_flight(traffic: "Traffic") -> "List[Request]":
+    """The slow requests that ended before the signal: not slow enough to be in flight at it."""
+    from pyinit.sandbox.traffic import BEFORE
+
+    return [request for request in traffic.slow_requests() if traffic.phase(request) == BEFORE]

@@ -18,10 +18,13 @@ Everything a test starts is killed at teardown, including processes that
 escaped pyinit's tree, so a failing test does not leave processes behind.
 """
 
+import importlib.util
 import io
 import os
+import pwd
 import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,6 +33,7 @@ import time
 from pathlib import Path
 
 import pexpect
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 PROGRAMS = Path(__file__).resolve().parent / "programs"
@@ -790,6 +794,7 @@ import os, subprocess, sys, time
 # server's process group does not reach it), and never stopped: the bug of a broken set-up.
 HELPER = subprocess.Popen(["sleep", "300"], start_new_session=True) if %(helper)r else None
 SLOW_STARTED = %(slow_started)r  # created when a request for /slow begins
+PAUSE = 2  # seconds a request for /pause takes: a slow request that ends
 '''
 
 _APP_EPILOGUE = '''\
@@ -801,6 +806,8 @@ def app(environ, start_response):
     if environ["PATH_INFO"] == "/slow":  # a request that takes five minutes
         open(SLOW_STARTED, "w").close()
         time.sleep(300)
+    elif environ["PATH_INFO"] == "/pause":
+        time.sleep(PAUSE)
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"hello\\n"]
 '''
@@ -809,6 +816,9 @@ _ASGI_APP = '''\
 async def app(scope, receive, send):
     if scope["type"] != "http":  # lifespan: the defaults
         return
+    if scope["path"] == "/pause":
+        import asyncio
+        await asyncio.sleep(PAUSE)
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
     await send({"type": "http.response.body", "body": b"hello\\n"})
 '''
@@ -819,9 +829,122 @@ def write_app(directory: Path, kind: str, helper: bool = False) -> str:
     `module:app` name. Each process that imports it prints `APP_LOADED PID` on stderr, last, so a
     worker that said so has its signal handlers (both servers install them before loading the app).
     `helper`: it also starts a `sleep 300` in a session of its own that nothing ever stops. The WSGI
-    app answers /slow after 300 s, creating `directory`/slow-started when such a request begins."""
+    app answers /slow after 300 s, creating `directory`/slow-started when such a request begins; both
+    answer /pause after 2 s."""
     fields = {"helper": helper, "slow_started": str(Path(directory) / "slow-started"), "loaded": APP_LOADED}
     body = {"wsgi": _WSGI_APP, "asgi": _ASGI_APP}[kind]
     name = "%s_app%s" % (kind, "_with_helper" if helper else "")
     (Path(directory) / (name + ".py")).write_text(_APP_PROLOGUE % fields + "\n" + body + "\n" + _APP_EPILOGUE % fields)
     return name + ":app"
+
+
+# --- The services themselves (tests/test_services.py, tests/test_traffic.py) ----------------------
+
+CHECK = [sys.executable, "-m", "pyinit.check"]
+WITHIN = 10  # seconds: the bound on a correct stop
+
+
+def _cannot_run(reason: str) -> None:
+    """Skip where a service is not installed; under CI, where it must be, fail instead."""
+    if os.environ.get("CI"):
+        pytest.fail(reason + " (CI runs these tests: .ci/run must install it)", pytrace=False)
+    pytest.skip(reason)
+
+
+def need_program(name: str, package: str) -> str:
+    path = shutil.which(name) or shutil.which(name, path="/usr/local/sbin:/usr/sbin:/sbin")
+    if path is None:
+        _cannot_run("%s is not installed (Debian package %s)" % (name, package))
+    return path
+
+
+def need_module(name: str) -> None:
+    if importlib.util.find_spec(name) is None:
+        _cannot_run("%s is not installed (it comes with the test extra: pip install -e '.[test]')" % name)
+
+
+class Service:
+    """A server's command line, its files in `directory`, its port, and the output that says it is ready."""
+
+    def __init__(self, argv: "list[str]", directory, port: int, ready: "str | None") -> None:
+        self.argv, self.directory, self.port, self.ready = argv, directory, port, ready
+        self.env = dict(os.environ, HOME=str(directory))  # gunicorn puts its control socket under ~
+
+    def start(self, sandbox):
+        """The service in a sandbox, once it says it is ready."""
+        box = sandbox(self.argv, cwd=self.directory, env=self.env)
+        if self.ready is not None:
+            box.wait_for_output(self.ready, timeout=TIMEOUT, stream="any")
+        return box
+
+    def check(self, *options: str) -> subprocess.CompletedProcess:
+        """`pyinit-check OPTIONS -- the service`, as a CI step runs it."""
+        done = subprocess.run([*CHECK, *options, "--", *self.argv], cwd=self.directory,
+                              env=clean_env(HOME=str(self.directory)), stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=4 * TIMEOUT)
+        assert_no_traceback(done.stderr)
+        return done
+
+
+def gunicorn(directory, helper: bool = False) -> Service:
+    """gunicorn with two sync workers serving a tiny WSGI app; ready once both workers have loaded it
+    (gunicorn's own "Booting worker" comes before a worker's signal handlers are set)."""
+    need_module("gunicorn")
+    port = free_port()
+    argv = [sys.executable, "-m", "gunicorn", "--workers", "2", "--bind", "127.0.0.1:%d" % port,
+            "--chdir", str(directory), "--graceful-timeout", "60", write_app(directory, "wsgi", helper)]
+    return Service(argv, directory, port, r"(?s)(%s \d+.*){2}" % APP_LOADED)
+
+
+def uvicorn(directory, helper: bool = False) -> Service:
+    """uvicorn --workers 2 serving a tiny ASGI app; ready once both workers have started it."""
+    need_module("uvicorn")
+    port = free_port()
+    argv = [sys.executable, "-m", "uvicorn", "--workers", "2", "--host", "127.0.0.1", "--port", str(port),
+            "--app-dir", str(directory), write_app(directory, "asgi", helper)]
+    return Service(argv, directory, port, r"(?s)(Application startup complete.*){2}")
+
+
+NGINX_CONF = """\
+user {user};
+worker_processes 2;
+pid {d}/nginx.pid;
+error_log stderr notice;
+events {{ worker_connections 64; }}
+http {{
+    access_log {d}/access.log;
+    client_body_temp_path {d}/client_body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{ return 200 "hello\\n"; }}
+        location /files/ {{ alias {d}/files/; }}
+    }}
+}}
+"""
+
+
+def nginx(directory, daemon: bool = False) -> Service:
+    """nginx with two workers, every file of it in `directory`; in the foreground (`daemon off;`, as
+    in a container) unless `daemon`. Ready once the master has started both workers (it listens,
+    then sets its signal handlers, then starts them)."""
+    binary = need_program("nginx", "nginx")
+    port = free_port()
+    conf = directory / "nginx.conf"
+    # The workers run as the caller, not nobody: the test's files are under its private tmp_path.
+    conf.write_text(NGINX_CONF.format(d=directory, port=port, user=pwd.getpwuid(os.getuid()).pw_name))
+    argv = [binary, "-p", str(directory), "-e", "stderr", "-c", str(conf), *([] if daemon else ["-g", "daemon off;"])]
+    return Service(argv, directory, port, None if daemon else r"(?s)(start worker process \d+.*){2}")
+
+
+def redis(directory, daemonize: bool = False) -> Service:
+    """redis-server with no persistence, its files in `directory`; in the foreground unless `daemonize`."""
+    binary = need_program("redis-server", "redis-server")
+    port = free_port()
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", str(directory), "--pidfile", str(directory / "redis.pid"),
+            "--daemonize", "yes" if daemonize else "no"]
+    return Service(argv, directory, port, None if daemonize else "Ready to accept connections")

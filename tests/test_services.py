@@ -12,128 +12,16 @@ is an error: .ci/run installs them. Ports are free ones picked by the kernel, ea
 live in the test's tmp_path, and every bound is generous: the servers stop in well under a second.
 """
 
-import importlib.util
 import json
-import os
 import re
-import shutil
 import socket
-import subprocess
-import sys
 
 import pytest
 
 from pyinit.testing import assert_no_leftovers, assert_stops_on
-from support import APP_LOADED, TIMEOUT, assert_no_traceback, clean_env, free_port, write_app
+from support import CHECK, TIMEOUT, WITHIN, gunicorn, nginx, redis, uvicorn
 
 pytest_plugins = ["pyinit.pytest_plugin"]  # the `sandbox` fixture, whether pyinit is installed or not
-
-CHECK = [sys.executable, "-m", "pyinit.check"]
-WITHIN = 10  # seconds: the bound on a correct stop
-
-
-def _cannot_run(reason: str) -> None:
-    """Skip where a service is not installed; under CI, where it must be, fail instead."""
-    if os.environ.get("CI"):
-        pytest.fail(reason + " (CI runs these tests: .ci/run must install it)", pytrace=False)
-    pytest.skip(reason)
-
-
-def need_program(name: str, package: str) -> str:
-    path = shutil.which(name) or shutil.which(name, path="/usr/local/sbin:/usr/sbin:/sbin")
-    if path is None:
-        _cannot_run("%s is not installed (Debian package %s)" % (name, package))
-    return path
-
-
-def need_module(name: str) -> None:
-    if importlib.util.find_spec(name) is None:
-        _cannot_run("%s is not installed (it comes with the test extra: pip install -e '.[test]')" % name)
-
-
-class Service:
-    """A server's command line, its files in `directory`, its port, and the output that says it is ready."""
-
-    def __init__(self, argv: "list[str]", directory, port: int, ready: "str | None") -> None:
-        self.argv, self.directory, self.port, self.ready = argv, directory, port, ready
-        self.env = dict(os.environ, HOME=str(directory))  # gunicorn puts its control socket under ~
-
-    def start(self, sandbox):
-        """The service in a sandbox, once it says it is ready."""
-        box = sandbox(self.argv, cwd=self.directory, env=self.env)
-        if self.ready is not None:
-            box.wait_for_output(self.ready, timeout=TIMEOUT, stream="any")
-        return box
-
-    def check(self, *options: str) -> subprocess.CompletedProcess:
-        """`pyinit-check OPTIONS -- the service`, as a CI step runs it."""
-        done = subprocess.run([*CHECK, *options, "--", *self.argv], cwd=self.directory,
-                              env=clean_env(HOME=str(self.directory)), stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True, timeout=4 * TIMEOUT)
-        assert_no_traceback(done.stderr)
-        return done
-
-
-def gunicorn(directory, helper: bool = False) -> Service:
-    """gunicorn with two sync workers serving a tiny WSGI app; ready once both workers have loaded it
-    (gunicorn's own "Booting worker" comes before a worker's signal handlers are set)."""
-    need_module("gunicorn")
-    port = free_port()
-    argv = [sys.executable, "-m", "gunicorn", "--workers", "2", "--bind", "127.0.0.1:%d" % port,
-            "--chdir", str(directory), "--graceful-timeout", "60", write_app(directory, "wsgi", helper)]
-    return Service(argv, directory, port, r"(?s)(%s \d+.*){2}" % APP_LOADED)
-
-
-def uvicorn(directory, helper: bool = False) -> Service:
-    """uvicorn --workers 2 serving a tiny ASGI app; ready once both workers have started it."""
-    need_module("uvicorn")
-    port = free_port()
-    argv = [sys.executable, "-m", "uvicorn", "--workers", "2", "--host", "127.0.0.1", "--port", str(port),
-            "--app-dir", str(directory), write_app(directory, "asgi", helper)]
-    return Service(argv, directory, port, r"(?s)(Application startup complete.*){2}")
-
-
-NGINX_CONF = """\
-worker_processes 2;
-pid {d}/nginx.pid;
-error_log stderr notice;
-events {{ worker_connections 64; }}
-http {{
-    access_log {d}/access.log;
-    client_body_temp_path {d}/client_body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{ return 200 "hello\\n"; }}
-    }}
-}}
-"""
-
-
-def nginx(directory, daemon: bool = False) -> Service:
-    """nginx with two workers, every file of it in `directory`; in the foreground (`daemon off;`, as
-    in a container) unless `daemon`. Ready once the master has started both workers (it listens,
-    then sets its signal handlers, then starts them)."""
-    binary = need_program("nginx", "nginx")
-    port = free_port()
-    conf = directory / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(d=directory, port=port))
-    argv = [binary, "-p", str(directory), "-e", "stderr", "-c", str(conf), *([] if daemon else ["-g", "daemon off;"])]
-    return Service(argv, directory, port, None if daemon else r"(?s)(start worker process \d+.*){2}")
-
-
-def redis(directory, daemonize: bool = False) -> Service:
-    """redis-server with no persistence, its files in `directory`; in the foreground unless `daemonize`."""
-    binary = need_program("redis-server", "redis-server")
-    port = free_port()
-    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--dir", str(directory), "--pidfile", str(directory / "redis.pid"),
-            "--daemonize", "yes" if daemonize else "no"]
-    return Service(argv, directory, port, None if daemonize else "Ready to accept connections")
-
 
 def workers(box) -> list:
     """The command's children now (pyinit.Process)."""

@@ -75,7 +75,12 @@ def _check(options: argparse.Namespace, outcome: Outcome) -> None:
     outcome.runs.append(run)
     try:
         with sandbox(options) as box:
-            if wait_until_ready(box, options, run):
+            ready = wait_until_ready(box, options, run)  # False: it exited first, and `run` has its verdicts
+            if ready and (options.traffic_wanted or options.expect_running is not None):
+                from pyinit.check.traffic import check_under_traffic  # http.client and threads: only when asked
+
+                check_under_traffic(box, options, run)
+            elif ready:
                 stop_and_check(box, options, run)
     except NotReady as failure:
         run.result = failure.result

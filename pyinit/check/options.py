@@ -16,6 +16,7 @@ import signal
 from typing import Dict, List, NoReturn
 
 from pyinit import signals
+from pyinit.check import traffic
 from pyinit.config import MAX_SECONDS
 from pyinit.check.reports import Report, ReportRefused, StandardOutput
 from pyinit.sandbox import signal_number
@@ -81,6 +82,7 @@ def parser(description: str) -> argparse.ArgumentParser:
                          help="pyinit forwards signals to the command alone, not its process group")
     sandbox.add_argument("--network", choices=("private", "host"), default="host",
                          help="private: a network of its own, with only the loopback interface (default host)")
+    traffic.add_options(parser)
     parser.add_argument("--junit", metavar="FILE", help="write the verdicts as JUnit XML")
     parser.add_argument("--json", metavar="FILE",
                         help="write the result as JSON (-: to standard output, after the verdicts)")
@@ -110,6 +112,7 @@ def parse(argv: List[str], description: str) -> argparse.Namespace:
         except re.error as problem:
             raise Usage("--ready-output: not a regular expression: %s" % problem) from None
     _check_http(options)
+    traffic.check_options(options, Usage, _http_url)
     _check_sandbox(options)
     _open_reports(options)  # last: no other usage error can leave a file behind
     return options
@@ -144,16 +147,20 @@ def _check_http(options: argparse.Namespace) -> None:
         if options.ready_status is not None:
             raise Usage("--ready-status: only with --ready-http")
         return
-    url = options.ready_http
+    _http_url("--ready-http", options.ready_http)
+    if options.ready_status is None:
+        options.ready_status = 200
+
+
+def _http_url(flag: str, url: str) -> None:
+    """Usage unless `url` is an http:// URL as the sandbox reads it."""
     try:
         http_target(url)  # as wait_for_http reads it
         valid = not any(char.isspace() or not char.isprintable() for char in url)
     except ValueError:  # not http://, no host, a port that is not one, a bracket left open
         valid = False
     if not valid:
-        raise Usage("--ready-http %s: not an http:// URL (http://HOST[:PORT][/PATH])" % url)
-    if options.ready_status is None:
-        options.ready_status = 200
+        raise Usage("%s %s: not an http:// URL (http://HOST[:PORT][/PATH])" % (flag, url))
 
 
 def _check_sandbox(options: argparse.Namespace) -> None:
@@ -184,13 +191,16 @@ def _check_sandbox(options: argparse.Namespace) -> None:
 def _open_reports(options: argparse.Namespace) -> None:
     """options.json_report and options.junit_report: open now, so that a path that cannot be
     written is refused before the command runs, not found out after it."""
-    options.json_report = options.junit_report = None
+    options.json_report = options.junit_report = options.timeline_report = None
     try:
         if options.json is not None:
             options.json_report = StandardOutput() if options.json == "-" else Report("--json", options.json)
         if options.junit is not None:
             options.junit_report = Report("--junit", options.junit)
+        if options.timeline is not None:
+            options.timeline_report = Report("--timeline", options.timeline)
     except ReportRefused as problem:
-        if options.json_report is not None:
-            options.json_report.discard()
+        for report in (options.json_report, options.junit_report):
+            if report is not None:
+                report.discard()
         raise Usage(str(problem), hint=False) from None

@@ -81,6 +81,10 @@ def write_reports(options: argparse.Namespace, seconds: float, outcome: Outcome)
         options.json_report.write((json.dumps(data, indent=1, sort_keys=True) + "\n").encode())
     if options.junit_report is not None:
         options.junit_report.write(as_junit(options, seconds, outcome))
+    if options.timeline_report is not None:
+        from pyinit.check.timeline import timeline
+
+        options.timeline_report.write(timeline(outcome.runs[0] if outcome.runs else Run(), " ".join(options.command)))
 
 
 def as_json(options: argparse.Namespace, outcome: Outcome) -> Dict[str, Any]:
@@ -121,6 +125,7 @@ def _run_json(run: Run) -> Dict[str, Any]:
         "stop_duration": None if result is None else result.stop_duration,
         "leftovers": _processes_json(None if result is None else result.leftovers),  # null: not known
         "report": None if result is None else result.report,
+        **({} if run.traffic is None else {"traffic": dict(run.traffic.as_json(), exit_at=run.exit_at)}),
     }
 
 

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import List, Optional
+from typing import TYPE_CHECKING, Callable, List, Optional
 
 from pyinit import signals
 from pyinit.sandbox import CommandExited, Process, Result, Sandbox, TimeoutExpired
 from pyinit.testing import describe, exited_before, how_it_ended
+
+if TYPE_CHECKING:
+    from pyinit.sandbox.traffic import Traffic
 
 END_TIMEOUT = 30.0  # seconds for pyinit to finish (its report) once the command has exited, beyond --settle
 
@@ -42,6 +45,9 @@ class Run:
         self.checks: List[Check] = []
         self.result: Optional[Result] = None
         self.tree: Optional[str] = None
+        self.traffic: Optional["Traffic"] = None  # the requests made through the signal (check/traffic.py)
+        self.exit_at: Optional[float] = None  # the command's exit, in seconds on the traffic's clock
+        self.notes: List[str] = []  # more details for a failure: the requests that failed
 
     @property
     def passed(self) -> bool:
@@ -49,7 +55,7 @@ class Run:
 
     def details(self) -> str:
         """What happened, for a failure: describe() of the Result (the tree at the deadline first)."""
-        return describe(self.result, tree=self.tree) if self.result is not None else ""
+        return "\n".join([describe(self.result, tree=self.tree) if self.result is not None else "", *self.notes])
 
 
 class Outcome:
@@ -140,11 +146,16 @@ def why_not_run(result: Result) -> str:
     return lines[-1][len("pyinit: "):] if lines else "the command never ran (exit code %d)" % result.exit_code
 
 
-def stop_and_check(box: Sandbox, options: argparse.Namespace, run: Run) -> None:
-    """Send the signal and fill in run's verdicts, Result and tree; NotReady if the command never ran."""
+def stop_and_check(box: Sandbox, options: argparse.Namespace, run: Run,
+                   send: Optional[Callable[[int], float]] = None) -> None:
+    """Send the signal and fill in run's verdicts, Result and tree; NotReady if the command never ran.
+    `send(signo)`: sends it instead of box.send_signal, and returns the moment (time.time())."""
     name = signals.name(options.signo)
-    sent = time.time()
-    box.send_signal(options.signo)
+    if send is None:
+        sent = time.time()
+        box.send_signal(options.signo)
+    else:
+        sent = send(options.signo)
     within = _within(options)
     stopped = box.wait_for_exit(options.within)
     if not stopped:

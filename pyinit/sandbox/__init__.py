@@ -43,7 +43,7 @@ import socket
 import subprocess
 import threading
 import time
-from typing import IO, Any, List, Mapping, Optional, Sequence, Union
+from typing import IO, TYPE_CHECKING, Any, List, Mapping, Optional, Sequence, Union
 
 from pyinit.sandbox import members as members
 from pyinit.sandbox.launch import (LAUNCHER, SETTLE, START_TIMEOUT, Launcher, Stream, decide_isolation,
@@ -56,6 +56,9 @@ from pyinit.sandbox.ready import Readiness
 from pyinit.sandbox.result import (CommandExited, IsolationError, IsolationWarning, Process, Result, SandboxError,
                                    SignalSpec, TimeoutExpired, exec_result, make_result, signal_number,
                                    wait_limit)
+
+if TYPE_CHECKING:
+    from pyinit.sandbox.traffic import Traffic
 
 PIPE = subprocess.PIPE
 STDOUT = subprocess.STDOUT
@@ -315,6 +318,17 @@ class Sandbox(Readiness):
         """forward(port) as a URL: url(8080, "/health") is "http://127.0.0.1:PORT/health"."""
         host, local = self.forward(port)
         return "%s://%s:%d%s" % (scheme, host, local, path if path.startswith("/") else "/" + path)
+
+    def traffic(self, url: Union[int, str, None] = None, **options: Any) -> "Traffic":
+        """HTTP requests made beside the sandbox, each recorded through a signal (pyinit.sandbox.traffic.Traffic).
+
+        `url`: a port (path /) or an http:// URL in the sandbox's network, for
+        steady requests; `slow=`, `in_flight=`, `read_rate=`: requests in
+        flight at the signal. A context manager: `with box.traffic(8080) as t:`.
+        """
+        from pyinit.sandbox.traffic import Traffic  # http.client and the threads only for those who ask
+
+        return Traffic(self, url, **options)
 
     # --- output and the result -----------------------------------------------------------------
 
