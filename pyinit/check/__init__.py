@@ -12,11 +12,13 @@ One verdict line per check; on failure the process tree and the output tail.
 sandbox as pyinit.Sandbox's options do. `--sweep N` makes the check N times,
 the signal sent at N moments from the spawn to one second after ready
 (check/sweep.py): it finds the start-up window where a signal kills a master
-before its handler is installed and leaves its workers behind.
+before its handler is installed and leaves its workers behind. `--bare` runs
+the command with no init, as PID 1 itself, and says whether it needs one
+(check/bare.py): it ignored the signal as PID 1, or left zombies unreaped.
 
 The modules, by role: check/options.py (argv, every refusal), check/verdicts.py
 (one run in a sandbox: readiness, the signal, the verdicts), check/sweep.py,
-check/reports.py (the JSON and JUnit files).
+check/reports.py (the JSON and JUnit files), check/bare.py (--bare).
 
 Exit status: 0 when every check holds (in a sweep: at every moment), 1 when
 one fails, 125 for a usage error (a report file that cannot be written among
@@ -38,6 +40,7 @@ import sys
 import time
 from typing import NoReturn, Optional, Sequence
 
+from pyinit.check import bare
 from pyinit.check.options import Usage, parse
 from pyinit.check.reports import WriteFailed, write_reports
 from pyinit.check.verdicts import NotReady, Outcome, Run, first_line, sandbox, stop_and_check, wait_until_ready
@@ -86,8 +89,10 @@ def _check(options: argparse.Namespace, outcome: Outcome) -> None:
     run = Run()
     outcome.runs.append(run)
     try:
-        with sandbox(options) as box:
+        with sandbox(options) as box, bare.watching(box, options, run) as watch:
             wait_until_ready(box, options)
+            if watch is not None:
+                watch.before_signal()
             stop_and_check(box, options, run)
     except NotReady as failure:
         run.result = failure.result

@@ -110,6 +110,7 @@ def _run_json(run: Run) -> Dict[str, Any]:
         "stop_duration": None if result is None else result.stop_duration,
         "leftovers": _processes_json(None if result is None else result.leftovers),  # null: not known
         "report": None if result is None else result.report,
+        "bare": run.bare,  # --bare: whether it needs an init, and why (check/bare.py); null without
     }
 
 

@@ -42,6 +42,7 @@ class Run:
         self.checks: List[Check] = []
         self.result: Optional[Result] = None
         self.tree: Optional[str] = None
+        self.bare: Optional[dict] = None  # --bare: what check/bare.py found, for the JSON report
 
     @property
     def passed(self) -> bool:
@@ -81,7 +82,8 @@ class NotReady(Exception):
 def sandbox(options: argparse.Namespace) -> Sandbox:
     """The Sandbox the options describe, not yet started."""
     return Sandbox(options.command, env=options.environment, cwd=options.cwd, grace=options.grace,
-                   single_child=options.single_child, rewrite=options.rewrites or None, network=options.network)
+                   single_child=options.single_child, rewrite=options.rewrites or None, network=options.network,
+                   init=not options.bare)
 
 
 def wait_until_ready(box: Sandbox, options: argparse.Namespace) -> None:
