@@ -76,7 +76,8 @@ def test_http_server_under_pyinit_stops_on_sigterm():
     done = check("--ready-port", str(port), "--within", "5", "--expect-exit", "143", "--", *http_server(port))
     assert done.returncode == 0, done
     lines = verdicts(done)
-    assert lines[0].startswith("PASS  stopped ") and lines[1:] == ["PASS  exit code 143 (killed by SIGTERM), expected 143"]
+    assert lines[0].startswith("PASS  stopped "), lines
+    assert lines[1:] == ["PASS  exit code 143 (killed by SIGTERM), expected 143"], lines
 
 
 def test_nginx_does_not_need_an_init(tmp_path):
@@ -116,7 +117,8 @@ def test_the_same_service_reaping_everything_below_it_does_not_need_an_init():
     """With --reap it waits for every child that ends (SIGCHLD, waitpid(-1)): a zombie is one for a moment only."""
     done = check("--bare", "--ready-output", "ready", "--within", "5", "--", *program("orphaner", 5, "--reap"))
     assert done.returncode == 0, done
-    assert verdicts(done)[-1] == "PASS  does not need an init: it stopped on SIGTERM as PID 1, and left no zombie unreaped"
+    assert verdicts(done)[-1] == ("PASS  does not need an init: it stopped on SIGTERM as PID 1, and left no zombie "
+                                  "unreaped"), done.stdout
 
 
 def test_the_service_that_leaves_orphans_passes_under_pyinit():
@@ -168,7 +170,8 @@ def test_the_command_is_pid1_and_a_signal_with_no_handler_is_dropped():
             box.stop("TERM", timeout=1)
         box.kill_command()
         result = box.wait(TIMEOUT)
-    assert (result.exit_code, result.signal, result.received(), result.leftovers) == (137, "SIGKILL", {"SIGTERM": 1}, [])
+    assert (result.exit_code, result.signal, result.leftovers) == (137, "SIGKILL", [])
+    assert result.received() == {"SIGTERM": 1}  # through the launcher, which counts it
     assert result.stop_duration >= 1
     with pyinit.Sandbox(http_server(port)) as box:
         box.wait_for_port(port, timeout=TIMEOUT)
@@ -225,7 +228,8 @@ def test_the_launcher_execs_the_command_as_pid1_and_reports_its_exit(tmp_path):
                           capture_output=True, text=True, timeout=TIMEOUT)
     assert (done.returncode, done.stdout, done.stderr) == (5, "1\n", ""), done
     written = json.loads(report.read_text())
-    assert (written["child"], written["exit_code"], written["leftovers"]) == ({"pid": 1, "exit_code": 5, "signal": None}, 5, [])
+    assert written["child"] == {"pid": 1, "exit_code": 5, "signal": None}
+    assert (written["exit_code"], written["leftovers"]) == (5, [])
 
 
 def test_the_launcher_relays_signals_to_the_bare_command():

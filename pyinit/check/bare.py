@@ -143,9 +143,9 @@ def judge(watch: Watch, options: argparse.Namespace, run: Run) -> None:
                                                         "other member when PID 1 exited")
     unreaped = watch.unreaped()
     if unreaped:
-        zombies = Check("reaps the zombies it adopts", False, "left %s of PID 1 unreaped more than %g s: %s"
-                        % (_zombies(len(unreaped)), MOMENT, "; ".join("%s (PID %d, %.1f s)" % (zombie.command, zombie.pid, seconds)
-                                                          for zombie, seconds in unreaped)))
+        named = "; ".join("%s (PID %d, %.1f s)" % (zombie.command, zombie.pid, seconds) for zombie, seconds in unreaped)
+        zombies = Check("reaps the zombies it adopts", False,
+                        "left %s of PID 1 unreaped more than %g s: %s" % (_zombies(len(unreaped)), MOMENT, named))
     else:
         zombies = Check("reaps the zombies it adopts", True, "no zombie of PID 1 stayed one more than %g s (%d seen)"
                         % (MOMENT, len(watch.zombies)))

@@ -289,7 +289,7 @@ def _be_pid1(config: Config, launcher_alive: int, ignored: "frozenset[int]", pty
 
 
 def _exec_command(config: Config, ignored: "frozenset[int]") -> int:
-    """--bare, in PID 1: become the command, with the signal state the init gives its child; the exit code if that fails.
+    """--bare, in PID 1: become the command, with the signal state the init gives its child; else the exit code.
 
     The command is then PID 1 as in a container without an init: the kernel
     drops every signal whose action is the default that is sent to it, and

@@ -108,7 +108,8 @@ class Launcher:
                                "its own, as `unshare --fork --pid` without --mount-proc gives), where the sandbox "
                                "cannot find its processes: mount a /proc for this namespace")
         if self.isolated:
-            ends = ["--unshare", *(["--bare"] if self.bare else []), "-p", "KILL"]  # the launcher dies with its parent, PID 1 with it
+            # The launcher dies with its parent, PID 1 with it.
+            ends = ["--unshare", *(["--bare"] if self.bare else []), "-p", "KILL"]
         else:
             ends = ["-p", ORPHANED, "--rewrite", "%s:KILL" % ORPHANED]
         argv = [*ends, *options, "--exit-report", "fd:REPORT", "--", *command]
@@ -261,7 +262,7 @@ class Launcher:
         on the launcher: those the kernel delivers to PID 1 from outside.
         """
         pidfd = self.command_pidfd if to_command else self.init_pidfd
-        if self.bare and not to_command and signo not in (signal.SIGKILL, signal.SIGSTOP) and self.init_pidfd is not None:
+        if self.bare and not to_command and pidfd is not None and signo not in (signal.SIGKILL, signal.SIGSTOP):
             pidfd = self.pidfd
         if pidfd is None:
             if not to_command and self.init_pid is None and signo == signal.SIGKILL:
