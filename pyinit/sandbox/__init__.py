@@ -194,7 +194,9 @@ class Sandbox(Readiness):
 
     @property
     def pid(self) -> Optional[int]:
-        """The host PID of the sandbox's PID 1: pyinit, or the command with init=False; None if the launcher failed first."""
+        """The host PID of the sandbox's PID 1 (pyinit; the command itself with init=False).
+
+        None if the launcher failed before it started."""
         return None if self._launcher is None else self._launcher.init_pid
 
     @property
