@@ -178,16 +178,28 @@ def test_the_command_is_pid1_and_a_signal_with_no_handler_is_dropped():
         assert box.stop("TERM", timeout=TIMEOUT).exit_code == 143
 
 
-@pytest.mark.parametrize("init", [False, True])
-def test_zombies_of_orphans_stay_with_no_init_and_are_reaped_by_pyinit(init):
-    with pyinit.Sandbox(program("orphaner", 3), init=init) as box:
+def test_zombies_of_orphans_stay_with_no_init():
+    """As PID 1, the service gets its children's orphans, and they stay zombies: it waits for its children only."""
+    with pyinit.Sandbox(program("orphaner", 3), init=False) as box:
         box.wait_for_output("ready", timeout=TIMEOUT)
-        time.sleep(0.5)  # the orphans exit 0.05 s after they are made
-        root = 1 if not init else 2  # the command's PID in the sandbox
-        zombies = [p for p in box.processes() if p.state == "Z" and p.ppid == root]
+        box.wait_until(lambda: len(zombies_of(box, 1)) == 3, timeout=TIMEOUT, what="the orphans' 3 zombies")
+        first = zombies_of(box, 1)
+        time.sleep(1)
+        assert zombies_of(box, 1) == first  # the same ones, still there
         result = box.stop("TERM", timeout=TIMEOUT)
-    assert len(zombies) == (0 if init else 3), box.processes()
-    assert result.exit_code == 0 and result.leftovers == []
+    assert (result.exit_code, result.leftovers) == (0, [])
+
+
+def test_under_pyinit_the_orphans_go_to_it_and_are_reaped():
+    with pyinit.Sandbox(program("orphaner", 3)) as box:
+        box.wait_for_output("ready", timeout=TIMEOUT)
+        box.wait_until(lambda: len(box.processes()) == 2, timeout=TIMEOUT, what="pyinit and the command alone")
+        result = box.stop("TERM", timeout=TIMEOUT)
+    assert (result.exit_code, result.leftovers, result.report["zombies_reaped"]) == (0, [], 3)
+
+
+def zombies_of(box, parent: int) -> "list[pyinit.Process]":
+    return [p for p in box.processes() if p.state == "Z" and p.ppid == parent]
 
 
 def test_a_handled_signal_reaches_the_command_and_its_exit_is_reported():
