@@ -134,10 +134,12 @@ def test_a_signal_the_service_handles_or_ignores_itself_is_not_for_want_of_an_in
     done = check("--bare", "--ready-output", "ready", "--within", "1", "--",
                  "sh", "-c", "trap '%s' TERM; echo ready; while :; do sleep 0.1; done" % trap)
     assert done.returncode == 1, done
-    assert verdicts(done) == ["FAIL  still running 1 s after SIGTERM: SIGKILLed",
-                              "PASS  no zombie of PID 1 stayed one more than 1 s (0 seen)",
-                              "PASS  does not need an init: it %s SIGTERM itself, as it would under an init, and left "
-                              "no zombie unreaped" % does], done.stdout
+    lines = verdicts(done)
+    assert lines[0] == "FAIL  still running 1 s after SIGTERM: SIGKILLed", lines
+    # A `sleep` that has just exited may be seen as a zombie before sh reaps it: a moment is not a leak.
+    assert re.fullmatch(r"PASS  no zombie of PID 1 stayed one more than 1 s \(\d+ seen\)", lines[1]), lines
+    assert lines[2:] == ["PASS  does not need an init: it %s SIGTERM itself, as it would under an init, and left "
+                         "no zombie unreaped" % does], lines
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -25,7 +25,10 @@ def leave_an_orphan() -> None:
         if os.fork() == 0:
             time.sleep(0.05)  # the orphan: re-parented once its parent has gone, then it exits
         os._exit(0)
-    os.waitpid(child, 0)  # our own child, and only it
+    try:
+        os.waitpid(child, 0)  # our own child, and only it
+    except ChildProcessError:  # with --reap, the SIGCHLD handler was first
+        pass
 
 
 def reap_everything(signo, frame) -> None:
