@@ -70,6 +70,18 @@ def test_http_server_needs_an_init_it_ignores_sigterm_as_pid1(tmp_path):
     assert cases[" ".join(http_server(port)) + " runs without an init"] == "needs an init: " + IGNORED_AS_PID1
 
 
+def test_a_grace_period_that_ends_in_sigkill_is_no_stop():
+    """--grace is the launcher's then, as a runtime's stop timeout: its SIGKILL stops the server in time, but
+    the signal did not, and the last line says so."""
+    port = free_port()
+    done = check("--bare", "--ready-port", str(port), "--grace", "1", "--within", "10", "--", *http_server(port))
+    assert done.returncode == 1, done
+    lines = verdicts(done)
+    assert lines[1:] == ["FAIL  exit code 137 (killed by SIGKILL), expected 0",
+                         "PASS  no zombie of PID 1 stayed one more than 1 s (0 seen)",
+                         "FAIL  needs an init: " + IGNORED_AS_PID1], lines
+
+
 def test_http_server_under_pyinit_stops_on_sigterm():
     """The same server under pyinit (no --bare): pyinit takes the signal and forwards it, the server dies of it."""
     port = free_port()

@@ -16,10 +16,11 @@ reports its exit. A Watch samples the members from the host's /proc every
 INTERVAL seconds, from the start to the exit, and pyinit-check watches for
 WATCH seconds after readiness before it sends the signal:
 
-- ignored the signal as PID 1: the stop failed (still running at --within)
-  and the last sample of PID 1's /proc/PID/status shows the signal neither
-  caught (SigCgt), nor ignored (SigIgn), nor blocked (SigBlk), and its
-  default action ends a process. (Caught, ignored or blocked, it would not
+- ignored the signal as PID 1: the stop failed (still running at
+  --within, or SIGKILLed at the end of --grace) and the last sample of
+  PID 1's /proc/PID/status shows the signal neither caught (SigCgt), nor
+  ignored (SigIgn), nor blocked (SigBlk), and its default action ends a
+  process. (Caught, ignored or blocked, it would not
   stop under an init either: that is the service's own doing.)
 - left zombies unreaped: zombies whose parent is PID 1 (its adopted
   orphans; /proc cannot tell them from children it started and never
@@ -149,7 +150,7 @@ def judge(watch: Watch, options: argparse.Namespace, run: Run) -> None:
     else:
         zombies = Check("reaps the zombies it adopts", True, "no zombie of PID 1 stayed one more than %g s (%d seen)"
                         % (MOMENT, len(watch.zombies)))
-    missed = run.tree is not None  # the tree at a missed deadline: still running at --within
+    missed = _ran_on(run)
     # Still running, as last seen; else as it was at the signal (a Python service that exits on it resets its handlers).
     disposition = watch.disposition(watch.masks if missed else watch.at_signal)
     ignored = missed and disposition == "default" and options.signo not in _DEFAULT_KEEPS_RUNNING
@@ -169,6 +170,13 @@ def judge(watch: Watch, options: argparse.Namespace, run: Run) -> None:
     }
 
 
+def _ran_on(run: Run) -> bool:
+    """Whether the signal did not stop it: still running at --within (the tree at a missed deadline), or
+    SIGKILLed by the launcher at the end of --grace, as a runtime's stop timeout does."""
+    report = run.result.report if run.result is not None else None
+    return run.tree is not None or bool(report and report["grace"]["killed"])
+
+
 def _zombies(count: int) -> str:
     return "%d zombie%s" % (count, "" if count == 1 else "s")
 
@@ -181,7 +189,7 @@ def _how_it_took(name: str, run: Run, disposition: Optional[str]) -> str:
     assert run.result is not None
     if name not in run.result.received():  # the launcher never relayed it: the command had ended
         return "it had exited before %s" % name
-    if run.tree is None:
+    if not _ran_on(run):
         return "it stopped on %s as PID 1" % name
     if disposition in _DOES:
         return "it %s %s itself, as it would under an init" % (_DOES[disposition], name)
