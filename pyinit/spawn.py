@@ -175,8 +175,9 @@ def become(argv: "list[str]", ignored: "frozenset[int]") -> SpawnError:
         return SpawnError(EXIT_NOT_FOUND, "the command name is empty")
     try:
         _exec(argv, _dispositions_to_set(ignored), _original_environment())
-    except OSError as failure:
-        return _exec_failure(argv[0], failure.errno or errno.EINVAL, failure.strerror or str(failure))
+    except Exception as failure:  # anything at all (a ValueError too): the caller must get to its exit, as _exec_child
+        return _exec_failure(argv[0], getattr(failure, "errno", None) or errno.EINVAL,
+                             getattr(failure, "strerror", None) or str(failure))
     raise AssertionError("execve returned")  # not reached: it returns only by raising
 
 
