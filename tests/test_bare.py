@@ -186,7 +186,7 @@ def test_the_command_is_pid1_and_a_signal_with_no_handler_is_dropped():
         result = box.wait(TIMEOUT)
     assert (result.exit_code, result.signal, result.leftovers) == (137, "SIGKILL", [])
     assert result.received() == {"SIGTERM": 1}  # through the launcher, which counts it
-    assert result.stop_duration >= 1
+    assert result.stop_duration > 0.5  # from the launcher's taking SIGTERM to the SIGKILL, 1 s after it was sent
     with pyinit.Sandbox(http_server(port)) as box:
         box.wait_for_port(port, timeout=TIMEOUT)
         assert box.stop("TERM", timeout=TIMEOUT).exit_code == 143
