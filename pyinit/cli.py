@@ -75,6 +75,10 @@ launcher (pyinit creates the namespaces and runs itself in them as PID 1):
   --pty, --no-pty        give the command a pseudo-terminal of its own, relayed
                          to yours, or not (default: when stdin is a terminal);
                          with --unshare or --enter
+  --bare                 no init: COMMAND itself is PID 1 of the namespaces,
+                         as in a container without one (no pty); the launcher
+                         relays signals, and honours --grace, --rewrite and
+                         --exit-report; see pyinit-check --bare
 
 getting back in:
   --list [--json]        list your named namespaces that run: NAME, PID (their
@@ -127,7 +131,7 @@ _OPTIONS = {
 # Options with no short form are known by their long name.
 _SHUTDOWN_OPTIONS = {"grace": True, "drain": True, "settle": True, "term-delay": True, "exit-report": True}
 _LAUNCHER_OPTIONS = {"unshare": False, "user": False, "no-mount-proc": False, "hostname": True, "ipc": False,
-                     "net": False, "pty": False, "no-pty": False, "name": True}
+                     "net": False, "pty": False, "no-pty": False, "name": True, "bare": False}
 _ENTER_OPTIONS = {"enter": True, "list": False, "json": False}
 _LONG = {long_name: (short, takes_value) for short, (long_name, takes_value) in _OPTIONS.items()}
 for _table in (_SHUTDOWN_OPTIONS, _LAUNCHER_OPTIONS, _ENTER_OPTIONS):
@@ -297,7 +301,7 @@ def parse(argv: "list[str]", environ: "dict[str, str]") -> "Config | str":
               "term_delay": 0.0,
               "exit_report": None, "unshare": False, "user_namespace": False, "mount_proc": True,
               "hostname": None, "ipc": False, "net": False, "pty": None, "name": None, "enter": None,
-              "listing": None}
+              "listing": None, "bare": False}
     fields.update(_from_environment(environ))
     options, command = _split_options(argv)
     verbose_flags = 0
@@ -343,6 +347,8 @@ def parse(argv: "list[str]", environ: "dict[str, str]") -> "Config | str":
                 fields["pty"] = option == "pty"
             elif option == "name":
                 fields["name"] = _name(value)
+            elif option == "bare":
+                fields["bare"] = True
             elif option == "enter":
                 fields["enter"] = _enter_target(value)
             elif option == "list":
@@ -368,9 +374,17 @@ def parse(argv: "list[str]", environ: "dict[str, str]") -> "Config | str":
             _name(fields["name"])
         except ValueError as problem:
             raise UsageError("PYINIT_NAME=%s: %s" % (fields["name"], problem)) from None
+    if fields["bare"]:
+        for option in sorted(given & _NEED_AN_INIT):
+            raise UsageError("option '%s' needs an init, and --bare runs none" % _display(option))
+        fields["pty"] = False  # the pty's relay works with an init (terminal.py); a bare command has none
     if not command:
         raise UsageError("no command given")
     return Config(command=tuple(command), **fields)
+
+
+# What only an init does: reap and wait for what the command leaves, and stand between it and a pty.
+_NEED_AN_INIT = {"drain", "settle", "w", "pty"}
 
 
 # What --enter does not do: it makes no namespace, and runs no init (no timers, no report).

@@ -24,7 +24,8 @@ class Config:
 
     __slots__ = ("command", "single_child", "rewrite", "remap_exit", "pdeathsig", "warn_reaped", "verbosity",
                  "grace", "drain", "settle", "term_delay", "exit_report",
-                 "unshare", "user_namespace", "mount_proc", "hostname", "ipc", "net", "pty", "name", "enter", "listing")
+                 "unshare", "user_namespace", "mount_proc", "hostname", "ipc", "net", "pty", "name", "enter", "listing",
+                 "bare")
 
     command: "tuple[str, ...]"
     single_child: bool
@@ -48,6 +49,7 @@ class Config:
     name: "str | None"  # --name: the launcher registers its namespace under it (registry.py)
     enter: "str | None"  # --enter NAME|PID: run the command in that running namespace (enter.py)
     listing: "str | None"  # --list: "table", or "json" with --json; the command is then empty
+    bare: bool  # --bare: the launcher's PID 1 execs the command itself, with no init (launcher/namespace.py)
 
     def __init__(self, **fields: object) -> None:
         for field, value in fields.items():

@@ -164,20 +164,42 @@ def _dispositions_to_set(ignored: "frozenset[int]") -> "list[tuple[int, int]]":
     return [(signo, disposition) for signo, disposition in wanted.items() if api.getsignal(signo) != disposition]
 
 
-def _exec_child(argv: "list[str]", placement: terminal.Placement, dispositions: "list[tuple[int, int]]",
-                environment: dict, report_fd: int) -> None:
-    """In the forked child: prepare, exec, and never return to the caller."""
+def become(argv: "list[str]", ignored: "frozenset[int]") -> SpawnError:
+    """Exec `argv` in this very process, with the signal state spawn() gives a child; return only why it could not.
+
+    For a process that is to be the command rather than its parent: the
+    launcher's PID 1 under --bare (launcher/namespace.py). It stays where it
+    is towards the terminal, and `ignored` is as for spawn().
+    """
+    if not argv[0]:
+        return SpawnError(EXIT_NOT_FOUND, "the command name is empty")
+    try:
+        _exec(argv, _dispositions_to_set(ignored), _original_environment())
+    except Exception as failure:  # anything at all (a ValueError too): the caller must get to its exit, as _exec_child
+        return _exec_failure(argv[0], getattr(failure, "errno", None) or errno.EINVAL,
+                             getattr(failure, "strerror", None) or str(failure))
+    raise AssertionError("execve returned")  # not reached: it returns only by raising
+
+
+def _exec(argv: "list[str]", dispositions: "list[tuple[int, int]]", environment: dict) -> None:
+    """The child's dispositions, then its empty mask (so a signal in between meets its final disposition), then exec."""
     def start(path: str, args: "list[str]") -> int:
         os.execve(path, args, environment)
         return 0  # not reached: execve returns only by raising
 
+    for signo, disposition in dispositions:
+        signals.api.signal(signo, disposition)
+    signals.api.pthread_sigmask(signals.api.SIG_SETMASK, ())
+    _execvp(start, argv, environment)
+
+
+def _exec_child(argv: "list[str]", placement: terminal.Placement, dispositions: "list[tuple[int, int]]",
+                environment: dict, report_fd: int) -> None:
+    """In the forked child: prepare, exec, and never return to the caller."""
     try:
         try:
             terminal.take_in_child(placement)
-            for signo, disposition in dispositions:
-                signals.api.signal(signo, disposition)
-            signals.api.pthread_sigmask(signals.api.SIG_SETMASK, ())
-            _execvp(start, argv, environment)
+            _exec(argv, dispositions, environment)
         except BaseException as failure:  # anything at all: report it, then _exit
             code = getattr(failure, "errno", None) or errno.EINVAL
             message = getattr(failure, "strerror", None) or str(failure)

@@ -12,13 +12,15 @@ One verdict line per check; on failure the process tree and the output tail.
 sandbox as pyinit.Sandbox's options do. `--sweep N` makes the check N times,
 the signal sent at N moments from the spawn to one second after ready
 (check/sweep.py): it finds the start-up window where a signal kills a master
-before its handler is installed and leaves its workers behind.
+before its handler is installed and leaves its workers behind. `--bare` runs
+the command with no init, as PID 1 itself, and says whether it needs one
+(check/bare.py): it ignored the signal as PID 1, or left zombies unreaped.
 
 The modules, by role: check/command.py (the options, the check or the sweep,
 the reports), check/options.py (argv, every refusal), check/verdicts.py
 (one run in a sandbox: readiness, the signal, the verdicts), check/sweep.py,
 check/reports.py (the JSON and JUnit files), check/interruptions.py (the
-signals that end it).
+signals that end it), check/bare.py (--bare).
 
 Exit status: 0 when every check holds (in a sweep: at every moment), 1 when
 one fails (a command that exits before it is ready fails: the service's

@@ -15,6 +15,7 @@ import time
 from typing import List
 
 from pyinit import signals
+from pyinit.check import bare
 from pyinit.check.interruptions import Interruptions
 from pyinit.check.options import Usage, parse
 from pyinit.check.reports import WriteFailed, write_reports
@@ -74,8 +75,10 @@ def _check(options: argparse.Namespace, outcome: Outcome) -> None:
     run = Run()
     outcome.runs.append(run)
     try:
-        with sandbox(options) as box:
+        with sandbox(options) as box, bare.watching(box, options, run) as watch:
             ready = wait_until_ready(box, options, run)  # False: it exited first, and `run` has its verdicts
+            if ready and watch is not None:
+                watch.before_signal()
             if ready and (options.traffic_wanted or options.expect_running is not None):
                 from pyinit.check.traffic import check_under_traffic  # http.client and threads: only when asked
 

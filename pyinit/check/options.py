@@ -64,6 +64,9 @@ def parser(description: str) -> argparse.ArgumentParser:
                         help="the expected exit code, 128+N for death by signal N (default 0)")
     parser.add_argument("--no-leftovers", action="store_true",
                         help="check that nothing of the command was left running when it exited")
+    parser.add_argument("--bare", action="store_true",
+                        help="no init: the command itself is PID 1 (as `docker run` without --init); also judge "
+                             "the zombies it leaves unreaped, and say whether it needs an init")
     parser.add_argument("--sweep", metavar="N", type=int,
                         help="make the check N times (2 or more), the signal sent at N moments spread evenly "
                              "from the spawn to 1 s after ready")
@@ -114,6 +117,7 @@ def parse(argv: List[str], description: str) -> argparse.Namespace:
     _check_http(options)
     traffic.check_options(options, Usage, _http_url)
     _check_sandbox(options)
+    _check_bare(options)
     _open_reports(options)  # last: no other usage error can leave a file behind
     return options
 
@@ -186,6 +190,20 @@ def _check_sandbox(options: argparse.Namespace) -> None:
             raise Usage("--rewrite: %s" % problem) from None
         rewrites[source] = target
     options.rewrites = rewrites
+
+
+def _check_bare(options: argparse.Namespace) -> None:
+    """--bare: not with what needs an init (--single-child, --settle), nor with --sweep (its watch needs the service ready)."""
+    if options.bare:
+        for given, option in ((options.single_child, "--single-child"), (options.settle != SETTLE, "--settle"),
+                              (options.sweep, "--sweep")):
+            if given:
+                raise Usage("--bare and %s: not together (%s)" % (option, _NOT_BARE[option]))
+
+
+_NOT_BARE = {"--single-child": "it is an option of the init, and --bare runs none",
+             "--settle": "it is an option of the init, and --bare runs none",
+             "--sweep": "--bare watches the service from readiness, and a sweep signals it before"}
 
 
 def _open_reports(options: argparse.Namespace) -> None:

@@ -126,6 +126,7 @@ def _run_json(run: Run) -> Dict[str, Any]:
         "leftovers": _processes_json(None if result is None else result.leftovers),  # null: not known
         "report": None if result is None else result.report,
         **({} if run.traffic is None else {"traffic": dict(run.traffic.as_json(), exit_at=run.exit_at)}),
+        "bare": run.bare,  # --bare: whether it needs an init, and why (check/bare.py); null without
     }
 
 

@@ -48,6 +48,7 @@ class Run:
         self.traffic: Optional["Traffic"] = None  # the requests made through the signal (check/traffic.py)
         self.exit_at: Optional[float] = None  # the command's exit, in seconds on the traffic's clock
         self.notes: List[str] = []  # more details for a failure: the requests that failed
+        self.bare: Optional[dict] = None  # --bare: what check/bare.py found, for the JSON report
 
     @property
     def passed(self) -> bool:
@@ -90,7 +91,7 @@ def sandbox(options: argparse.Namespace) -> Sandbox:
     """The Sandbox the options describe, not yet started."""
     return Sandbox(options.command, env=options.environment, cwd=options.cwd, grace=options.grace,
                    settle=options.settle, single_child=options.single_child,
-                   rewrite=options.rewrites or None, network=options.network)
+                   rewrite=options.rewrites or None, network=options.network, init=not options.bare)
 
 
 def wait_until_ready(box: Sandbox, options: argparse.Namespace, run: Run) -> bool:

@@ -13,6 +13,10 @@ that child must mount the new /proc (procfs shows the PID namespace of the
 process that mounts it). Mount propagation is made private first, so neither
 that mount nor any later one reaches the host.
 
+With --bare there is no init: PID 1 execs the command itself, as a
+container started without one runs it (see _exec_command), and the
+launcher writes the exit report in the init's place.
+
 With --net the network is the namespace's own too: `lo` alone, brought up
 by the launcher (see _unshare). Otherwise this is isolation of the process
 table, not a sandbox: the filesystem, network, cgroups and seccomp state are
@@ -22,7 +26,7 @@ shared with the host.
 import errno
 import os
 
-from pyinit import init, linux, log, signals
+from pyinit import init, linux, log, proc, signals, spawn
 from pyinit.config import EXIT_USAGE, Config
 
 TYPE_CHECKING = False  # mypy reads the block below; relay.py is imported only with a pty, registry.py with a name
@@ -89,6 +93,8 @@ def _launch(config: Config, registration: "registry.Registration | None", comple
         # end of this pipe is how the init learns that the launcher is gone
         # (see _be_pid1). The launcher holds the write end until it exits.
         launcher_alive, launcher_holds = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        # --bare: PID 1 writes to it when the command never ran; its exec closes it unwritten.
+        not_started, never_ran = os.pipe2(os.O_CLOEXEC) if config.bare else (-1, -1)
     except OSError as failure:
         log.error("cannot make a pipe for the init: %s", failure.strerror)
         return EXIT_USAGE
@@ -106,8 +112,13 @@ def _launch(config: Config, registration: "registry.Registration | None", comple
         os.close(launcher_holds)
         if registration is not None:
             registration.leave()  # its descriptors (the host's /proc among them) stay outside
-        os._exit(_be_pid1(config, launcher_alive, ignored, pty, complete))
+        code = _be_pid1(config, launcher_alive, ignored, pty, complete)
+        if config.bare:  # _be_pid1 returns then only when the command never ran
+            os.write(never_ran, b"!")
+        os._exit(code)
     os.close(launcher_alive)
+    if config.bare:
+        os.close(never_ran)
     if complete is not None:
         try:
             config = complete(config, False)
@@ -123,8 +134,11 @@ def _launch(config: Config, registration: "registry.Registration | None", comple
         # The init rewrites, remaps, reaps and keeps the shutdown timers; the
         # launcher relays each signal to it as it came, and exits with its code.
         # To the init alone: until it has called setsid() it leads no group.
-        child = init.Child(init_pid, group=False)
-        code = init.supervise(child, pdeathsig=config.pdeathsig, parent=parent)
+        if config.bare:
+            child, code = _supervise_command(config, init_pid, parent, not_started)
+        else:
+            child = init.Child(init_pid, group=False)
+            code = init.supervise(child, pdeathsig=config.pdeathsig, parent=parent)
         if code - 128 in child.received:
             if registration is not None:
                 registration.release()  # die_of does not return
@@ -136,7 +150,7 @@ def _launch(config: Config, registration: "registry.Registration | None", comple
 def made_before_the_command(config: Config) -> "tuple[object, ...]":
     """What of `config` the launcher uses before `complete` is called: two Configs equal here make the same namespaces."""
     return (config.unshare, config.user_namespace, config.mount_proc, config.hostname, config.ipc, config.net,
-            config.pty, config.name)
+            config.pty, config.name, config.bare)
 
 
 def die_of(signo: int) -> None:
@@ -268,8 +282,58 @@ def _be_pid1(config: Config, launcher_alive: int, ignored: "frozenset[int]", pty
     except OSError as failure:
         log.error("cannot set up the namespace: %s", failure.strerror)
         return EXIT_USAGE
+    if config.bare:
+        return _exec_command(config, ignored)
     # The launcher, not the init, owns -p: its own parent is the one meant.
     return init.run(config.replace(pdeathsig=0), ignored, link)
+
+
+def _exec_command(config: Config, ignored: "frozenset[int]") -> int:
+    """--bare, in PID 1: become the command, with the signal state the init gives its child; else the exit code.
+
+    The command is then PID 1 as in a container without an init: the kernel
+    drops every signal whose action is the default that is sent to it, and
+    the orphans of the namespace are its to reap. Its parent-death signal
+    (SIGKILL, armed in _be_pid1) survives the exec: it still dies with the
+    launcher. The launcher writes the exit report: the command must not
+    hold the report's pipe.
+    """
+    report = config.exit_report
+    if report is not None and report.startswith("fd:") and int(report[3:]) > 2:
+        try:
+            os.close(int(report[3:]))
+        except OSError:  # not open: the launcher's write says so
+            pass
+    failure = spawn.become(list(config.command), ignored)
+    log.error("%s", failure)
+    return failure.exit_code
+
+
+def _supervise_command(config: Config, pid: int, parent: int, not_started: int) -> "tuple[init.Child, int]":
+    """--bare, in the launcher: relay signals to the command (PID 1), reap it, and write the exit report for it.
+
+    The launcher does what a container runtime does: each signal it gets
+    goes to PID 1 (after --rewrite), SIGKILL follows --grace, and the exit
+    status is PID 1's. Its report has the exit status and moment; no
+    leftovers, ever: the kernel SIGKILLs every other member when PID 1
+    exits, and PID 1 cannot be reaped before they are all gone. (What they
+    were, and the zombies PID 1 left, only a watch from outside sees:
+    pyinit-check --bare, check/bare.py.)
+    """
+    from pyinit import shutdown
+    from pyinit.report import Report
+
+    report = Report(config.command)
+    policy = shutdown.Policy(config.grace, config.term_delay, None, report)
+    child = init.Child(pid, group=False, rewrite=config.rewrite, remap_exit=config.remap_exit)
+    code = init.supervise(child, policy, pdeathsig=config.pdeathsig, parent=parent)
+    report.mark("child_exit")
+    if not proc.read_to_end(not_started):  # end-of-file: the exec closed it, the command ran
+        report.child_pid, report.child_status = 1, child.status
+    os.close(not_started)
+    if config.exit_report:
+        report.write(config.exit_report, code)
+    return child, code
 
 
 def _launcher_gone(launcher_alive: int) -> bool:

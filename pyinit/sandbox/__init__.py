@@ -29,6 +29,10 @@ namespace. Where the kernel refuses namespaces, isolate="auto" runs pyinit
 without them, as a subreaper, with an IsolationWarning; teardown then kills
 pyinit's descendants one by one, and a caller that dies takes them along
 (ORPHANED in sandbox/launch.py).
+
+init=False runs the command without pyinit, as PID 1 itself, as a container
+without an init does (`docker run` without `--init`): the question is then
+whether it needs one (docs/testing.md, pyinit-check --bare).
 """
 
 from __future__ import annotations
@@ -77,7 +81,11 @@ class Sandbox(Readiness):
     has no business reading the terminal. `settle`: seconds pyinit gives
     what the command left to exit on its own before listing the leftovers.
     `max_output`: characters kept of each captured stream (its tail); None
-    keeps everything.
+    keeps everything. `init=False`: no init, the command is PID 1 itself
+    (it needs namespaces); pyinit's launcher relays the signals, applies
+    `grace` and `rewrite`, and reports the exit; `drain`, `settle` and
+    `single_child` are the init's and cannot be given, and nothing is left
+    over: the kernel kills every other member when PID 1 exits.
     """
 
     def __init__(self, argv: Sequence[Union[str, "os.PathLike[str]"]], *, env: Optional[Mapping[str, str]] = None,
@@ -85,7 +93,7 @@ class Sandbox(Readiness):
                  stderr: Stream = PIPE, grace: Optional[float] = None, drain: Optional[float] = None,
                  settle: float = SETTLE, single_child: bool = False,
                  rewrite: Optional[Mapping[SignalSpec, SignalSpec]] = None, isolate: Union[bool, str] = "auto",
-                 max_output: Optional[int] = None, network: str = "host") -> None:
+                 max_output: Optional[int] = None, network: str = "host", init: bool = True) -> None:
         if isinstance(argv, (str, bytes)) or not argv:
             raise ValueError("argv must be a non-empty list of strings, like subprocess's")
         if isolate not in (True, False, "auto"):
@@ -94,11 +102,14 @@ class Sandbox(Readiness):
             raise ValueError("max_output must be a number of characters, 1 or more, or None")
         if network not in ("host", "private"):
             raise ValueError("network must be 'host' or 'private'")
+        if not init and (drain is not None or settle != SETTLE or single_child):
+            raise ValueError("drain, settle and single_child are the init's options, and init=False runs none")
         self.argv = [os.fspath(arg) for arg in argv]
         self.env = dict(os.environ if env is None else env)
         self.cwd = None if cwd is None else os.fspath(cwd)
         self.settle, self.drain = settle, drain  # pyinit's, after the command's exit: the waits then allow them
-        self._options = init_options(grace, drain, settle, single_child, rewrite)
+        self._options = init_options(grace, drain, settle if init else None, single_child, rewrite)
+        self.init = init
         self._streams = (DEVNULL if stdin is None else stdin, stdout, stderr)
         self._isolate = isolate
         self.network = network
@@ -136,7 +147,10 @@ class Sandbox(Readiness):
         self.isolated = decide_isolation(self._isolate)
         if self.network == "private" and not self.isolated:
             raise IsolationError("network='private' needs namespaces, and this sandbox runs without them")
-        self._launcher = launcher = Launcher(self.isolated)
+        if not self.init and not self.isolated:
+            raise IsolationError("init=False needs namespaces (the command is their PID 1), and this sandbox runs "
+                                 "without them")
+        self._launcher = launcher = Launcher(self.isolated, bare=not self.init)
         try:
             options = [*self._options, *(["--net"] if self.network == "private" else [])]
             popen = launcher.start(self.argv, options, self._streams, self.cwd, self.env)
@@ -185,7 +199,9 @@ class Sandbox(Readiness):
 
     @property
     def pid(self) -> Optional[int]:
-        """The host PID of the sandbox's PID 1 (pyinit); None if the launcher failed before."""
+        """The host PID of the sandbox's PID 1 (pyinit; the command itself with init=False).
+
+        None if the launcher failed before it started."""
         return None if self._launcher is None else self._launcher.init_pid
 
     @property

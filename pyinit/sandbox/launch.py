@@ -15,6 +15,13 @@ namespaces, pyinit's oldest child. Each is held by a pidfd: signals go to
 the right process even after its PID is reused, and a pidfd polls readable
 when the whole process has exited, not when its main thread calls
 pthread_exit().
+
+A bare sandbox (init=False: `pyinit --unshare --bare`) has no init: PID 1
+is the command itself, found once it has exec'd, and the launcher writes
+the exit report in the init's place. It starts directly: the fork server's
+spare launchers are made for an init. The signals the test sends go
+through the launcher, as a container runtime's do, so its report counts
+them.
 """
 
 from __future__ import annotations
@@ -51,7 +58,7 @@ _TRANSIENT = (errno.EAGAIN, errno.ENOMEM, errno.EMFILE, errno.ENFILE)
 Stream = Union[None, int, IO[Any]]
 
 
-def init_options(grace: Optional[float], drain: Optional[float], settle: float, single_child: bool,
+def init_options(grace: Optional[float], drain: Optional[float], settle: Optional[float], single_child: bool,
                  rewrite: Optional[Mapping[SignalSpec, SignalSpec]]) -> List[str]:
     """The init's options for the launcher's command line (ValueError for a bad one)."""
     options = []
@@ -77,8 +84,9 @@ class Launcher:
     waitpid(2) itself.
     """
 
-    def __init__(self, isolated: bool) -> None:
+    def __init__(self, isolated: bool, bare: bool = False) -> None:
         self.isolated = isolated
+        self.bare = bare  # no init: PID 1 is the command (pyinit --unshare --bare)
         self.popen: "subprocess.Popen | ServedProcess | None" = None
         self.pidfd: Optional[int] = None
         self.report_fd: Optional[int] = None
@@ -100,14 +108,15 @@ class Launcher:
                                "its own, as `unshare --fork --pid` without --mount-proc gives), where the sandbox "
                                "cannot find its processes: mount a /proc for this namespace")
         if self.isolated:
-            ends = ["--unshare", "-p", "KILL"]  # the launcher dies with its parent, PID 1 with it
+            # The launcher dies with its parent, PID 1 with it.
+            ends = ["--unshare", *(["--bare"] if self.bare else []), "-p", "KILL"]
         else:
             ends = ["-p", ORPHANED, "--rewrite", "%s:KILL" % ORPHANED]
         argv = [*ends, *options, "--exit-report", "fd:REPORT", "--", *command]
         with SignalsHeld():  # a Ctrl-C waits until the pipe and the process are kept, for close() to end them
             self.report_fd, write_end = os.pipe2(os.O_CLOEXEC)
             try:
-                self.popen = (self._served(argv, streams, write_end, cwd, env)
+                self.popen = ((None if self.bare else self._served(argv, streams, write_end, cwd, env))
                               or subprocess.Popen([*LAUNCHER, *[arg.replace("fd:REPORT", "fd:%d" % write_end)
                                                                 for arg in argv]],
                                                   stdin=streams[0], stdout=streams[1], stderr=streams[2], cwd=cwd,
@@ -202,8 +211,9 @@ class Launcher:
                 return
             self.level = namespace_level(init)
         self.init_pid = init
-        self._init_argv = proc.cmdline(init)
-        command = self._wait_for(init, self._is_command)
+        # Bare, PID 1 is the command once it has exec'd, and it may have already: the launcher's argv is its own before.
+        self._init_argv = proc.cmdline(popen.pid if self.bare else init)
+        command = self._wait_for(popen.pid if self.bare else init, self._is_command)
         if command is not None:
             with SignalsHeld():
                 self.command_pidfd = _pidfd(command)
@@ -219,7 +229,7 @@ class Launcher:
         """Whether `pid` is the command, past its exec: a child not yet exec'd still has the init's argv
         (its session and group not yet its own either), and is not the command yet."""
         if self.level is not None:
-            if inner_pid(pid, self.level) != 2:
+            if inner_pid(pid, self.level) != (1 if self.bare else 2):
                 return False
         else:
             info = proc.stat(pid)
@@ -245,8 +255,15 @@ class Launcher:
             delay = min(delay * 1.5, 0.002)
 
     def send(self, signo: int, to_command: bool = False) -> None:
-        """Send `signo` to PID 1 (or to the command); nothing once it has ended."""
+        """Send `signo` to PID 1 (or to the command); nothing once it has ended.
+
+        Bare, through the launcher, which relays it and counts it in its
+        report as the init would; not SIGKILL and SIGSTOP, which would act
+        on the launcher: those the kernel delivers to PID 1 from outside.
+        """
         pidfd = self.command_pidfd if to_command else self.init_pidfd
+        if self.bare and not to_command and pidfd is not None and signo not in (signal.SIGKILL, signal.SIGSTOP):
+            pidfd = self.pidfd
         if pidfd is None:
             if not to_command and self.init_pid is None and signo == signal.SIGKILL:
                 self._kill()  # PID 1 not seen yet (an interrupted start): its parent-death signal takes it along
