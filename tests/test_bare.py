@@ -20,8 +20,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 import pyinit
-from support import PYINIT, TIMEOUT, assert_no_traceback, clean_env, free_port, program, pyinit_lines
-from test_services import nginx
+from support import PYINIT, TIMEOUT, assert_no_traceback, clean_env, free_port, nginx, program, pyinit_lines
 
 CHECK = [sys.executable, "-m", "pyinit.check"]
 IGNORED_AS_PID1 = "it ignored SIGTERM as PID 1: the kernel drops a signal with the default action sent to PID 1"
