@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
+PR_GET_SECUREBITS = 27
 
 CLONE_NEWTIME = 0x00000080
 CLONE_NEWNS = 0x00020000
@@ -111,6 +112,11 @@ def prctl(option: int, argument: int) -> None:
     _call("prctl", option, UnsignedLong(argument), UnsignedLong(0), UnsignedLong(0), UnsignedLong(0))
 
 
+def securebits() -> int:
+    """prctl(PR_GET_SECUREBITS): the thread's securebits flags (capabilities(7)), which fork and exec keep."""
+    return _call("prctl", PR_GET_SECUREBITS, UnsignedLong(0), UnsignedLong(0), UnsignedLong(0), UnsignedLong(0))
+
+
 def set_child_subreaper() -> None:
     """Make orphaned descendants re-parent to us instead of to PID 1.
 
@@ -177,10 +183,21 @@ def pidfd_has_exited(pidfd: int) -> bool:
     Unlike kill(pid, 0) this cannot be fooled by a zombie or a recycled PID,
     and it works across PID namespaces, where getppid() says 0.
     """
+    return readable(pidfd, 0)
+
+
+def readable(fd: int, timeout: "float | None") -> bool:
+    """Whether `fd` polls readable (or hung up) within `timeout` seconds (None: waits for ever).
+
+    poll(2), not select(2): select cannot take a descriptor of 1,024 or
+    more, which a caller holding many files gets. A wait interrupted by a
+    signal whose handler returns is resumed by Python (PEP 475).
+    """
     import select
 
-    readable, _, _ = select.select([pidfd], [], [], 0)
-    return bool(readable)
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(None if timeout is None else max(0.0, timeout) * 1e3))
 
 
 def release_controlling_terminal(fd: int) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import errno
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from typing import IO, Any, Callable, List, Mapping, Optional, Union
 
 from pyinit import linux, proc, signals
 from pyinit.sandbox.members import inner_pid, kill_below, namespace_level
-from pyinit.forkserver.client import ForkServer, ServedProcess, SignalsHeld
+from pyinit.forkserver.client import ForkServer, ServedProcess, SignalsHeld, caller_state
 from pyinit.sandbox.result import (SIGCHLD_IGNORED, IsolationError, IsolationWarning, SandboxError, SignalSpec,
                                    signal_number)
 
@@ -104,10 +103,14 @@ class Launcher:
         else:
             ends = ["-p", ORPHANED, "--rewrite", "%s:KILL" % ORPHANED]
         argv = [*ends, *options, "--exit-report", "fd:REPORT", "--", *command]
+        try:
+            state: "Optional[tuple[object, int]]" = caller_state()  # this thread's, before SignalsHeld changes its mask
+        except OSError:  # no descriptor to read /proc with: what the server would give cannot be told
+            state = None
         with SignalsHeld():  # a Ctrl-C waits until the pipe and the process are kept, for close() to end them
             self.report_fd, write_end = os.pipe2(os.O_CLOEXEC)
             try:
-                self.popen = (self._served(argv, streams, write_end, cwd, env)
+                self.popen = (self._served(argv, streams, write_end, cwd, env, state)
                               or subprocess.Popen([*LAUNCHER, *[arg.replace("fd:REPORT", "fd:%d" % write_end)
                                                                 for arg in argv]],
                                                   stdin=streams[0], stdout=streams[1], stderr=streams[2], cwd=cwd,
@@ -119,17 +122,23 @@ class Launcher:
         return self.popen
 
     def _served(self, argv: List[str], streams: "tuple[Stream, Stream, Stream]", report: int, cwd: Optional[str],
-                env: Mapping[str, str]) -> "Optional[ServedProcess]":
-        """The launcher forked by this process's fork server; None where the server cannot (then it is started directly)."""
+                env: Mapping[str, str], state: "Optional[tuple[object, int]]") -> "Optional[ServedProcess]":
+        """The launcher forked by this process's fork server; None where the server cannot make exactly the launcher
+        this thread would start now (then it is started directly: `state` is this thread's, caller_state()'s)."""
         if cwd is not None and not os.path.isdir(cwd):
             raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), cwd)  # as subprocess would
+        if state is None:
+            return None
+        server = ForkServer.serving(state[0])
+        if server is None:
+            return None
         try:
-            server = ForkServer.get()
-        except OSError:
+            where = os.getcwd() if cwd is None else os.path.join(os.getcwd(), cwd)  # as Popen's chdir would resolve it
+        except OSError:  # this process's directory was removed: a child started directly still runs there
             return None
         child, kept, made = _stream_ends(streams)
         try:
-            pid = server.start(argv, [*child, report], cwd, env,
+            pid = server.start(argv, [*child, report], where, env, state[1],
                                signal.SIGKILL if self.isolated else signals.parse(ORPHANED))
         except BaseException as failure:  # a server gone, an environment too large for one message, a Ctrl-C
             for pipe in kept:
@@ -158,14 +167,16 @@ class Launcher:
         popen = self.popen
         if popen is None or popen.returncode is not None or self.status_lost:
             return True
-        if self.pidfd is not None and not select.select([self.pidfd], [], [], timeout)[0]:
+        if self.pidfd is not None and not linux.readable(self.pidfd, timeout):
             return False
         if isinstance(popen, ServedProcess):
             status = popen.server.status(popen.pid, START_TIMEOUT if timeout is None or self.pidfd else timeout)
             if status is None:  # the server said nothing in time: ended, if its pidfd says so, its status lost
                 if self.pidfd is not None:
                     self.status_lost = ("the sandboxes' fork server, its parent, was killed" if popen.server.gone()
-                                        else "the sandboxes' fork server did not send it")
+                                        else "the sandboxes' fork server, its parent, is stopped"
+                                        if popen.server.stopped() else "the sandboxes' fork server did not send it")
+                    popen.server.forget(popen.pid)
                 return self.status_lost is not None
             popen.returncode = os.waitstatus_to_exitcode(status)
             popen.server.forget(popen.pid)
@@ -288,8 +299,7 @@ class Launcher:
         if self.command_gone:
             return True
         if self.command_pidfd is not None:
-            readable, _, _ = select.select([self.command_pidfd], [], [], timeout)
-            return bool(readable)
+            return linux.readable(self.command_pidfd, timeout)
         return self.ended(timeout)  # never found: it ended before it could be, or pyinit never started it
 
     def close(self) -> None:
@@ -403,7 +413,9 @@ def namespaces_refused(env: Optional[Mapping[str, str]] = None) -> Optional[str]
 def _probe(env: Mapping[str, str]) -> Optional[str]:
     """The fork server's answer, or else `pyinit --unshare -- true`'s: None, or what stopped it."""
     try:
-        return ForkServer.get().namespaces_refused()
+        server = ForkServer.serving(caller_state()[0])  # its answer is for what it makes: this thread's identity
+        if server is not None:
+            return server.namespaces_refused()
     except (OSError, ValueError):
         pass
     probe = subprocess.run([*LAUNCHER, "--unshare", "--", "true"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
