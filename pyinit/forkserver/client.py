@@ -230,7 +230,8 @@ class ForkServer:
         return info is not None and info.state in "Tt"
 
     def unusable(self) -> bool:
-        return self._closed or self.gone() or self.stopped()
+        """Closed, retired (found stopped by a start) or gone: the next sandbox needs another server."""
+        return self._closed or self._retired or self.gone()
 
     def retire(self) -> None:
         """Replaced by another server: close this one once none of its launchers runs (now, where none does).
@@ -298,6 +299,7 @@ class ForkServer:
                         message = self._next(ANSWER_WAIT)
                     except TimeoutError:
                         if self.stopped() or time.monotonic() > deadline:
+                            self._retired = True  # the next sandbox gets a server of its own
                             raise ServerStopped("the sandboxes' fork server does not answer") from None
                         continue
                     word, _, rest = message.partition(b" ")

@@ -43,6 +43,7 @@ import socket
 import subprocess
 import threading
 import time
+import warnings
 from typing import IO, Any, List, Mapping, Optional, Sequence, Union
 
 from pyinit.sandbox import members as members
@@ -150,9 +151,24 @@ class Sandbox(Readiness):
     def close(self) -> None:
         """Tear everything down: SIGKILL to PID 1, and return once every member is gone. Called by `with`.
 
-        The kill is sent first, so an interrupt (Ctrl-C) anywhere after it
-        leaves nothing running; a second close() finishes what the first began.
+        Signals are held for the whole of it (milliseconds; at most its
+        timeouts): an interrupt (Ctrl-C) inside arrives as it returns, after
+        the kill and with every descriptor closed, never between the two.
         """
+        held = SignalsHeld()
+        try:
+            held.__enter__()
+        except KeyboardInterrupt:  # one that came just before: it has been taken, and this block holds the next
+            with SignalsHeld():
+                self._close()
+            raise
+        try:
+            self._close()
+        finally:
+            held.__exit__()
+
+    def _close(self) -> None:
+        """close(), signals held."""
         launcher = self._launcher
         if launcher is None:
             return
@@ -175,6 +191,24 @@ class Sandbox(Readiness):
                 self._network.close()  # forwarding ends with the sandbox
             if launcher.ended():  # else a second close() needs its pidfds to finish the teardown
                 launcher.close()
+
+    def __del__(self) -> None:
+        """A sandbox never closed, garbage-collected: closed now, with a ResourceWarning (as an unclosed file is).
+
+        Its namespace ends (PID 1 is killed), its reader thread stops, its
+        descriptors are closed: nothing of it can touch the next sandbox's.
+        """
+        launcher = getattr(self, "_launcher", None)
+        if launcher is None or launcher.closed:
+            return
+        warnings.warn("%r was never closed: it is closed now" % self, ResourceWarning, source=self)
+        if self._output.in_reader():  # collected by the reader thread itself, which close() would wait for
+            launcher.send(signal.SIGKILL)
+            return
+        try:
+            self.close()
+        except Exception:  # nothing may leave a finalizer; what close() raises says what it could not end
+            pass
 
     # --- what is inside ------------------------------------------------------------------------
 

@@ -88,6 +88,7 @@ class Launcher:
         self.command_pidfd: Optional[int] = None
         self.command_gone = False  # it exited (and was reaped) before a pidfd could hold it
         self.status_lost: Optional[str] = None  # why, when the launcher has ended and its status is lost
+        self.closed = False  # close() has run: nothing is held any more
         self._init_argv: List[str] = []
 
     def start(self, command: List[str], options: List[str], streams: "tuple[Stream, Stream, Stream]",
@@ -304,6 +305,7 @@ class Launcher:
 
     def close(self) -> None:
         """Close every descriptor held on the launcher (idempotent)."""
+        self.closed = True
         for name in ("pidfd", "report_fd", "init_pidfd", "command_pidfd"):
             fd = getattr(self, name)
             if fd is not None:
