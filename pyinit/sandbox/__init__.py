@@ -44,6 +44,7 @@ import subprocess
 import threading
 import time
 import warnings
+import weakref
 from typing import IO, Any, List, Mapping, Optional, Sequence, Union
 
 from pyinit.sandbox import members as members
@@ -110,6 +111,7 @@ class Sandbox(Readiness):
         self._start_time = 0.0
         self._seen: "dict[int, int]" = {}  # host PID -> start time, of every member ever seen
         self._result: Optional[Result] = None
+        self._abandoned: "Optional[weakref.finalize]" = None  # closes a sandbox garbage-collected unclosed
 
     # --- life cycle ----------------------------------------------------------------------------
 
@@ -143,6 +145,9 @@ class Sandbox(Readiness):
             if self.network == "private" and launcher.init_pid is not None and launcher.init_pidfd is not None:
                 self._network = Network(launcher.init_pid, launcher.init_pidfd, SignalsHeld)
             self.processes()  # remembered, for teardown
+            # Not __del__, which runs at every sandbox's end, where a Ctrl-C could only be printed and lost:
+            # a finalizer that close() detaches runs for an abandoned sandbox alone.
+            self._abandoned = weakref.finalize(self, _abandoned, self._name(), launcher, self._output, self._network)
         except BaseException:
             self.close()
             raise
@@ -191,24 +196,8 @@ class Sandbox(Readiness):
                 self._network.close()  # forwarding ends with the sandbox
             if launcher.ended():  # else a second close() needs its pidfds to finish the teardown
                 launcher.close()
-
-    def __del__(self) -> None:
-        """A sandbox never closed, garbage-collected: closed now, with a ResourceWarning (as an unclosed file is).
-
-        Its namespace ends (PID 1 is killed), its reader thread stops, its
-        descriptors are closed: nothing of it can touch the next sandbox's.
-        """
-        launcher = getattr(self, "_launcher", None)
-        if launcher is None or launcher.closed:
-            return
-        warnings.warn("%r was never closed: it is closed now" % self, ResourceWarning, source=self)
-        if self._output.in_reader():  # collected by the reader thread itself, which close() would wait for
-            launcher.send(signal.SIGKILL)
-            return
-        try:
-            self.close()
-        except Exception:  # nothing may leave a finalizer; what close() raises says what it could not end
-            pass
+                if self._abandoned is not None:
+                    self._abandoned.detach()
 
     # --- what is inside ------------------------------------------------------------------------
 
@@ -383,6 +372,25 @@ class Sandbox(Readiness):
 
     def __repr__(self) -> str:
         return "<pyinit.Sandbox %s pid=%s>" % (self._name(), self.pid)
+
+
+def _abandoned(name: str, launcher: Launcher, output: Output, network: Optional[Network]) -> None:
+    """A sandbox garbage-collected without close(): ended now, with a ResourceWarning (as an unclosed file is).
+
+    Its namespace ends (PID 1 is killed), its reader thread stops, its
+    descriptors are closed: nothing of it can touch the next sandbox's.
+    """
+    warnings.warn("the sandbox of %s was never closed: it is closed now" % name, ResourceWarning, stacklevel=2)
+    with SignalsHeld():
+        launcher.kill_everything(lambda: None)
+        if output.in_reader():  # collected by its own reader thread, which cannot wait for itself
+            return
+        launcher.ended(START_TIMEOUT)
+        output.stop()
+        if network is not None:
+            network.close()
+        if launcher.ended():
+            launcher.close()
 
 
 def run(argv: Sequence[Union[str, "os.PathLike[str]"]], *, timeout: Optional[float] = None, **options: Any) -> Result:

@@ -31,7 +31,7 @@ from typing import IO, Any, Callable, List, Mapping, Optional, Union
 
 from pyinit import linux, proc, signals
 from pyinit.sandbox.members import inner_pid, kill_below, namespace_level
-from pyinit.forkserver.client import ForkServer, ServedProcess, SignalsHeld, caller_state
+from pyinit.forkserver.client import ForkServer, ServedProcess, ServerStopped, SignalsHeld, caller_state
 from pyinit.sandbox.result import (SIGCHLD_IGNORED, IsolationError, IsolationWarning, SandboxError, SignalSpec,
                                    signal_number)
 
@@ -88,7 +88,6 @@ class Launcher:
         self.command_pidfd: Optional[int] = None
         self.command_gone = False  # it exited (and was reaped) before a pidfd could hold it
         self.status_lost: Optional[str] = None  # why, when the launcher has ended and its status is lost
-        self.closed = False  # close() has run: nothing is held any more
         self._init_argv: List[str] = []
 
     def start(self, command: List[str], options: List[str], streams: "tuple[Stream, Stream, Stream]",
@@ -108,24 +107,51 @@ class Launcher:
             state: "Optional[tuple[object, int]]" = caller_state()  # this thread's, before SignalsHeld changes its mask
         except OSError:  # no descriptor to read /proc with: what the server would give cannot be told
             state = None
-        with SignalsHeld():  # a Ctrl-C waits until the pipe and the process are kept, for close() to end them
+        with SignalsHeld():  # a Ctrl-C waits until the pipes and the process are kept, for close() to end them
             self.report_fd, write_end = os.pipe2(os.O_CLOEXEC)
             try:
-                self.popen = (self._served(argv, streams, write_end, cwd, env, state)
-                              or subprocess.Popen([*LAUNCHER, *[arg.replace("fd:REPORT", "fd:%d" % write_end)
-                                                                for arg in argv]],
-                                                  stdin=streams[0], stdout=streams[1], stderr=streams[2], cwd=cwd,
-                                                  env=env, pass_fds=(write_end,), start_new_session=True))
+                self.popen = self._served_or_direct(argv, streams, write_end, cwd, env, state)
+            except ServerStopped:  # the request is in its socket, with the report's write end: a pipe of its own
+                stale, self.report_fd = self.report_fd, None
+                os.close(stale)
+                write_end, stale = -1, write_end
+                os.close(stale)
+                self.report_fd, write_end = os.pipe2(os.O_CLOEXEC)
+                self.popen = self._served_or_direct(argv, streams, write_end, cwd, env, None)
             finally:
-                os.close(write_end)
+                if write_end >= 0:
+                    os.close(write_end)
             # Not reaped yet (by us or by the fork server): its PID is still its own.
             self.pidfd = _pidfd(self.popen.pid)
         return self.popen
 
-    def _served(self, argv: List[str], streams: "tuple[Stream, Stream, Stream]", report: int, cwd: Optional[str],
-                env: Mapping[str, str], state: "Optional[tuple[object, int]]") -> "Optional[ServedProcess]":
-        """The launcher forked by this process's fork server; None where the server cannot make exactly the launcher
-        this thread would start now (then it is started directly: `state` is this thread's, caller_state()'s)."""
+    def _served_or_direct(self, argv: List[str], streams: "tuple[Stream, Stream, Stream]", report: int,
+                          cwd: Optional[str], env: Mapping[str, str],
+                          state: "Optional[tuple[object, int]]") -> "subprocess.Popen | ServedProcess":
+        """The launcher, forked by the server where it can (`state`: see _served), else started here directly."""
+        child, kept, made = _stream_ends(streams)
+        try:
+            served = self._served(argv, child, kept, report, cwd, env, state)
+            if served is not None:
+                return served
+            # The streams made here, not by Popen: under EMFILE, its own (/dev/null, a pipe pair) leaked.
+            popen = subprocess.Popen([*LAUNCHER, *[arg.replace("fd:REPORT", "fd:%d" % report) for arg in argv]],
+                                     stdin=child[0], stdout=child[1], stderr=child[2], cwd=cwd, env=env,
+                                     pass_fds=(report,), start_new_session=True)
+            popen.stdin, popen.stdout, popen.stderr = kept
+            return popen
+        except BaseException:
+            _close_ends(kept, [])
+            raise
+        finally:
+            _close_ends([], made)
+
+    def _served(self, argv: List[str], child: List[int], kept: "List[Optional[IO[bytes]]]", report: int,
+                cwd: Optional[str], env: Mapping[str, str],
+                state: "Optional[tuple[object, int]]") -> "Optional[ServedProcess]":
+        """The launcher forked by this process's fork server, with the streams `child`; None where the server cannot
+        make exactly the launcher this thread would start now (then it is started directly: `state` is this thread's,
+        caller_state()'s). ServerStopped: the server has the request, and holds on to the descriptors sent."""
         if cwd is not None and not os.path.isdir(cwd):
             raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), cwd)  # as subprocess would
         if state is None:
@@ -137,20 +163,13 @@ class Launcher:
             where = os.getcwd() if cwd is None else os.path.join(os.getcwd(), cwd)  # as Popen's chdir would resolve it
         except OSError:  # this process's directory was removed: a child started directly still runs there
             return None
-        child, kept, made = _stream_ends(streams)
         try:
             pid = server.start(argv, [*child, report], where, env, state[1],
                                signal.SIGKILL if self.isolated else signals.parse(ORPHANED))
-        except BaseException as failure:  # a server gone, an environment too large for one message, a Ctrl-C
-            for pipe in kept:
-                if pipe is not None:
-                    pipe.close()
-            if isinstance(failure, (OSError, ValueError)):
-                return None
+        except ServerStopped:
             raise
-        finally:
-            for fd in made:
-                os.close(fd)
+        except (OSError, ValueError):  # a server gone or out of processes, an environment too large for one message
+            return None
         return ServedProcess(server, pid, kept)
 
     @property
@@ -305,7 +324,6 @@ class Launcher:
 
     def close(self) -> None:
         """Close every descriptor held on the launcher (idempotent)."""
-        self.closed = True
         for name in ("pidfd", "report_fd", "init_pidfd", "command_pidfd"):
             fd = getattr(self, name)
             if fd is not None:
@@ -318,11 +336,12 @@ class Launcher:
 
 
 def _stream_ends(streams: "tuple[Stream, Stream, Stream]") -> "tuple[List[int], List[Optional[IO[bytes]]], List[int]]":
-    """What a launcher forked by the server gets for stdin, stdout and stderr, as subprocess.Popen would give them.
+    """What a launcher gets for stdin, stdout and stderr, as subprocess.Popen would give them.
 
-    Returns the three descriptors to send, the pipe ends kept here (file
-    objects, as Popen's stdin, stdout and stderr), and the descriptors made
-    here to close once sent. None means this process's own stream.
+    Returns the three descriptors for the launcher, the pipe ends kept here
+    (file objects, as Popen's stdin, stdout and stderr), and the descriptors
+    made here to close once the launcher has them. None means this
+    process's own stream.
     """
     child: List[int] = []
     kept: List[Optional[IO[bytes]]] = []
@@ -358,6 +377,15 @@ def _stream_ends(streams: "tuple[Stream, Stream, Stream]") -> "tuple[List[int], 
                 pipe.close()
         raise
     return child, kept, made
+
+
+def _close_ends(kept: "List[Optional[IO[bytes]]]", made: List[int]) -> None:
+    """Close what _stream_ends made: the pipe ends kept here, and the descriptors made for the launcher."""
+    for pipe in kept:
+        if pipe is not None:
+            pipe.close()
+    for fd in made:
+        os.close(fd)
 
 
 def _pidfd(pid: int) -> Optional[int]:
