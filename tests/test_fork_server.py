@@ -378,6 +378,7 @@ print(json.dumps({"outcome": outcome, "run": run_took < 5, "closed": closed, "cl
 def test_a_killed_server_replaced_by_a_new_one_leaves_its_sandboxes_a_sandbox_error_and_no_descriptor():
     script = SERVER + """
 from pyinit.sandbox import SandboxError
+pyinit.run(["true"])
 before = descriptors()
 boxes = [pyinit.Sandbox(["sh", "-c", "echo up; sleep 300"]).start() for _ in range(3)]
 for box in boxes:
