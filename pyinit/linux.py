@@ -197,7 +197,13 @@ def readable(fd: int, timeout: "float | None") -> bool:
 
     poller = select.poll()
     poller.register(fd, select.POLLIN)
-    return bool(poller.poll(None if timeout is None else max(0.0, timeout) * 1e3))
+    milliseconds = None if timeout is None else max(0.0, timeout) * 1e3
+    if milliseconds is not None and milliseconds > _POLL_LIMIT:  # longer than poll(2) can wait: for ever, near enough
+        milliseconds = None
+    return bool(poller.poll(milliseconds))
+
+
+_POLL_LIMIT = (1 << 31) - 1  # poll(2)'s timeout is a C int of milliseconds (24.8 days)
 
 
 def release_controlling_terminal(fd: int) -> None:
