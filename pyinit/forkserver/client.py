@@ -12,6 +12,14 @@ Its socket is close-on-exec, and a fork of this process (multiprocessing,
 say) closes its copy at once, so the server's end reads end-of-file when
 this process ends, and takes every sandbox along; a fork that makes
 sandboxes gets a server of its own.
+
+A served launcher is the one the calling thread would have started
+directly at that moment: the request carries the working directory and
+umask, and the rest of what a child inherits is compared (caller_state)
+with what it was when the server started; where it differs, the sandbox
+starts directly. So no identity gets a server of its own, and no server
+is ever replaced under running sandboxes: one that has gone, or is found
+stopped, is retired, and closed once its last launcher has ended.
 """
 
 from __future__ import annotations
