@@ -41,7 +41,7 @@ deadline = time.monotonic() + 30
 while not children(server) and time.monotonic() < deadline:
     time.sleep(0.01)
 spare = children(server)
-with pyinit.Sandbox(["sleep", "300"]) as box:
+with pyinit.Sandbox(["sleep", "300"]) as fresh:
     launcher = parent(box.pid)
 print(json.dumps({"started": started, "server_parent": parent(server), "me": os.getpid(), "spare": spare,
                   "launcher": launcher}))
@@ -385,6 +385,8 @@ for box in boxes:
     box.wait_for_output("up")
 os.kill(server, signal.SIGKILL)
 after = pyinit.run(["sh", "-c", "exit 4"], timeout=30).exit_code  # a new server
+with pyinit.Sandbox(["sleep", "300"]) as fresh:
+    served = parent(parent(fresh.pid)) == ForkServer.get().pid  # by the new one: it has the caller's state
 errors = []
 for box in boxes:
     for step in (lambda: box.wait(30), box.close):
@@ -394,9 +396,9 @@ for box in boxes:
         except SandboxError:
             errors.append("SandboxError")
 print(json.dumps({"after": after, "errors": sorted(set(errors), key=str), "descriptors": descriptors() - before,
-                  "new_server": ForkServer.get().pid != server}))
+                  "new_server": ForkServer.get().pid != server, "served": served}))
 """
     marker = uuid.uuid4().hex
     assert caller(SERVER_FAULTS + script, marker) == {"after": 4, "errors": [None, "SandboxError"], "descriptors": 0,
-                                                      "new_server": True}
+                                                      "new_server": True, "served": True}
     wait_for(lambda: leaked(marker) == [], "nothing left of the killed server's sandboxes")

@@ -438,10 +438,13 @@ def test_300_ctrl_c_at_random_moments_around_the_with_block_leave_nothing_runnin
     assert leaked(marker) == []
 
 
-MANY_DESCRIPTORS = STATE + """
-import resource
+MANY_DESCRIPTORS = """
+import json, os, resource, sys
 resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))
 held = [os.open("/dev/null", os.O_RDONLY) for _ in range(1100)]  # every new descriptor is over 1,023 now
+sys.path.insert(0, "tests")
+import pyinit  # its fork server's socket too
+from support import threads_down_to
 codes = []
 for isolate in (True, False):
     with pyinit.Sandbox(["sh", "-c", "echo up; read line; exit 3"], stdin=pyinit.sandbox.PIPE, isolate=isolate) as box:
@@ -452,7 +455,7 @@ for isolate in (True, False):
         codes.append([result.exit_code, result.report is not None])
 for fd in held:
     os.close(fd)
-print(json.dumps({"codes": codes, "threads": threads()}))
+print(json.dumps({"codes": codes, "threads": threads_down_to(1)}))
 """
 
 

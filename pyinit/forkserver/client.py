@@ -144,21 +144,25 @@ class ForkServer:
     _open: "List[ForkServer]" = []  # every server of this process not closed yet: the current one, and retired ones
 
     @classmethod
-    def get(cls) -> "ForkServer":
-        """This process's server, started if need be (OSError where it cannot be)."""
+    def get(cls, state: object = None) -> "ForkServer":
+        """This process's server, started if need be (OSError where it cannot be).
+
+        `state`: this thread's caller_state(), taken before any SignalsHeld
+        (whose mask a new server must not take for the caller's).
+        """
         with cls._lock:
             server = cls._current
             if server is None or server.pid_owner != os.getpid() or server.unusable():
                 if server is not None and server.pid_owner == os.getpid():
                     server.retire()  # gone or stopped: its sandboxes keep it until they end; none is killed
-                server = cls._current = ForkServer(caller_state()[0])
+                server = cls._current = ForkServer(caller_state()[0] if state is None else state)
             return server
 
     @classmethod
     def serving(cls, state: object) -> "Optional[ForkServer]":
         """The server, where it makes exactly the launcher this thread would (`state`: caller_state()'s); else None."""
         try:
-            server = cls.get()
+            server = cls.get(state)
         except OSError:
             return None
         return server if server.state == state else None
