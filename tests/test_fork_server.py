@@ -41,7 +41,7 @@ deadline = time.monotonic() + 30
 while not children(server) and time.monotonic() < deadline:
     time.sleep(0.01)
 spare = children(server)
-with pyinit.Sandbox(["sleep", "300"]) as fresh:
+with pyinit.Sandbox(["sleep", "300"]) as box:
     launcher = parent(box.pid)
 print(json.dumps({"started": started, "server_parent": parent(server), "me": os.getpid(), "spare": spare,
                   "launcher": launcher}))

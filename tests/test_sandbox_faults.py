@@ -334,7 +334,7 @@ def test_sandboxes_are_forked_by_one_single_threaded_server_that_ends_with_its_c
 
 FALLBACK = STATE + """
 from pyinit.forkserver import client as sandbox_client
-def refused(cls):
+def refused(cls, state=None):
     raise OSError("no fork server here")
 sandbox_client.ForkServer.get = classmethod(refused)
 with pyinit.Sandbox(["sh", "-c", "echo direct; exit 4"]) as box:

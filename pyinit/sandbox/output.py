@@ -193,8 +193,8 @@ class Output:
         wake, self._wake = self._wake, None  # first: an interrupted stop() is finished by the next, never closes twice
         for fd in wake or ():
             os.close(fd)
-        self._fds.clear()
-        with SignalsHeld():  # taken from the set and closed together
+        with self._lock, SignalsHeld():  # no read_available() in between; each taken from the set and closed together
+            self._fds.clear()
             while self._owned:
                 os.close(self._owned.pop())
 
