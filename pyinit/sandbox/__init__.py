@@ -121,7 +121,11 @@ class Sandbox(Readiness):
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.close()
+        try:
+            self.close()
+        except KeyboardInterrupt:  # one that came as close() was entered, before any statement of it ran
+            self.close()
+            raise
 
     def start(self) -> "Sandbox":
         """Start the command; return once it runs (or has ended). Called by `with`.
@@ -160,17 +164,13 @@ class Sandbox(Readiness):
         timeouts): an interrupt (Ctrl-C) inside arrives as it returns, after
         the kill and with every descriptor closed, never between the two.
         """
-        held = SignalsHeld()
         try:
-            held.__enter__()
-        except KeyboardInterrupt:  # one that came just before: it has been taken, and this block holds the next
             with SignalsHeld():
                 self._close()
+        except KeyboardInterrupt:  # one that came just before the block (nothing done) or as it ended (all done)
+            with SignalsHeld():
+                self._close()  # a second one finishes what the first began, or does nothing
             raise
-        try:
-            self._close()
-        finally:
-            held.__exit__()
 
     def _close(self) -> None:
         """close(), signals held."""
@@ -181,6 +181,10 @@ class Sandbox(Readiness):
             if not launcher.ended():
                 with contextlib.suppress(OSError):  # no descriptor left to read /proc with: the kill comes first
                     self.processes()  # remembered, to check they are gone
+                    if launcher.init_pid is None and launcher.popen is not None:
+                        # A start interrupted before PID 1 was found: it may run already (a spare's does), and
+                        # dies of its launcher's death a moment after it. Waited for too, and what it started.
+                        members.members(launcher.popen.pid, None, self._seen)
                 launcher.kill_everything(self.processes)
                 if not launcher.ended(START_TIMEOUT):
                     raise SandboxError("the launcher outlived its SIGKILL for %.0f s" % START_TIMEOUT)
