@@ -183,27 +183,37 @@ def pidfd_has_exited(pidfd: int) -> bool:
     Unlike kill(pid, 0) this cannot be fooled by a zombie or a recycled PID,
     and it works across PID namespaces, where getppid() says 0.
     """
-    return readable(pidfd, 0)
+    return bool(ready([pidfd], [], 0)[0])
 
 
-def readable(fd: int, timeout: "float | None") -> bool:
-    """Whether `fd` polls readable (or hung up) within `timeout` seconds (None: waits for ever).
+def ready(readers: "list[int]", writers: "list[int]", timeout: "float | None" = None) -> "tuple[set[int], set[int]]":
+    """poll(2) asked select(2)'s question: which of `readers` can be read and `writers` written, within `timeout` s.
 
-    poll(2), not select(2): select cannot take a descriptor of 1,024 or
-    more, which a caller holding many files gets. A wait interrupted by a
-    signal whose handler returns is resumed by Python (PEP 475).
+    select(2) cannot take a descriptor numbered 1,024 or more, which a caller
+    holding many files hands on; poll takes any. An end or an error counts
+    as ready, as select has it: the read or the write then says which.
+    None waits without a limit.
     """
     import select
 
+    wanted: "dict[int, int]" = {}
+    for fd in readers:
+        wanted[fd] = wanted.get(fd, 0) | select.POLLIN
+    for fd in writers:
+        wanted[fd] = wanted.get(fd, 0) | select.POLLOUT
     poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    milliseconds = None if timeout is None else max(0.0, timeout) * 1e3
-    if milliseconds is not None and milliseconds > _POLL_LIMIT:  # longer than poll(2) can wait: for ever, near enough
-        milliseconds = None
-    return bool(poller.poll(milliseconds))
-
-
-_POLL_LIMIT = (1 << 31) - 1  # poll(2)'s timeout is a C int of milliseconds (24.8 days)
+    for fd, events in wanted.items():
+        poller.register(fd, events)
+    readable, writable = set(), set()
+    for fd, events in poller.poll(None if timeout is None else timeout * 1000):
+        if events & select.POLLNVAL:
+            raise OSError(errno.EBADF, "poll: descriptor %d is not open" % fd)
+        done = events & (select.POLLHUP | select.POLLERR)
+        if wanted[fd] & select.POLLIN and (events & select.POLLIN or done):
+            readable.add(fd)
+        if wanted[fd] & select.POLLOUT and (events & select.POLLOUT or done):
+            writable.add(fd)
+    return readable, writable
 
 
 def release_controlling_terminal(fd: int) -> None:
@@ -291,7 +301,7 @@ def signalfd(signal_numbers: "frozenset[int]") -> int:
     """signalfd(2): a non-blocking, close-on-exec file descriptor that reads these signals.
 
     The signals must stay blocked: the descriptor takes them off the queue,
-    so they can be waited for in select(2) beside other descriptors, which
+    so they can be waited for in poll(2) beside other descriptors, which
     Python's signal module cannot do without running handlers.
     """
     words = [0] * 16  # glibc's sigset_t: 1024 bits in 64-bit words, of which the kernel reads 64

@@ -277,7 +277,7 @@ class ForkServer:
             ForkServer._open.remove(self)
         if self.pid_owner != os.getpid() or self.pidfd < 0:
             return  # a fork's: the server is its parent's child
-        if self.stopped() or not linux.readable(self.pidfd, START_TIMEOUT):  # a stopped one would never read the end
+        if self.stopped() or not linux.ready([self.pidfd], [], START_TIMEOUT)[0]:  # stopped, it never reads the end
             _signal.pidfd_send_signal(self.pidfd, _signal.SIGKILL)
         os.close(self.pidfd)
         self.pidfd = -1
@@ -397,7 +397,7 @@ class ForkServer:
         while True:
             if self._closed:
                 raise ConnectionError("the sandboxes' fork server has gone")
-            if not linux.readable(self._control.fileno(), timeout):
+            if not linux.ready([self._control.fileno()], [], timeout)[0]:
                 raise TimeoutError("the sandboxes' fork server did not answer")
             with SignalsHeld():
                 message = self._control.recv(MESSAGE)

@@ -108,7 +108,7 @@ class Spare:
     def usable(self) -> bool:
         """Ready, and nothing written on its stderr since (a PID 1 that died after `ready` closes it)."""
         self.check(SPARE_WAIT)
-        if self.ready and linux.readable(self.stderr, 0):
+        if self.ready and linux.ready([self.stderr], [], 0)[0]:
             self.failure = "it ended after it was ready"
         return self.ready and self.failure is None
 

@@ -187,7 +187,7 @@ class Launcher:
         popen = self.popen
         if popen is None or popen.returncode is not None or self.status_lost:
             return True
-        if self.pidfd is not None and not linux.readable(self.pidfd, timeout):
+        if self.pidfd is not None and not linux.ready([self.pidfd], [], timeout)[0]:
             return False
         if isinstance(popen, ServedProcess):
             status = popen.server.status(popen.pid, START_TIMEOUT if timeout is None or self.pidfd else timeout)
@@ -319,7 +319,7 @@ class Launcher:
         if self.command_gone:
             return True
         if self.command_pidfd is not None:
-            return linux.readable(self.command_pidfd, timeout)
+            return bool(linux.ready([self.command_pidfd], [], timeout)[0])
         return self.ended(timeout)  # never found: it ended before it could be, or pyinit never started it
 
     def close(self) -> None:
