@@ -29,13 +29,8 @@ Every guarantee of a launcher started directly holds:
   the server's children, reaped there, their statuses sent back.
 - the server has one thread, so each fork can unshare a user namespace: the
   unprivileged case works as before.
-- the launcher is the one the calling thread would have started at that
-  moment: the request carries its working directory (a path the caller
-  resolved) and umask, and everything else a fork inherits (ids, groups,
-  capabilities, securebits, NO_NEW_PRIVS, limits, nice, affinity, the
-  signals ignored and blocked, cgroup, namespaces, root) is the caller's of
-  when it started the server; where the caller's differs now, it starts the
-  launcher directly (forkserver/client.py, caller_state).
+- the launcher is the one the calling thread would have started then: it sends its
+  directory and umask, and starts directly where the rest differs (client.py).
 
 Its messages are forkserver/wire.py's. Its process is `python -I -S -c "...;
 main()" FD` (see forkserver/client.py). Its imports are few (`_socket` and
@@ -180,10 +175,7 @@ class Server:
             spare = self.spare
             making = spare is not None and not spare.ready  # watched until it is ready, or has failed
             watched = [self.control.fileno(), self.wake, *(spare.watched() if spare and making else [])]
-            poller = select.poll()  # not select(2): the socket has the caller's number for it, which may be over 1,023
-            for fd in watched:
-                poller.register(fd, select.POLLIN)
-            readable = [fd for fd, _ in poller.poll(None if self.next_spare is None else SPARE_DELAY * 1e3)]
+            readable = linux.ready(watched, [], None if self.next_spare is None else SPARE_DELAY)[0]  # poll: fds > 1023
             if not readable and self.next_spare is not None:
                 self._new_spare(self.next_spare)
                 self.next_spare = None

@@ -178,30 +178,13 @@ class Sandbox(Readiness):
         if launcher is None:
             return
         try:
-            if not launcher.ended():
-                with contextlib.suppress(OSError):  # no descriptor left to read /proc with: the kill comes first
-                    self.processes()  # remembered, to check they are gone
-                    if launcher.init_pid is None and launcher.popen is not None:
-                        # A start interrupted before PID 1 was found: it may run already (a spare's does), and
-                        # dies of its launcher's death a moment after it. Waited for too, and what it started.
-                        members.members(launcher.popen.pid, None, self._seen)
-                launcher.kill_everything(self.processes)
-                if not launcher.ended(START_TIMEOUT):
-                    raise SandboxError("the launcher outlived its SIGKILL for %.0f s" % START_TIMEOUT)
-            alive = members.wait_until_gone(self._seen, START_TIMEOUT)  # the kernel guarantees it: this checks
-            if alive:
-                raise SandboxError("processes of the sandbox outlived its teardown: %s" % alive)
+            launcher.tear_down(self.processes, self._seen)
             if self._result is None and launcher.popen is not None:
                 with contextlib.suppress(SandboxError):  # no report, and SIGCHLD ignored: a later wait() says so
                     self.wait(0)
         finally:
-            self._output.stop()
-            if self._network is not None:
-                self._network.close()  # forwarding ends with the sandbox
-            if launcher.ended():  # else a second close() needs its pidfds to finish the teardown
-                launcher.close()
-                if self._abandoned is not None:
-                    self._abandoned.detach()
+            if _let_go(launcher, self._output, self._network) and self._abandoned is not None:
+                self._abandoned.detach()
 
     # --- what is inside ------------------------------------------------------------------------
 
@@ -378,6 +361,17 @@ class Sandbox(Readiness):
         return "<pyinit.Sandbox %s pid=%s>" % (self._name(), self.pid)
 
 
+def _let_go(launcher: Launcher, output: Output, network: Optional[Network]) -> bool:
+    """Stop the reader and the forwarding, and close what is held on a launcher that has ended; whether it had."""
+    output.stop()
+    if network is not None:
+        network.close()  # forwarding ends with the sandbox
+    if not launcher.ended():  # a second close() needs its pidfds to finish the teardown
+        return False
+    launcher.close()
+    return True
+
+
 def _abandoned(name: str, launcher: Launcher, output: Output, network: Optional[Network]) -> None:
     """A sandbox garbage-collected without close(): ended now, with a ResourceWarning (as an unclosed file is).
 
@@ -386,15 +380,15 @@ def _abandoned(name: str, launcher: Launcher, output: Output, network: Optional[
     """
     warnings.warn("the sandbox of %s was never closed: it is closed now" % name, ResourceWarning, stacklevel=2)
     with SignalsHeld():
-        launcher.kill_everything(lambda: None)
         if output.in_reader():  # collected by its own reader thread, which cannot wait for itself
+            launcher.kill_everything(lambda: None)
             return
-        launcher.ended(START_TIMEOUT)
-        output.stop()
-        if network is not None:
-            network.close()
-        if launcher.ended():
-            launcher.close()
+        try:
+            launcher.tear_down(lambda: None, {})
+        except SandboxError:  # what could not be ended: nothing more to do from a finalizer
+            pass
+        finally:
+            _let_go(launcher, output, network)
 
 
 def run(argv: Sequence[Union[str, "os.PathLike[str]"]], *, timeout: Optional[float] = None, **options: Any) -> Result:

@@ -19,6 +19,7 @@ pthread_exit().
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal
@@ -30,7 +31,7 @@ import warnings
 from typing import IO, Any, Callable, List, Mapping, Optional, Union
 
 from pyinit import linux, proc, signals
-from pyinit.sandbox.members import inner_pid, kill_below, namespace_level
+from pyinit.sandbox.members import inner_pid, kill_below, members, namespace_level, wait_until_gone
 from pyinit.forkserver.client import ForkServer, ServedProcess, ServerStopped, SignalsHeld, caller_state
 from pyinit.sandbox.result import (SIGCHLD_IGNORED, IsolationError, IsolationWarning, SandboxError, SignalSpec,
                                    signal_number)
@@ -112,10 +113,9 @@ class Launcher:
             try:
                 self.popen = self._served_or_direct(argv, streams, write_end, cwd, env, state)
             except ServerStopped:  # the request is in its socket, with the report's write end: a pipe of its own
-                stale, self.report_fd = self.report_fd, None
+                (stale, self.report_fd), (write_end, stale_end) = (self.report_fd, None), (-1, write_end)
                 os.close(stale)
-                write_end, stale = -1, write_end
-                os.close(stale)
+                os.close(stale_end)
                 self.report_fd, write_end = os.pipe2(os.O_CLOEXEC)
                 self.popen = self._served_or_direct(argv, streams, write_end, cwd, env, None)
             finally:
@@ -149,9 +149,8 @@ class Launcher:
     def _served(self, argv: List[str], child: List[int], kept: "List[Optional[IO[bytes]]]", report: int,
                 cwd: Optional[str], env: Mapping[str, str],
                 state: "Optional[tuple[object, int]]") -> "Optional[ServedProcess]":
-        """The launcher forked by this process's fork server, with the streams `child`; None where the server cannot
-        make exactly the launcher this thread would start now (then it is started directly: `state` is this thread's,
-        caller_state()'s). ServerStopped: the server has the request, and holds on to the descriptors sent."""
+        """The launcher forked by the fork server, with the streams `child`; None where it cannot make the one this
+        thread would start now (`state`: caller_state()'s). ServerStopped: it holds the request and its descriptors."""
         if cwd is not None and not os.path.isdir(cwd):
             raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), cwd)  # as subprocess would
         if state is None:
@@ -303,6 +302,21 @@ class Launcher:
                 signal.pidfd_send_signal(self.pidfd, signals.parse(ORPHANED))
             return
         self._kill()
+
+    def tear_down(self, processes: Callable[[], object], seen: "dict[int, int]") -> None:
+        """SIGKILL everything; return once the launcher and each member in `seen` (host PID -> start time, which
+        `processes()` fills) are gone. SandboxError where one outlives it (the kernel guarantees it: this checks)."""
+        if not self.ended():
+            with contextlib.suppress(OSError):  # no descriptor left to read /proc with: the kill comes first
+                processes()
+                if self.init_pid is None and self.popen is not None:  # a start interrupted before PID 1 was found:
+                    members(self.popen.pid, None, seen)  # a spare's runs already, and dies of the launcher's death
+            self.kill_everything(processes)
+            if not self.ended(START_TIMEOUT):
+                raise SandboxError("the launcher outlived its SIGKILL for %.0f s" % START_TIMEOUT)
+        alive = wait_until_gone(seen, START_TIMEOUT)
+        if alive:
+            raise SandboxError("processes of the sandbox outlived its teardown: %s" % alive)
 
     def _kill(self) -> None:
         """SIGKILL the launcher: through its pidfd, or by PID while it is an unreaped child of ours."""
