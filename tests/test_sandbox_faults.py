@@ -127,7 +127,12 @@ def test_a_start_that_cannot_watch_its_processes_raises_and_leaves_nothing():
 
 FEW_DESCRIPTORS = STATE + """
 import resource
+from pyinit.forkserver.client import ForkServer
 from pyinit.sandbox import SandboxError
+if sys.argv[1] == "direct":  # every launcher started here, by subprocess.Popen
+    def refused(cls, state=None):
+        raise OSError("no fork server here")
+    ForkServer.get = classmethod(refused)
 before = descriptors()
 outcomes = []
 for spare in range(0, 12):
@@ -143,10 +148,12 @@ print(json.dumps({"outcomes": outcomes, "threads": threads()}))
 """
 
 
-def test_a_start_out_of_descriptors_fails_cleanly_at_every_count():
-    """With 0 to 11 descriptors to spare: a clean error or a whole run, and the caller's descriptor table as it was."""
+@pytest.mark.parametrize("start", ["served", "direct"])
+def test_a_start_out_of_descriptors_fails_cleanly_at_every_count(start):
+    """With 0 to 11 descriptors to spare: a clean error or a whole run, and the caller's descriptor table as it was
+    (a direct start's /dev/null and pipe pair, made by subprocess.Popen, once leaked at some counts)."""
     marker = uuid.uuid4().hex
-    seen = caller(FEW_DESCRIPTORS, marker)
+    seen = caller(FEW_DESCRIPTORS, marker, start)
     outcomes = seen["outcomes"]
     assert outcomes[-1] == 3 and set(outcomes) <= {3, "OSError", "SandboxError"} and seen["threads"] == 1, seen
     assert leaked(marker) == []
@@ -424,6 +431,9 @@ for round in range(300):
         signal.setitimer(signal.ITIMER_REAL, 0)
     except KeyboardInterrupt:
         signal.setitimer(signal.ITIMER_REAL, 0)
+    # An interrupt as __exit__ is entered, before its first statement, skips it (1 round in about 2,000): no
+    # Python code can catch that one; the sandbox's finalizer ends it once the program lets go of it.
+    box = None
     running_on += bool(commands())
 print(json.dumps({"running_on": running_on, "same": descriptors() == before, "threads": threads()}))
 """
@@ -468,7 +478,12 @@ def test_a_caller_holding_more_than_1024_descriptors_gets_its_sandboxes():
 
 EMFILE_IN_THREADS = STATE + """
 import resource
+from pyinit.forkserver.client import ForkServer
 from pyinit.sandbox import SandboxError
+if sys.argv[1] == "direct":  # every launcher started here, by subprocess.Popen
+    def refused(cls, state=None):
+        raise OSError("no fork server here")
+    ForkServer.get = classmethod(refused)
 before = descriptors()
 outcomes = {}
 def work():
@@ -491,10 +506,11 @@ print(json.dumps({"outcomes": sorted(map(str, outcomes)), "same": descriptors() 
 
 
 @pytest.mark.stress
-def test_sandboxes_in_threads_out_of_descriptors_fail_cleanly_and_leak_nothing():
+@pytest.mark.parametrize("start", ["served", "direct"])
+def test_sandboxes_in_threads_out_of_descriptors_fail_cleanly_and_leak_nothing(start):
     """8 threads, descriptors for a few sandboxes at a time: each one runs or fails with a clean error (the
     direct start's streams included, which Popen used to leak), and the caller's table ends as it began."""
     marker = uuid.uuid4().hex
-    seen = caller(EMFILE_IN_THREADS, marker, timeout=300)
+    seen = caller(EMFILE_IN_THREADS, marker, start, timeout=300)
     assert set(seen["outcomes"]) <= {"3", "OSError", "SandboxError"} and seen["same"] and seen["threads"] == 1, seen
     assert leaked(marker) == []
