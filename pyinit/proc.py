@@ -174,7 +174,8 @@ def namespaces(pid: "int | str", kinds: "tuple[str, ...]", proc: str = "/proc") 
 
     One open of the ns directory, then a readlink relative to it per kind:
     half the cost of a stat of each whole path. OSError when the process is
-    gone or not ours to look at.
+    gone or not ours to look at. The directory's descriptor is a bare number
+    until the try: a caller whose handlers raise (a Ctrl-C) holds signals.
     """
     directory = os.open("%s/%s/ns" % (proc, pid), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:

@@ -112,8 +112,9 @@ def caller_state() -> "tuple[object, int]":
     umask = [line for line in lines if line.startswith(b"Umask:")]
     root = os.stat("/")
     limits = [resource.getrlimit(number) for number in range(_RLIMITS)]
-    state = (inherited, proc.read("/proc/thread-self/cgroup"), proc.namespaces("thread-self", _NAMESPACES),
-             (root.st_dev, root.st_ino),
+    with SignalsHeld():  # after the status, whose SigBlk is the thread's own: the ns directory's descriptor is closed
+        namespaces = proc.namespaces("thread-self", _NAMESPACES)  # again whatever comes (it once leaked at a Ctrl-C)
+    state = (inherited, proc.read("/proc/thread-self/cgroup"), namespaces, (root.st_dev, root.st_ino),
              linux.securebits(), limits, os.getpriority(os.PRIO_PROCESS, 0))
     return state, int(umask[0].split()[1], 8) if umask else 0o022
 
@@ -269,6 +270,10 @@ class ForkServer:
 
     def _close(self) -> None:
         """close(), the lock held."""
+        with SignalsHeld():  # closed and forgotten together, whatever comes (a Ctrl-C in a wait() that retires it)
+            self._close_held()
+
+    def _close_held(self) -> None:
         if self._closed:
             return
         self._closed = True
