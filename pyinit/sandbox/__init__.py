@@ -45,7 +45,7 @@ import threading
 import time
 import warnings
 import weakref
-from typing import IO, Any, List, Mapping, Optional, Sequence, Union
+from typing import IO, Any, Callable, List, Mapping, Optional, Sequence, Union
 
 from pyinit.sandbox import members as members
 from pyinit.sandbox.launch import (LAUNCHER, SETTLE, START_TIMEOUT, Launcher, Stream, decide_isolation,
@@ -149,8 +149,6 @@ class Sandbox(Readiness):
             if self.network == "private" and launcher.init_pid is not None and launcher.init_pidfd is not None:
                 self._network = Network(launcher.init_pid, launcher.init_pidfd, SignalsHeld)
             self.processes()  # remembered, for teardown
-            # Not __del__, which runs at every sandbox's end, where a Ctrl-C could only be printed and lost:
-            # a finalizer that close() detaches runs for an abandoned sandbox alone.
             self._abandoned = weakref.finalize(self, _abandoned, self._name(), launcher, self._output, self._network)
         except BaseException:
             self.close()
@@ -159,18 +157,8 @@ class Sandbox(Readiness):
 
     def close(self) -> None:
         """Tear everything down: SIGKILL to PID 1, and return once every member is gone. Called by `with`.
-
-        Signals are held for the whole of it (milliseconds; at most its
-        timeouts): an interrupt (Ctrl-C) inside arrives as it returns, after
-        the kill and with every descriptor closed, never between the two.
-        """
-        try:
-            with SignalsHeld():
-                self._close()
-        except KeyboardInterrupt:  # one that came just before the block (nothing done) or as it ended (all done)
-            with SignalsHeld():
-                self._close()  # a second one finishes what the first began, or does nothing
-            raise
+        Signals are held meanwhile (see _held): a Ctrl-C arrives after the kill and the clean-up."""
+        _held(self._close)
 
     def _close(self) -> None:
         """close(), signals held."""
@@ -361,6 +349,19 @@ class Sandbox(Readiness):
         return "<pyinit.Sandbox %s pid=%s>" % (self._name(), self.pid)
 
 
+def _held(action: Callable[[], None]) -> None:
+    """`action` with every signal held (milliseconds; at most its timeouts): an interrupt (Ctrl-C) arrives as it
+    returns. One that came just before the block (nothing done) or as it ended (all done) has `action` run once
+    more, which finishes what the first began or does nothing, before it is raised."""
+    try:
+        with SignalsHeld():
+            action()
+    except KeyboardInterrupt:
+        with SignalsHeld():
+            action()
+        raise
+
+
 def _let_go(launcher: Launcher, output: Output, network: Optional[Network]) -> bool:
     """Stop the reader and the forwarding, and close what is held on a launcher that has ended; whether it had."""
     output.stop()
@@ -374,6 +375,8 @@ def _let_go(launcher: Launcher, output: Output, network: Optional[Network]) -> b
 
 def _abandoned(name: str, launcher: Launcher, output: Output, network: Optional[Network]) -> None:
     """A sandbox garbage-collected without close(): ended now, with a ResourceWarning (as an unclosed file is).
+    A finalizer that close() detaches, not __del__, which would run at every sandbox's end, where a Ctrl-C
+    could only be printed and lost.
 
     Its namespace ends (PID 1 is killed), its reader thread stops, its
     descriptors are closed: nothing of it can touch the next sandbox's.
