@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
+PR_GET_SECUREBITS = 27
 
 CLONE_NEWTIME = 0x00000080
 CLONE_NEWNS = 0x00020000
@@ -109,6 +110,11 @@ def _call(function_name: str, *args: object) -> int:
 def prctl(option: int, argument: int) -> None:
     """prctl(2); the kernel reads all four arguments after `option` as unsigned longs."""
     _call("prctl", option, UnsignedLong(argument), UnsignedLong(0), UnsignedLong(0), UnsignedLong(0))
+
+
+def securebits() -> int:
+    """prctl(PR_GET_SECUREBITS): the thread's securebits flags (capabilities(7)), which fork and exec keep."""
+    return _call("prctl", PR_GET_SECUREBITS, UnsignedLong(0), UnsignedLong(0), UnsignedLong(0), UnsignedLong(0))
 
 
 def set_child_subreaper() -> None:

@@ -262,14 +262,15 @@ def threads_down_to(count: int) -> int:
     return threads()
 
 
-def caller(script: str, marker: str, *args: str, timeout: float = 4 * TIMEOUT) -> dict:
+def caller(script: str, marker: str, *args: str, timeout: float = 4 * TIMEOUT, python: str = sys.executable) -> dict:
     """Run `script` as a caller of the test-side API, with LEAK_MARKER=marker; it prints one JSON object last.
 
-    Fails on a hang (the timeout), a non-zero exit or a traceback.
+    Fails on a hang (the timeout), a non-zero exit or a traceback. `python`:
+    SYSTEM_PYTHON for a caller that gives up root (everyone may run it).
     """
     import json
 
-    done = subprocess.run([sys.executable, "-c", script, *args], env=clean_env(LEAK_MARKER=marker), cwd=REPO,
+    done = subprocess.run([python, "-c", script, *args], env=clean_env(LEAK_MARKER=marker), cwd=REPO,
                           capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0 and "Traceback" not in done.stderr, done
     return json.loads(done.stdout.splitlines()[-1])

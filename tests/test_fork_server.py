@@ -16,7 +16,7 @@ import uuid
 import pexpect
 import pytest
 
-from support import REPO, TIMEOUT, caller, clean_env, leaked, wait_for
+from support import REPO, SYSTEM_PYTHON, TIMEOUT, caller, clean_env, leaked, wait_for
 
 SERVER = """
 import json, os, subprocess, sys, time
@@ -300,3 +300,105 @@ print(json.dumps({"results": [[r.exit_code, r.stdout] for r in results], "warnin
     marker = uuid.uuid4().hex
     assert caller("import sys\n" + script, marker, str(limit)) == {"results": [[0, "2\n"]] * 3, "warnings": []}
     wait_for(lambda: leaked(marker) == [], "nothing left")
+
+
+# --- no shared fate (issue 26): a server's stop, death or replacement costs a sandbox at most a SandboxError ---
+
+SERVER_FAULTS = """
+import signal
+
+def descriptors():
+    return len(os.listdir("/proc/self/fd"))
+"""
+
+
+def test_a_root_caller_that_switches_its_euid_leaves_its_running_sandboxes_alone():
+    """Root runs a sandbox, becomes nobody for another, and root again: the first runs on, and ends as asked."""
+    script = SERVER + """
+import signal, warnings
+from pyinit import proc
+box = pyinit.Sandbox(["sh", "-c", "trap 'exit 7' TERM; echo up; while :; do sleep 0.05; done"]).start()
+box.wait_for_output("up")
+os.setegid(65534)
+os.seteuid(65534)
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # where nobody cannot make namespaces, it runs without them
+    with pyinit.Sandbox(["sleep", "300"]) as other:
+        as_nobody = proc.status(other.command_pid)["Uid"].split()[1]  # its effective uid, seen from here
+os.seteuid(0)
+os.setegid(0)
+print(json.dumps({"as_nobody": as_nobody, "first": box.stop("TERM", timeout=30).exit_code,
+                  "same_server": ForkServer.get().pid == server}))
+"""
+    marker = uuid.uuid4().hex
+    assert caller(script, marker, python=SYSTEM_PYTHON) == {"as_nobody": "65534", "first": 7, "same_server": True}
+    wait_for(lambda: leaked(marker) == [], "nothing left of the caller")
+
+
+def test_a_stopped_server_costs_a_new_sandbox_nothing_and_blocks_no_close():
+    """SIGSTOP to the server under a running sandbox: a new run() keeps its timeout (here it starts directly),
+    the running sandbox's close() returns at once (its status lost: the server reaps nothing), nothing leaks."""
+    script = SERVER + """
+from pyinit.sandbox import SandboxError
+before = descriptors()
+box = pyinit.Sandbox(["sh", "-c", "echo up; sleep 300"]).start()
+box.wait_for_output("up")
+os.kill(server, signal.SIGSTOP)
+started = time.monotonic()
+try:
+    outcome = pyinit.run(["sh", "-c", "exit 3"], timeout=5).exit_code
+except SandboxError as raised:
+    outcome = type(raised).__name__
+run_took = time.monotonic() - started
+started = time.monotonic()
+try:
+    box.close()
+    box.wait(5)
+    closed = "closed"
+except SandboxError as raised:
+    closed = str(raised)
+close_took = time.monotonic() - started
+try:
+    os.kill(server, signal.SIGCONT)
+except ProcessLookupError:
+    pass
+after = pyinit.run(["sh", "-c", "exit 4"], timeout=30).exit_code
+print(json.dumps({"outcome": outcome, "run": run_took < 5, "closed": closed, "close": close_took < 5, "after": after,
+                  "descriptors": descriptors() - before}))
+"""
+    marker = uuid.uuid4().hex
+    seen = caller(SERVER_FAULTS + script, marker)
+    assert seen["outcome"] in (3, "SandboxError", "TimeoutExpired") and seen["run"] and seen["close"], seen
+    assert seen["closed"] in ("closed", "pyinit wrote no exit report, and its exit status is lost: the sandboxes' "
+                                        "fork server, its parent, is stopped"), seen
+    assert seen["after"] == 4 and seen["descriptors"] == 0, seen  # the old server's two replaced by the new one's
+    wait_for(lambda: leaked(marker) == [], "nothing left of the stopped server")
+
+
+def test_a_killed_server_replaced_by_a_new_one_leaves_its_sandboxes_a_sandbox_error_and_no_descriptor():
+    script = SERVER + """
+from pyinit.sandbox import SandboxError
+pyinit.run(["true"])
+before = descriptors()
+boxes = [pyinit.Sandbox(["sh", "-c", "echo up; sleep 300"]).start() for _ in range(3)]
+for box in boxes:
+    box.wait_for_output("up")
+os.kill(server, signal.SIGKILL)
+after = pyinit.run(["sh", "-c", "exit 4"], timeout=30).exit_code  # a new server
+with pyinit.Sandbox(["sleep", "300"]) as fresh:
+    served = parent(parent(fresh.pid)) == ForkServer.get().pid  # by the new one: it has the caller's state
+errors = []
+for box in boxes:
+    for step in (lambda: box.wait(30), box.close):
+        try:
+            step()
+            errors.append(None)
+        except SandboxError:
+            errors.append("SandboxError")
+print(json.dumps({"after": after, "errors": sorted(set(errors), key=str), "descriptors": descriptors() - before,
+                  "new_server": ForkServer.get().pid != server, "served": served}))
+"""
+    marker = uuid.uuid4().hex
+    assert caller(SERVER_FAULTS + script, marker) == {"after": 4, "errors": [None, "SandboxError"], "descriptors": 0,
+                                                      "new_server": True, "served": True}
+    wait_for(lambda: leaked(marker) == [], "nothing left of the killed server's sandboxes")

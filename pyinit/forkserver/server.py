@@ -29,8 +29,8 @@ Every guarantee of a launcher started directly holds:
   the server's children, reaped there, their statuses sent back.
 - the server has one thread, so each fork can unshare a user namespace: the
   unprivileged case works as before.
-One thing differs: a launcher forked by the server starts with the server's
-signal dispositions and resource limits, not the caller's at that moment.
+- the launcher is the one the calling thread would have started then: it sends its
+  directory and umask, and starts directly where the rest differs (client.py).
 
 Its messages are forkserver/wire.py's. Its process is `python -I -S -c "...;
 main()" FD` (see forkserver/client.py). Its imports are few (`_socket` and
@@ -45,6 +45,7 @@ import os
 import select
 import sys
 
+from pyinit import linux
 from pyinit.forkserver.wire import decode_request, receive, send
 
 SPARE_WAIT = 30.0  # seconds a request or the probe waits for a spare being made
@@ -102,7 +103,7 @@ class Spare:
     def usable(self) -> bool:
         """Ready, and nothing written on its stderr since (a PID 1 that died after `ready` closes it)."""
         self.check(SPARE_WAIT)
-        if self.ready and select.select([self.stderr], [], [], 0)[0]:
+        if self.ready and linux.ready([self.stderr], [], 0)[0]:
             self.failure = "it ended after it was ready"
         return self.ready and self.failure is None
 
@@ -132,7 +133,7 @@ def serve(control_fd: int) -> None:
     """Answer each request (a launcher, or the probe); send back each launcher's exit; end everything at end-of-file."""
     # Imported once here, not in every fork: what a launcher and its init load (the report's json too), _ctypes.
     import json  # noqa: F401
-    from pyinit import cli, init, linux, report, shutdown, spawn  # noqa: F401
+    from pyinit import cli, init, report, shutdown, spawn  # noqa: F401
     from pyinit.launcher import namespace  # noqa: F401
     linux.load()
     os.closerange(3, control_fd)  # what the caller had not marked close-on-exec is not the server's
@@ -174,7 +175,7 @@ class Server:
             spare = self.spare
             making = spare is not None and not spare.ready  # watched until it is ready, or has failed
             watched = [self.control.fileno(), self.wake, *(spare.watched() if spare and making else [])]
-            readable = select.select(watched, [], [], None if self.next_spare is None else SPARE_DELAY)[0]
+            readable = linux.ready(watched, [], None if self.next_spare is None else SPARE_DELAY)[0]  # poll: fds > 1023
             if not readable and self.next_spare is not None:
                 self._new_spare(self.next_spare)
                 self.next_spare = None

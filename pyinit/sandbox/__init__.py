@@ -47,11 +47,13 @@ import socket
 import subprocess
 import threading
 import time
-from typing import IO, TYPE_CHECKING, Any, List, Mapping, Optional, Sequence, Union
+import warnings
+import weakref
+from typing import IO, TYPE_CHECKING, Any, Callable, List, Mapping, Optional, Sequence, Union
 
 from pyinit.sandbox import members as members
-from pyinit.sandbox.launch import (LAUNCHER, SETTLE, START_TIMEOUT, Launcher, Stream, decide_isolation,
-                                   init_options, namespaces_refused, run_inside)
+from pyinit.sandbox.isolation import decide_isolation, namespaces_refused
+from pyinit.sandbox.launch import LAUNCHER, SETTLE, START_TIMEOUT, Launcher, Stream, init_options, run_inside
 from pyinit.sandbox.members import format_tree
 from pyinit.sandbox.network import Network
 from pyinit.forkserver.client import SignalsHeld
@@ -94,16 +96,8 @@ class Sandbox(Readiness):
                  settle: float = SETTLE, single_child: bool = False,
                  rewrite: Optional[Mapping[SignalSpec, SignalSpec]] = None, isolate: Union[bool, str] = "auto",
                  max_output: Optional[int] = None, network: str = "host", init: bool = True) -> None:
-        if isinstance(argv, (str, bytes)) or not argv:
-            raise ValueError("argv must be a non-empty list of strings, like subprocess's")
-        if isolate not in (True, False, "auto"):
-            raise ValueError("isolate must be True, False or 'auto'")
-        if max_output is not None and max_output < 1:
-            raise ValueError("max_output must be a number of characters, 1 or more, or None")
-        if network not in ("host", "private"):
-            raise ValueError("network must be 'host' or 'private'")
-        if not init and (drain is not None or settle != SETTLE or single_child):
-            raise ValueError("drain, settle and single_child are the init's options, and init=False runs none")
+        _refuse_bad_arguments(argv, isolate, max_output, network, init, drain is not None or settle != SETTLE
+                              or single_child)
         self.argv = [os.fspath(arg) for arg in argv]
         self.env = dict(os.environ if env is None else env)
         self.cwd = None if cwd is None else os.fspath(cwd)
@@ -125,6 +119,7 @@ class Sandbox(Readiness):
         self._start_time = 0.0
         self._seen: "dict[int, int]" = {}  # host PID -> start time, of every member ever seen
         self._result: Optional[Result] = None
+        self._abandoned: "Optional[weakref.finalize]" = None  # closes a sandbox garbage-collected unclosed
 
     # --- life cycle ----------------------------------------------------------------------------
 
@@ -134,7 +129,11 @@ class Sandbox(Readiness):
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.close()
+        try:
+            self.close()
+        except KeyboardInterrupt:  # one that came as close() was entered, before any statement of it ran
+            self.close()
+            raise
 
     def start(self) -> "Sandbox":
         """Start the command; return once it runs (or has ended). Called by `with`.
@@ -161,6 +160,7 @@ class Sandbox(Readiness):
             if self.network == "private" and launcher.init_pid is not None and launcher.init_pidfd is not None:
                 self._network = Network(launcher.init_pid, launcher.init_pidfd, SignalsHeld)
             self.processes()  # remembered, for teardown
+            self._abandoned = weakref.finalize(self, _abandoned, self._name(), launcher, self._output, self._network)
         except BaseException:
             self.close()
             raise
@@ -168,32 +168,22 @@ class Sandbox(Readiness):
 
     def close(self) -> None:
         """Tear everything down: SIGKILL to PID 1, and return once every member is gone. Called by `with`.
+        Signals are held meanwhile (see _held): a Ctrl-C arrives after the kill and the clean-up."""
+        _held(self._close)
 
-        The kill is sent first, so an interrupt (Ctrl-C) anywhere after it
-        leaves nothing running; a second close() finishes what the first began.
-        """
+    def _close(self) -> None:
+        """close(), signals held."""
         launcher = self._launcher
         if launcher is None:
             return
         try:
-            if not launcher.ended():
-                with contextlib.suppress(OSError):  # no descriptor left to read /proc with: the kill comes first
-                    self.processes()  # remembered, to check they are gone
-                launcher.kill_everything(self.processes)
-                if not launcher.ended(START_TIMEOUT):
-                    raise SandboxError("the launcher outlived its SIGKILL for %.0f s" % START_TIMEOUT)
-            alive = members.wait_until_gone(self._seen, START_TIMEOUT)  # the kernel guarantees it: this checks
-            if alive:
-                raise SandboxError("processes of the sandbox outlived its teardown: %s" % alive)
+            launcher.tear_down(self.processes, self._seen)
             if self._result is None and launcher.popen is not None:
                 with contextlib.suppress(SandboxError):  # no report, and SIGCHLD ignored: a later wait() says so
                     self.wait(0)
         finally:
-            self._output.stop()
-            if self._network is not None:
-                self._network.close()  # forwarding ends with the sandbox
-            if launcher.ended():  # else a second close() needs its pidfds to finish the teardown
-                launcher.close()
+            if _let_go(launcher, self._output, self._network) and self._abandoned is not None:
+                self._abandoned.detach()
 
     # --- what is inside ------------------------------------------------------------------------
 
@@ -385,6 +375,66 @@ class Sandbox(Readiness):
 
     def __repr__(self) -> str:
         return "<pyinit.Sandbox %s pid=%s>" % (self._name(), self.pid)
+
+
+def _refuse_bad_arguments(argv: object, isolate: object, max_output: Optional[int], network: str, init: bool,
+                          init_options_given: bool) -> None:
+    """Sandbox's ValueError for arguments that make no sandbox; the init's options are checked by init_options."""
+    if isinstance(argv, (str, bytes)) or not argv:
+        raise ValueError("argv must be a non-empty list of strings, like subprocess's")
+    if isolate not in (True, False, "auto"):
+        raise ValueError("isolate must be True, False or 'auto'")
+    if max_output is not None and max_output < 1:
+        raise ValueError("max_output must be a number of characters, 1 or more, or None")
+    if network not in ("host", "private"):
+        raise ValueError("network must be 'host' or 'private'")
+    if not init and init_options_given:
+        raise ValueError("drain, settle and single_child are the init's options, and init=False runs none")
+
+
+def _held(action: Callable[[], None]) -> None:
+    """`action` with every signal held (milliseconds; at most its timeouts): an interrupt (Ctrl-C) arrives as it
+    returns. One that came just before the block (nothing done) or as it ended (all done) has `action` run once
+    more, which finishes what the first began or does nothing, before it is raised."""
+    try:
+        with SignalsHeld():
+            action()
+    except KeyboardInterrupt:
+        with SignalsHeld():
+            action()
+        raise
+
+
+def _let_go(launcher: Launcher, output: Output, network: Optional[Network]) -> bool:
+    """Stop the reader and the forwarding, and close what is held on a launcher that has ended; whether it had."""
+    output.stop()
+    if network is not None:
+        network.close()  # forwarding ends with the sandbox
+    if not launcher.ended():  # a second close() needs its pidfds to finish the teardown
+        return False
+    launcher.close()
+    return True
+
+
+def _abandoned(name: str, launcher: Launcher, output: Output, network: Optional[Network]) -> None:
+    """A sandbox garbage-collected without close(): ended now, with a ResourceWarning (as an unclosed file is).
+    A finalizer that close() detaches, not __del__, which would run at every sandbox's end, where a Ctrl-C
+    could only be printed and lost.
+
+    Its namespace ends (PID 1 is killed), its reader thread stops, its
+    descriptors are closed: nothing of it can touch the next sandbox's.
+    """
+    warnings.warn("the sandbox of %s was never closed: it is closed now" % name, ResourceWarning, stacklevel=2)
+    with SignalsHeld():
+        if output.in_reader():  # collected by its own reader thread, which cannot wait for itself
+            launcher.kill_everything(lambda: None)
+            return
+        try:
+            launcher.tear_down(lambda: None, {})
+        except SandboxError:  # what could not be ended: nothing more to do from a finalizer
+            pass
+        finally:
+            _let_go(launcher, output, network)
 
 
 def run(argv: Sequence[Union[str, "os.PathLike[str]"]], *, timeout: Optional[float] = None, **options: Any) -> Result:

@@ -26,22 +26,20 @@ them.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
-import select
 import signal
 import subprocess
 import sys
-import threading
 import time
-import warnings
 from typing import IO, Any, Callable, List, Mapping, Optional, Union
 
 from pyinit import linux, proc, signals
-from pyinit.sandbox.members import inner_pid, kill_below, namespace_level
-from pyinit.forkserver.client import ForkServer, ServedProcess, SignalsHeld
-from pyinit.sandbox.result import (SIGCHLD_IGNORED, IsolationError, IsolationWarning, SandboxError, SignalSpec,
-                                   signal_number)
+from pyinit.config import MAX_SECONDS
+from pyinit.sandbox.members import inner_pid, kill_below, members, namespace_level, wait_until_gone
+from pyinit.forkserver.client import ForkServer, ServedProcess, ServerStopped, SignalsHeld, caller_state
+from pyinit.sandbox.result import SIGCHLD_IGNORED, SandboxError, SignalSpec, signal_number
 
 # How a user's process starts pyinit: the one place that knows it. The file
 # __main__.py blocks every signal first, and finds its own package.
@@ -53,7 +51,6 @@ SETTLE = 1.0  # the sandbox's default --settle: what dies of the command's own s
 # the command's group, after which pyinit's drain ends everything it adopted.
 # So a caller that dies (SIGKILL included) takes the command's tree along.
 ORPHANED = "RTMAX"
-_TRANSIENT = (errno.EAGAIN, errno.ENOMEM, errno.EMFILE, errno.ENFILE)
 
 Stream = Union[None, int, IO[Any]]
 
@@ -64,8 +61,8 @@ def init_options(grace: Optional[float], drain: Optional[float], settle: Optiona
     options = []
     for name, seconds in (("--grace", grace), ("--drain", drain), ("--settle", settle)):
         if seconds is not None:
-            if not 0 <= seconds < float("inf"):
-                raise ValueError("%s must be a number of seconds, 0 or more" % name[2:])
+            if not 0 <= seconds <= MAX_SECONDS:  # as pyinit's command line: it would refuse more
+                raise ValueError("%s must be a number of seconds, from 0 to %g" % (name[2:], MAX_SECONDS))
             options += [name, repr(float(seconds))]
     if single_child:
         options.append("--single-child")
@@ -113,43 +110,73 @@ class Launcher:
         else:
             ends = ["-p", ORPHANED, "--rewrite", "%s:KILL" % ORPHANED]
         argv = [*ends, *options, "--exit-report", "fd:REPORT", "--", *command]
-        with SignalsHeld():  # a Ctrl-C waits until the pipe and the process are kept, for close() to end them
+        try:
+            # This thread's, before SignalsHeld changes its mask. None: started directly, as a bare launcher always is
+            # (the server's spares run an init).
+            state: "Optional[tuple[object, int]]" = None if self.bare else caller_state()
+        except OSError:  # no descriptor to read /proc with: what the server would give cannot be told
+            state = None
+        with SignalsHeld():  # a Ctrl-C waits until the pipes and the process are kept, for close() to end them
             self.report_fd, write_end = os.pipe2(os.O_CLOEXEC)
             try:
-                self.popen = ((None if self.bare else self._served(argv, streams, write_end, cwd, env))
-                              or subprocess.Popen([*LAUNCHER, *[arg.replace("fd:REPORT", "fd:%d" % write_end)
-                                                                for arg in argv]],
-                                                  stdin=streams[0], stdout=streams[1], stderr=streams[2], cwd=cwd,
-                                                  env=env, pass_fds=(write_end,), start_new_session=True))
+                self.popen = self._served_or_direct(argv, streams, write_end, cwd, env, state)
+            except ServerStopped:  # the request is in its socket, with the report's write end: a pipe of its own
+                (stale, self.report_fd), (write_end, stale_end) = (self.report_fd, None), (-1, write_end)
+                os.close(stale)
+                os.close(stale_end)
+                self.report_fd, write_end = os.pipe2(os.O_CLOEXEC)
+                self.popen = self._served_or_direct(argv, streams, write_end, cwd, env, None)
             finally:
-                os.close(write_end)
+                if write_end >= 0:
+                    os.close(write_end)
             # Not reaped yet (by us or by the fork server): its PID is still its own.
             self.pidfd = _pidfd(self.popen.pid)
         return self.popen
 
-    def _served(self, argv: List[str], streams: "tuple[Stream, Stream, Stream]", report: int, cwd: Optional[str],
-                env: Mapping[str, str]) -> "Optional[ServedProcess]":
-        """The launcher forked by this process's fork server; None where the server cannot (then it is started directly)."""
-        if cwd is not None and not os.path.isdir(cwd):
-            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), cwd)  # as subprocess would
-        try:
-            server = ForkServer.get()
-        except OSError:
-            return None
+    def _served_or_direct(self, argv: List[str], streams: "tuple[Stream, Stream, Stream]", report: int,
+                          cwd: Optional[str], env: Mapping[str, str],
+                          state: "Optional[tuple[object, int]]") -> "subprocess.Popen | ServedProcess":
+        """The launcher, forked by the server where it can (`state`: see _served), else started here directly."""
         child, kept, made = _stream_ends(streams)
         try:
-            pid = server.start(argv, [*child, report], cwd, env,
-                               signal.SIGKILL if self.isolated else signals.parse(ORPHANED))
-        except BaseException as failure:  # a server gone, an environment too large for one message, a Ctrl-C
-            for pipe in kept:
-                if pipe is not None:
-                    pipe.close()
-            if isinstance(failure, (OSError, ValueError)):
-                return None
+            served = self._served(argv, child, kept, report, cwd, env, state)
+            if served is not None:
+                return served
+            # The streams made here, not by Popen: under EMFILE, its own (/dev/null, a pipe pair) leaked.
+            popen = subprocess.Popen([*LAUNCHER, *[arg.replace("fd:REPORT", "fd:%d" % report) for arg in argv]],
+                                     stdin=child[0], stdout=child[1], stderr=child[2], cwd=cwd, env=env,
+                                     pass_fds=(report,), start_new_session=True)
+            popen.stdin, popen.stdout, popen.stderr = kept
+            return popen
+        except BaseException:
+            _close_ends(kept, [])
             raise
         finally:
-            for fd in made:
-                os.close(fd)
+            _close_ends([], made)
+
+    def _served(self, argv: List[str], child: List[int], kept: "List[Optional[IO[bytes]]]", report: int,
+                cwd: Optional[str], env: Mapping[str, str],
+                state: "Optional[tuple[object, int]]") -> "Optional[ServedProcess]":
+        """The launcher forked by the fork server, with the streams `child`; None where it cannot make the one this
+        thread would start now (`state`: caller_state()'s). ServerStopped: it holds the request and its descriptors."""
+        if cwd is not None and not os.path.isdir(cwd):
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), cwd)  # as subprocess would
+        if state is None:
+            return None
+        server = ForkServer.serving(state[0])
+        if server is None:
+            return None
+        try:
+            where = os.getcwd() if cwd is None else os.path.join(os.getcwd(), cwd)  # as Popen's chdir would resolve it
+        except OSError:  # this process's directory was removed: a child started directly still runs there
+            return None
+        try:
+            pid = server.start(argv, [*child, report], where, env, state[1],
+                               signal.SIGKILL if self.isolated else signals.parse(ORPHANED))
+        except ServerStopped:
+            raise
+        except (OSError, ValueError):  # a server gone or out of processes, an environment too large for one message
+            return None
         return ServedProcess(server, pid, kept)
 
     @property
@@ -167,14 +194,16 @@ class Launcher:
         popen = self.popen
         if popen is None or popen.returncode is not None or self.status_lost:
             return True
-        if self.pidfd is not None and not select.select([self.pidfd], [], [], timeout)[0]:
+        if self.pidfd is not None and not linux.ready([self.pidfd], [], timeout)[0]:
             return False
         if isinstance(popen, ServedProcess):
             status = popen.server.status(popen.pid, START_TIMEOUT if timeout is None or self.pidfd else timeout)
             if status is None:  # the server said nothing in time: ended, if its pidfd says so, its status lost
                 if self.pidfd is not None:
                     self.status_lost = ("the sandboxes' fork server, its parent, was killed" if popen.server.gone()
-                                        else "the sandboxes' fork server did not send it")
+                                        else "the sandboxes' fork server, its parent, is stopped"
+                                        if popen.server.stopped() else "the sandboxes' fork server did not send it")
+                    popen.server.forget(popen.pid)
                 return self.status_lost is not None
             popen.returncode = os.waitstatus_to_exitcode(status)
             popen.server.forget(popen.pid)
@@ -290,6 +319,21 @@ class Launcher:
             return
         self._kill()
 
+    def tear_down(self, processes: Callable[[], object], seen: "dict[int, int]") -> None:
+        """SIGKILL everything; return once the launcher and each member in `seen` (host PID -> start time, which
+        `processes()` fills) are gone. SandboxError where one outlives it (the kernel guarantees it: this checks)."""
+        if not self.ended():
+            with contextlib.suppress(OSError):  # no descriptor left to read /proc with: the kill comes first
+                processes()
+                if self.init_pid is None and self.popen is not None:  # a start interrupted before PID 1 was found:
+                    members(self.popen.pid, None, seen)  # a spare's runs already, and dies of the launcher's death
+            self.kill_everything(processes)
+            if not self.ended(START_TIMEOUT):
+                raise SandboxError("the launcher outlived its SIGKILL for %.0f s" % START_TIMEOUT)
+        alive = wait_until_gone(seen, START_TIMEOUT)
+        if alive:
+            raise SandboxError("processes of the sandbox outlived its teardown: %s" % alive)
+
     def _kill(self) -> None:
         """SIGKILL the launcher: through its pidfd, or by PID while it is an unreaped child of ours."""
         if self.pidfd is not None:
@@ -305,8 +349,7 @@ class Launcher:
         if self.command_gone:
             return True
         if self.command_pidfd is not None:
-            readable, _, _ = select.select([self.command_pidfd], [], [], timeout)
-            return bool(readable)
+            return bool(linux.ready([self.command_pidfd], [], timeout)[0])
         return self.ended(timeout)  # never found: it ended before it could be, or pyinit never started it
 
     def close(self) -> None:
@@ -323,11 +366,12 @@ class Launcher:
 
 
 def _stream_ends(streams: "tuple[Stream, Stream, Stream]") -> "tuple[List[int], List[Optional[IO[bytes]]], List[int]]":
-    """What a launcher forked by the server gets for stdin, stdout and stderr, as subprocess.Popen would give them.
+    """What a launcher gets for stdin, stdout and stderr, as subprocess.Popen would give them.
 
-    Returns the three descriptors to send, the pipe ends kept here (file
-    objects, as Popen's stdin, stdout and stderr), and the descriptors made
-    here to close once sent. None means this process's own stream.
+    Returns the three descriptors for the launcher, the pipe ends kept here
+    (file objects, as Popen's stdin, stdout and stderr), and the descriptors
+    made here to close once the launcher has them. None means this
+    process's own stream.
     """
     child: List[int] = []
     kept: List[Optional[IO[bytes]]] = []
@@ -365,6 +409,15 @@ def _stream_ends(streams: "tuple[Stream, Stream, Stream]") -> "tuple[List[int], 
     return child, kept, made
 
 
+def _close_ends(kept: "List[Optional[IO[bytes]]]", made: List[int]) -> None:
+    """Close what _stream_ends made: the pipe ends kept here, and the descriptors made for the launcher."""
+    for pipe in kept:
+        if pipe is not None:
+            pipe.close()
+    for fd in made:
+        os.close(fd)
+
+
 def _pidfd(pid: int) -> Optional[int]:
     """A pidfd on `pid`; None when it has been reaped already. (Call with signals held: see SignalsHeld.)"""
     try:
@@ -373,60 +426,6 @@ def _pidfd(pid: int) -> Optional[int]:
         return None
     except OSError as failure:
         raise SandboxError("cannot watch the sandbox's processes: %s" % failure.strerror) from None
-
-
-_refusals: "dict[int, Optional[str]]" = {}
-_refusals_lock = threading.Lock()
-
-
-def decide_isolation(isolate: Union[bool, str]) -> bool:
-    """Whether to use namespaces; raise or warn, as `isolate` asks, where the kernel refuses them."""
-    if isolate is False:
-        return False
-    reason = namespaces_refused()
-    if reason is None:
-        return True
-    if isolate is True:
-        raise IsolationError("cannot run in namespaces of its own: %s" % reason)
-    warnings.warn(IsolationWarning("namespaces refused (%s): running under pyinit as a subreaper instead, "
-                                   "which cannot stop a process that leaves its tree" % reason), stacklevel=4)
-    return False
-
-
-def namespaces_refused(env: Optional[Mapping[str, str]] = None) -> Optional[str]:
-    """Why the launcher cannot create namespaces here, or None when it can.
-
-    Asked once per user ID: of the fork server, whose first spare launcher
-    (forkserver/server.py) tells; without one, of `pyinit --unshare -- true`
-    run with the caller's environment (which the launcher's interpreter
-    ignores anyway, see LAUNCHER), whose verdict is read from its stderr as
-    well as its status: a caller that ignores SIGCHLD sees every child exit
-    0. A refusal for want of a resource (EAGAIN, ENOMEM, no descriptor) is
-    not remembered: the next sandbox asks again rather than run without
-    isolation for good.
-    """
-    with _refusals_lock:
-        uid = os.geteuid()
-        if uid in _refusals:
-            return _refusals[uid]
-        reason = _probe(os.environ if env is None else env)
-        if reason is not None and reason.startswith("pyinit: "):
-            reason = reason[len("pyinit: "):]
-        if reason is None or not any(os.strerror(code) in reason for code in _TRANSIENT):
-            _refusals[uid] = reason
-        return reason
-
-
-def _probe(env: Mapping[str, str]) -> Optional[str]:
-    """The fork server's answer, or else `pyinit --unshare -- true`'s: None, or what stopped it."""
-    try:
-        return ForkServer.get().namespaces_refused()
-    except (OSError, ValueError):
-        pass
-    probe = subprocess.run([*LAUNCHER, "--unshare", "--", "true"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.PIPE, env=env, timeout=START_TIMEOUT)
-    message = probe.stderr.decode(errors="replace").strip()
-    return None if probe.returncode == 0 and not message else (message or "exit code %d" % probe.returncode)
 
 
 # The working directory of an entered command: pyinit --enter takes the sandbox's own (as nsenter -w);

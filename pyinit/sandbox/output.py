@@ -23,6 +23,7 @@ import threading
 from typing import IO, Deque, Dict, List, Optional, Sequence
 
 from pyinit.forkserver.client import SignalsHeld
+from pyinit.sandbox.result import SandboxError
 
 CARRY = 4096  # characters searched again before what is new: the longest match that may straddle two reads
 TAIL_LINES = 20
@@ -76,24 +77,31 @@ class Output:
         self._limit = max_output
         self._streams: Dict[str, _Stream] = {}
         self._report: List[bytes] = []
-        self._fds: Dict[int, str] = {}  # fd -> "stdout", "stderr" or "report"
+        # The reader's own duplicates of the pipes' read ends: nobody else closes them (a garbage-collected
+        # Popen or file object would), so no number it polls is ever another owner's.
+        self._owned: "set[int]" = set()
+        self._fds: Dict[int, str] = {}  # those of _owned not at end-of-file yet -> "stdout", "stderr" or "report"
         self._wake: Optional["tuple[int, int]"] = None
         self._running: Optional[_thread.LockType] = None  # held by the reader thread until it returns
         # Set by the reader as it returns: what waits on `running` looks here first. Acquiring and releasing
         # the lock to wait for the reader is not atomic: a Ctrl-C between the two once left it held for good,
         # and the next close() waited on it for ever.
         self._finished = False
+        self._reader = -1  # the reader thread's ident
 
     def start(self, stdout: Optional[IO[bytes]], stderr: Optional[IO[bytes]], report: int) -> None:
         """Read the captured pipes (None: not captured) and the report's read end, in a thread, until end-of-file."""
         for name, pipe in (("stdout", stdout), ("stderr", stderr)):
             if pipe is not None:
                 self._streams[name] = _Stream()
-                self._fds[pipe.fileno()] = name
-        self._fds[report] = "report"
-        for fd in self._fds:
-            os.set_blocking(fd, False)
-        with SignalsHeld():
+        with SignalsHeld():  # each descriptor kept as it is made, for stop() to close
+            for name, fd in (("stdout", None if stdout is None else stdout.fileno()),
+                             ("stderr", None if stderr is None else stderr.fileno()), ("report", report)):
+                if fd is not None:
+                    mine = os.dup(fd)  # close-on-exec
+                    self._owned.add(mine)
+                    self._fds[mine] = name
+                    os.set_blocking(mine, False)  # the pipe's: nothing else reads it
             self._wake = os.pipe2(os.O_CLOEXEC)
             running = _thread.allocate_lock()
             running.acquire()
@@ -101,7 +109,16 @@ class Output:
             # A bare thread, not threading.Thread, whose start() waits for the new thread to be scheduled:
             # while the sandbox's launcher and PID 1 take the request, both cores are busy, and that wait was
             # up to 0.7 ms of a sandbox's start. Nothing here needs it to run yet: the pipes keep what comes.
-            _thread.start_new_thread(self._read_all, (running,))
+            try:
+                self._reader = _thread.start_new_thread(self._read_all, (running,))
+            except RuntimeError as failure:  # out of threads (RLIMIT_NPROC, the system's limit): never started
+                self._finished = True
+                running.release()
+                raise SandboxError("cannot start the thread that reads the sandbox's output: %s" % failure) from None
+
+    def in_reader(self) -> bool:
+        """Whether this is the reader thread (running): it cannot wait for itself."""
+        return _thread.get_ident() == self._reader and not self._finished
 
     @property
     def captured(self) -> List[str]:
@@ -119,8 +136,10 @@ class Output:
                     return
                 with self._lock:
                     for fd, _ in events:
-                        if fd in self._fds and not self._read_from(fd):
+                        if fd not in self._fds or not self._read_from(fd):  # at its end (read_available saw it)
                             poller.unregister(fd)
+                            self._owned.discard(fd)
+                            os.close(fd)
         finally:
             self._finished = True
             running.release()
@@ -144,13 +163,14 @@ class Output:
                 return False
 
     def read_available(self) -> None:
-        """Take what the pipes hold now, in the caller's thread (what a command wrote just before exiting)."""
+        """Take what the pipes hold now, in the caller's thread (what a command wrote just before exiting).
+
+        A pipe at its end is left for the reader thread (or stop()) to close:
+        the thread may be polling its number.
+        """
         with self._lock:
             for fd in list(self._fds):
-                try:
-                    self._read_from(fd)
-                except OSError:  # closed by stop() meanwhile
-                    pass
+                self._read_from(fd)
 
     def finish(self, timeout: float) -> bool:
         """Wait until every pipe has reached end-of-file (every writer is gone); False if `timeout` passed first."""
@@ -173,7 +193,10 @@ class Output:
         wake, self._wake = self._wake, None  # first: an interrupted stop() is finished by the next, never closes twice
         for fd in wake or ():
             os.close(fd)
-        self._fds.clear()
+        with self._lock, SignalsHeld():  # no read_available() in between; each taken from the set and closed together
+            self._fds.clear()
+            while self._owned:
+                os.close(self._owned.pop())
 
     def report(self) -> bytes:
         with self._lock:
