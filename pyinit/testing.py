@@ -56,12 +56,15 @@ def exited_before(result: Result, sent: float, signal_name: str) -> Optional[flo
 
     Judged once the command has ended, from pyinit's exit report: when its
     exit came before `sent`, or when pyinit never took `signal_name` while
-    the command ran (it arrived after the exit, or was discarded as taken
-    after it), the command ended on its own, whatever the clocks say.
+    the command ran (it arrived after the exit: during --settle, which it
+    ends, or later), the command ended on its own, whatever the clocks say.
     """
     if result.report is None or result.exit_time is None:
         return None
-    if result.exit_time <= sent or signal_name not in result.received():
+    first_signal = result.report["timeline"]["first_signal"]  # taken while the command ran, or never: None
+    taken_while_running = (signal_name in result.received() and first_signal is not None
+                           and first_signal <= result.exit_time)
+    if result.exit_time <= sent or not taken_while_running:
         return max(0.0, sent - result.exit_time)
     return None
 

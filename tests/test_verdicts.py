@@ -264,3 +264,19 @@ def test_a_debugger_can_attach_inside():
     assert result.stdout.split()[:2] == ["attach", "0"], result.stdout
     with Sandbox(["sleep", "100"]) as box:
         assert stat(box.command_pid).state in "RS" and status(box.command_pid)["TracerPid"] == "0"
+
+
+def test_a_signal_that_ends_the_settle_is_no_proof_that_the_command_stopped_on_it():
+    """A SIGTERM sent just after the command's exit reaches pyinit in its --settle, which it ends and counts
+    as received. The test's clock may read a moment before pyinit's record of the exit (it sees the exit
+    through a pidfd, pyinit when it reaps): the command still had not stopped on the signal.
+
+    It once let assert_stops_on pass a daemon whose parent had exited (1 run of the whole suite)."""
+    from pyinit.testing import exited_before
+
+    with Sandbox([sys.executable, "-c", "import subprocess; subprocess.Popen(['sleep', '30'])"], settle=30) as box:
+        assert box.wait_for_exit(TIMEOUT)
+        box.send_signal("TERM")  # pyinit is settling: waiting for the sleep
+        result = box.wait(TIMEOUT)
+    assert result.duration < 20 and "SIGTERM" in result.received()  # the settle ended at once, the signal counted
+    assert exited_before(result, result.exit_time - 0.001, "SIGTERM") == 0.0  # the clocks' race, as it came
