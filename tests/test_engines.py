@@ -173,19 +173,22 @@ def test_example_image_exit_code_and_zombies(engine):
 # --- Scenarios: pyinit beside tini, dumb-init and no init -------------------------------------------
 
 
-def test_stop_a_service_with_a_sigterm_handler(engine):
-    """`stop`: the service's handler runs and it exits 0, at once, whatever the init."""
+@pytest.mark.parametrize("options", [(), ("--read-only", "--user", "65534", "--cap-drop", "ALL")],
+                         ids=["plain", "read-only-nobody-no-capabilities"])
+def test_stop_a_service_with_a_sigterm_handler(engine, options):
+    """`stop`: the service's handler runs and it exits 0, at once, whatever the init; the same in a
+    read-only container, as nobody, without any capability."""
 
     def scenario(init):
-        name = start(engine, init, GRACEFUL)
+        name = start(engine, init, GRACEFUL, *options)
         output(engine, name, "serving")
         result = stop(engine, name, "-t", "5")
         return result, "stopping" in engine.logs(name)
 
     results = each_init(scenario)
     for init, (result, said) in results.items():
-        record("stop, service with a SIGTERM handler", engine.name, init,
-               stopped(result) + ("" if said else ", no 'stopping'"))
+        record("stop, service with a SIGTERM handler" + (", " + " ".join(options) if options else ""), engine.name,
+               init, stopped(result) + ("" if said else ", no 'stopping'"))
     (code, elapsed), said = results["pyinit"]
     assert (code, said) == (0, True) and elapsed < 5, results["pyinit"]  # before stop's SIGKILL
 
@@ -314,23 +317,6 @@ def test_stop_timeout_against_pyinits_grace(engine, tmp_path):
     assert code == 137 and 0.9 <= elapsed < 4, results["pyinit"]
     report = json.loads((reports / "exit.json").read_text())  # only pyinit writes one
     assert (report["exit_code"], report["grace"]["seconds"], report["grace"]["killed"]) == (137, 1.0, True), report
-
-
-def test_read_only_nobody_without_capabilities(engine):
-    """`--read-only --user 65534 --cap-drop ALL`: the service serves and stops cleanly, 0."""
-
-    def scenario(init):
-        name = start(engine, init, GRACEFUL, "--read-only", "--user", "65534", "--cap-drop", "ALL")
-        output(engine, name, "serving")
-        result = stop(engine, name, "-t", "5")
-        return result, "stopping" in engine.logs(name)
-
-    results = each_init(scenario)
-    for init, (result, said) in results.items():
-        record("--read-only --user 65534 --cap-drop ALL, stop", engine.name, init,
-               stopped(result) + ("" if said else ", no 'stopping'"))
-    (code, elapsed), said = results["pyinit"]
-    assert (code, said) == (0, True) and elapsed < 5, results["pyinit"]  # before stop's SIGKILL
 
 
 def test_pids_limit_with_a_fork_storm(engine):
