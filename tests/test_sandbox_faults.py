@@ -32,6 +32,13 @@ def descriptors():
 def threads():
     return threads_down_to(1)
 
+def no_fork_server():
+    # Every later launcher started here directly, by subprocess.Popen: the fork server refuses.
+    from pyinit.forkserver.client import ForkServer
+    def refused(cls, state=None):
+        raise OSError("no fork server here")
+    ForkServer.get = classmethod(refused)
+
 def exhaust():
     # Open /dev/null until no descriptor is left; return them, to be closed again.
     held = []
@@ -127,12 +134,9 @@ def test_a_start_that_cannot_watch_its_processes_raises_and_leaves_nothing():
 
 FEW_DESCRIPTORS = STATE + """
 import resource
-from pyinit.forkserver.client import ForkServer
 from pyinit.sandbox import SandboxError
-if sys.argv[1] == "direct":  # every launcher started here, by subprocess.Popen
-    def refused(cls, state=None):
-        raise OSError("no fork server here")
-    ForkServer.get = classmethod(refused)
+if sys.argv[1] == "direct":
+    no_fork_server()
 before = descriptors()
 outcomes = []
 for spare in range(0, 12):
@@ -340,10 +344,7 @@ def test_sandboxes_are_forked_by_one_single_threaded_server_that_ends_with_its_c
 
 
 FALLBACK = STATE + """
-from pyinit.forkserver import client as sandbox_client
-def refused(cls, state=None):
-    raise OSError("no fork server here")
-sandbox_client.ForkServer.get = classmethod(refused)
+no_fork_server()
 with pyinit.Sandbox(["sh", "-c", "echo direct; exit 4"]) as box:
     result = box.wait(30)
 print(json.dumps({"code": result.exit_code, "out": result.stdout, "report": result.report is not None}))
@@ -478,12 +479,9 @@ def test_a_caller_holding_more_than_1024_descriptors_gets_its_sandboxes():
 
 EMFILE_IN_THREADS = STATE + """
 import resource
-from pyinit.forkserver.client import ForkServer
 from pyinit.sandbox import SandboxError
-if sys.argv[1] == "direct":  # every launcher started here, by subprocess.Popen
-    def refused(cls, state=None):
-        raise OSError("no fork server here")
-    ForkServer.get = classmethod(refused)
+if sys.argv[1] == "direct":
+    no_fork_server()
 before = descriptors()
 outcomes = {}
 def work():
