@@ -54,38 +54,37 @@ def _unavailable(name: str, reason: str) -> None:
 
 
 def _session(name: str, tmp_path_factory):
+    """The engine `name`, set up for this module with the example image and the test image built on it;
+    skipped (or, for podman under CI, failed) with the reason where it cannot run."""
     if os.geteuid() != 0:
         _unavailable(name, "the engine suite needs root (rootful engines, a private dockerd)")
     missing = [path for path in C_INITS.values() if not os.access(path, os.X_OK)]
     if missing:
         _unavailable(name, "%s missing (Debian packages tini, dumb-init)" % ", ".join(missing))
-    with engine_session(name) as engine:
-        engine.build(REPO, REPO / "examples" / "Dockerfile", EXAMPLE)  # as written, from the repository
-        context = tmp_path_factory.mktemp("context-%s" % name)
-        for init, path in C_INITS.items():
-            shutil.copy(path, context / init)
-        for program in PROGRAMS:
-            shutil.copy(REPO / "tests" / "programs" / program, context / program)
-        (context / "Containerfile").write_text("FROM %s\nCOPY %s /usr/local/bin/\nCOPY %s /app/\n"
-                                               % (EXAMPLE, " ".join(C_INITS), " ".join(PROGRAMS)))
-        engine.build(context, context / "Containerfile", IMAGE)
-        yield engine
+    try:
+        with engine_session(name) as engine:
+            engine.build(REPO, REPO / "examples" / "Dockerfile", EXAMPLE)  # as written, from the repository
+            context = tmp_path_factory.mktemp("context-%s" % name)
+            for init, path in C_INITS.items():
+                shutil.copy(path, context / init)
+            for program in PROGRAMS:
+                shutil.copy(REPO / "tests" / "programs" / program, context / program)
+            (context / "Containerfile").write_text("FROM %s\nCOPY %s /usr/local/bin/\nCOPY %s /app/\n"
+                                                   % (EXAMPLE, " ".join(C_INITS), " ".join(PROGRAMS)))
+            engine.build(context, context / "Containerfile", IMAGE)
+            yield engine
+    except EngineUnavailable as reason:
+        _unavailable(name, str(reason))
 
 
 @pytest.fixture(scope="module")
 def podman_engine(tmp_path_factory):
-    try:
-        yield from _session("podman", tmp_path_factory)
-    except EngineUnavailable as reason:
-        _unavailable("podman", str(reason))
+    yield from _session("podman", tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def docker_engine(tmp_path_factory):
-    try:
-        yield from _session("docker", tmp_path_factory)
-    except EngineUnavailable as reason:
-        _unavailable("docker", str(reason))
+    yield from _session("docker", tmp_path_factory)
 
 
 @pytest.fixture(params=list(ENGINES))
